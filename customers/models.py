@@ -1,0 +1,24 @@
+from django.db import models
+
+from billing.tenancy import OwnedModel
+
+
+class Customer(OwnedModel):
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    address = models.TextField(blank=True, max_length=2000)
+    tax_id = models.CharField(max_length=50, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            models.Index(fields=["owner", "name", "id"], name="customer_owner_name"),
+            models.Index(fields=["owner", "created_at"], name="customer_owner_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(name=""), name="customer_name_not_blank"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,10 @@
+from rest_framework import serializers
+
+from customers.models import Customer
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Customer
+        fields = ["id", "name", "email", "phone", "address", "tax_id", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]

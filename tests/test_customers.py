@@ -1,0 +1,140 @@
+import pytest
+
+from customers.models import Customer
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_customer_sets_owner_and_returns_every_field(alice_api, alice):
+    payload = {
+        "name": "Globex",
+        "email": "ap@globex.test",
+        "phone": "+1 555 0100",
+        "address": "1 Main St\nSpringfield",
+        "tax_id": "US-123",
+    }
+    response = alice_api.post("/api/customers/", payload)
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "name", "email", "phone", "address", "tax_id", "created_at", "updated_at"}
+    assert {k: body[k] for k in payload} == payload
+    customer = Customer.objects.get(pk=body["id"])
+    assert customer.owner == alice
+
+
+def test_create_customer_needs_only_a_name(alice_api):
+    response = alice_api.post("/api/customers/", {"name": "Initech"})
+
+    assert response.status_code == 201
+    assert response.json()["email"] == ""
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": "Ok", "email": "nope"}, "email"),
+        ({"name": ["a list"]}, "name"),
+        ({"name": "Nul\x00byte"}, "name"),
+        ({"name": "Ok", "phone": "1" * 51}, "phone"),
+    ],
+)
+def test_create_customer_rejects_invalid_input(alice_api, payload, field):
+    response = alice_api.post("/api/customers/", payload)
+
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Customer.objects.exists()
+
+
+def test_read_timestamps_are_ignored_on_write(alice_api):
+    response = alice_api.post("/api/customers/", {"name": "Hooli", "created_at": "2000-01-01T00:00:00Z"})
+
+    assert response.status_code == 201
+    assert not response.json()["created_at"].startswith("2000")
+
+
+def test_retrieve_update_and_delete_a_customer(alice_api, alice_customer):
+    url = f"/api/customers/{alice_customer.id}/"
+
+    assert alice_api.get(url).json()["name"] == "Acme Corp"
+
+    put = alice_api.put(url, {"name": "Acme Inc", "email": "new@acme.test"})
+    assert put.status_code == 200
+    assert put.json()["email"] == "new@acme.test"
+
+    patch = alice_api.patch(url, {"phone": "123"})
+    assert patch.status_code == 200
+    alice_customer.refresh_from_db()
+    assert (alice_customer.name, alice_customer.email, alice_customer.phone) == (
+        "Acme Inc",
+        "new@acme.test",
+        "123",
+    )
+
+    assert alice_api.delete(url).status_code == 204
+    assert not Customer.objects.filter(pk=alice_customer.id).exists()
+    assert alice_api.get(url).status_code == 404
+
+
+def test_list_is_searchable_and_orderable(alice_api, alice, make_customer):
+    make_customer(alice, name="Zeta", email="z@zeta.test")
+    make_customer(alice, name="Alpha", email="billing@alpha.test")
+    make_customer(alice, name="Mid", email="finance@zeta.test")
+
+    by_name = alice_api.get("/api/customers/?ordering=name").json()["results"]
+    assert [c["name"] for c in by_name] == ["Alpha", "Mid", "Zeta"]
+    by_name_desc = alice_api.get("/api/customers/?ordering=-name").json()["results"]
+    assert [c["name"] for c in by_name_desc] == ["Zeta", "Mid", "Alpha"]
+    newest_first = alice_api.get("/api/customers/?ordering=-created_at").json()["results"]
+    assert [c["name"] for c in newest_first] == ["Mid", "Alpha", "Zeta"]
+    search = alice_api.get("/api/customers/?search=zeta").json()
+    assert search["count"] == 2
+    assert {c["name"] for c in search["results"]} == {"Zeta", "Mid"}
+
+
+def test_isolation_another_users_customer_is_404_everywhere(bob_api, alice_customer):
+    url = f"/api/customers/{alice_customer.id}/"
+
+    assert bob_api.get(url).status_code == 404
+    assert bob_api.put(url, {"name": "Stolen"}).status_code == 404
+    assert bob_api.patch(url, {"name": "Stolen"}).status_code == 404
+    assert bob_api.delete(url).status_code == 404
+    assert bob_api.get("/api/customers/").json()["count"] == 0
+    assert bob_api.get("/api/customers/?search=Acme").json()["count"] == 0
+    alice_customer.refresh_from_db()
+    assert alice_customer.name == "Acme Corp"
+
+
+def test_pagination_defaults_to_20_and_caps_at_100(alice_api, alice):
+    Customer.objects.bulk_create(Customer(owner=alice, name=f"C{i:03}") for i in range(105))
+
+    first = alice_api.get("/api/customers/").json()
+    assert first["count"] == 105
+    assert len(first["results"]) == 20
+    assert first["previous"] is None
+    assert "page=2" in first["next"]
+
+    capped = alice_api.get("/api/customers/?page_size=1000").json()
+    assert len(capped["results"]) == 100
+
+    last = alice_api.get("/api/customers/?page_size=100&page=2").json()
+    assert len(last["results"]) == 5
+    assert last["next"] is None
+
+
+@pytest.mark.parametrize(
+    "query", ["page=0", "page=-1", "page=abc", "page_size=0", "page_size=x", "page=" + "9" * 50]
+)
+def test_pagination_rejects_malformed_parameters(alice_api, alice_customer, query):
+    response = alice_api.get(f"/api/customers/?{query}")
+
+    assert response.status_code == 400
+
+
+def test_page_past_the_end_is_404(alice_api, alice_customer):
+    assert alice_api.get("/api/customers/?page=2").status_code == 404
