@@ -1,0 +1,54 @@
+from django.contrib import admin, messages
+
+from invoices.models import Invoice, Line
+from invoices.services import invoice_mark_overdue
+
+
+class LineInline(admin.TabularInline):
+    model = Line
+    fields = ["position", "description", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["position"]
+
+    def has_add_permission(self, request, obj=None):
+        # Lines are written through the API, which recomputes the totals in the same transaction.
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "customer", "owner", "status", "currency", "total", "amount_paid", "due_date"]
+    list_filter = ["status", "currency", "issue_date", "due_date"]
+    search_fields = ["number", "customer__name", "owner__username"]
+    list_select_related = ["customer", "owner"]
+    date_hierarchy = "issue_date"
+    inlines = [LineInline]
+    raw_id_fields = ["owner", "customer"]
+    actions = ["mark_overdue_now"]
+    money_and_state = [
+        "status",
+        "subtotal",
+        "tax_total",
+        "total",
+        "amount_paid",
+        "sent_at",
+        "paid_at",
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.money_and_state
+        editable = obj.editable_fields() - {"lines"}
+        return [f.name for f in Invoice._meta.concrete_fields if f.name not in editable]
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or obj.can_delete()
+
+    @admin.action(description="Mark overdue now (all owners, as the cron job does)")
+    def mark_overdue_now(self, request, queryset):
+        moved = invoice_mark_overdue()
+        self.message_user(request, f"{moved} invoices marked overdue.", messages.SUCCESS)

@@ -1,0 +1,329 @@
+"""Invoices and their lines: the totals, the lifecycle and the rules that keep them exact.
+
+The lifecycle (draft -> sent -> overdue -> paid, and void) lives here and only here: every
+transition is a method that checks its guard (`can_send()`, `can_void()`, ...), the API's
+`available_actions` is derived from the same guards, and `save()` refuses to change an invoice
+its state has frozen. The database repeats the invariants as named constraints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from billing.errors import BusinessRuleViolation, InvalidTransition, NotEditable
+from billing.money import MAX_AMOUNT, ZERO, quantize
+from billing.tenancy import OwnedModel
+from customers.models import Customer
+
+MAX_LINES = 500
+
+
+def default_currency() -> str:
+    return settings.DEFAULT_CURRENCY
+
+
+class InvoiceIncomplete(BusinessRuleViolation):
+    code = "invoice_incomplete"
+
+
+class AmountTooLarge(BusinessRuleViolation):
+    code = "amount_too_large"
+
+
+class Invoice(OwnedModel):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        SENT = "sent"
+        OVERDUE = "overdue"
+        PAID = "paid"
+        VOID = "void"
+
+    # The fields a client may change, per state. Everything else changes only through a
+    # transition method (status, sent_at, paid_at, amount_paid) or a recomputation of the
+    # lines (the totals).
+    CLIENT_FIELDS = ("number", "customer", "currency", "issue_date", "due_date", "notes")
+    EDITABLE_FIELDS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.DRAFT: frozenset(CLIENT_FIELDS) | {"lines"},
+        Status.SENT: frozenset({"notes"}),
+        Status.OVERDUE: frozenset({"notes"}),
+        Status.PAID: frozenset(),
+        Status.VOID: frozenset(),
+    }
+    PAYABLE = (Status.SENT, Status.OVERDUE)
+    ACTIONS = ("edit", "delete", "send", "void", "pay")
+
+    # NULL, not "": many drafts may be unnumbered while (owner, number) stays unique.
+    number = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    currency = models.CharField(max_length=3, default=default_currency)
+    issue_date = models.DateField(default=timezone.localdate)
+    due_date = models.DateField()
+    notes = models.TextField(blank=True, max_length=5000)
+    subtotal = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    tax_total = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    total = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    amount_paid = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "number"], name="invoice_owner_number_unique"),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "sent", "overdue", "paid", "void"]),
+                name="invoice_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(due_date__gte=F("issue_date")), name="invoice_due_date_gte_issue_date"
+            ),
+            models.CheckConstraint(
+                condition=Q(subtotal__gte=0, tax_total__gte=0, total=F("subtotal") + F("tax_total")),
+                name="invoice_total_is_subtotal_plus_tax",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_paid__gte=0, amount_paid__lte=F("total")),
+                name="invoice_amount_paid_lte_total",
+            ),
+            # Money is received only while an invoice is payable; a paid invoice is settled in full.
+            models.CheckConstraint(
+                condition=Q(amount_paid=0) | Q(status__in=["sent", "overdue", "paid"]),
+                name="invoice_payments_only_when_issued",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="paid") | Q(amount_paid=F("total"), paid_at__isnull=False),
+                name="invoice_paid_is_settled",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="draft") | Q(number__isnull=False, sent_at__isnull=False),
+                name="invoice_issued_has_number",
+            ),
+            models.CheckConstraint(condition=~Q(number=""), name="invoice_number_not_blank"),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="invoice_owner_created"),
+            models.Index(fields=["owner", "status", "due_date"], name="invoice_owner_status_due"),
+            models.Index(fields=["owner", "customer"], name="invoice_owner_customer"),
+            models.Index(fields=["owner", "issue_date"], name="invoice_owner_issue_date"),
+            # mark_overdue scans sent invoices across every owner.
+            models.Index(fields=["due_date"], condition=Q(status="sent"), name="invoice_sent_due"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number or f"draft #{self.pk}"
+
+    # --- state -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded = {
+            name: value
+            for name, value in zip(field_names, values, strict=True)
+            if value is not models.DEFERRED
+        }
+        return instance
+
+    @property
+    def loaded_status(self) -> str | None:
+        loaded = getattr(self, "_loaded", None)
+        return loaded.get("status") if loaded else None
+
+    @property
+    def balance_due(self) -> Decimal:
+        return self.total - self.amount_paid
+
+    def editable_fields(self) -> frozenset[str]:
+        return self.EDITABLE_FIELDS[self.status]
+
+    def can_edit(self) -> bool:
+        return bool(self.editable_fields())
+
+    def can_delete(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+    def can_send(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+    def can_void(self) -> bool:
+        return self.status in self.PAYABLE and self.amount_paid == 0
+
+    def can_pay(self) -> bool:
+        return self.status in self.PAYABLE
+
+    @property
+    def available_actions(self) -> list[str]:
+        return [action for action in self.ACTIONS if getattr(self, f"can_{action}")()]
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def check_changes(self, changed: Iterable[str]) -> None:
+        """Refuse a change to fields the invoice's state has frozen."""
+        changed = set(changed)
+        if not changed:
+            return
+        allowed = self.editable_fields()
+        if not allowed:
+            raise NotEditable(f"A {self.status} invoice cannot be changed.")
+        forbidden = sorted(changed - allowed)
+        if forbidden:
+            raise NotEditable(
+                f"A {self.status} invoice accepts changes to {', '.join(sorted(allowed))} only; "
+                f"it refuses changes to {', '.join(forbidden)}."
+            )
+
+    def check_delete(self) -> None:
+        if not self.can_delete():
+            raise NotEditable(f"Only a draft can be deleted; this invoice is {self.status}.")
+
+    def send(self, *, number: str | None = None) -> None:
+        if not self.can_send():
+            raise InvalidTransition(f"Only a draft can be sent; this invoice is {self.status}.")
+        if not self.total > 0:
+            raise InvoiceIncomplete("An invoice needs at least one line and a total above zero to be sent.")
+        if self.number is None:
+            self.number = number
+        self.status, self.sent_at = self.Status.SENT, timezone.now()
+
+    def void(self) -> None:
+        if not self.can_void():
+            if self.status in self.PAYABLE:
+                raise InvalidTransition("An invoice that has received payments cannot be voided.")
+            raise InvalidTransition(
+                f"Only a sent or overdue invoice can be voided; this invoice is {self.status}."
+            )
+        self.status = self.Status.VOID
+
+    def apply_payment(self, amount: Decimal) -> None:
+        """Take `amount` off the balance; settle the invoice when the balance reaches zero."""
+        if not self.can_pay():
+            raise InvalidTransition(
+                f"Only a sent or overdue invoice accepts payments; this invoice is {self.status}."
+            )
+        if amount <= 0:
+            raise BusinessRuleViolation("A payment amount must be above zero.", field="amount")
+        if amount > self.balance_due:
+            raise BusinessRuleViolation(
+                f"The amount {amount} exceeds the balance due of {self.balance_due} {self.currency}.",
+                field="amount",
+            )
+        self.amount_paid += amount
+        self.mark_paid_if_settled()
+
+    def mark_paid_if_settled(self) -> None:
+        if self.status in self.PAYABLE and self.amount_paid == self.total:
+            self.status, self.paid_at = self.Status.PAID, timezone.now()
+
+    def set_totals(self, lines: Iterable[Line]) -> None:
+        """Recompute the totals from `lines`, whose own amounts are computed here too."""
+        subtotal = tax_total = ZERO
+        for line in lines:
+            line.compute_amounts()
+            subtotal += line.amount
+            tax_total += line.tax_amount
+        if subtotal + tax_total > MAX_AMOUNT:
+            raise AmountTooLarge(f"The invoice total would exceed {MAX_AMOUNT}.", field="lines")
+        self.subtotal, self.tax_total, self.total = subtotal, tax_total, subtotal + tax_total
+
+    def save(self, *args, **kwargs) -> None:
+        loaded = getattr(self, "_loaded", None)
+        if loaded is not None and not self._state.adding:
+            self._check_frozen(loaded)
+        super().save(*args, **kwargs)
+        self._loaded = {f.attname: getattr(self, f.attname) for f in self._meta.concrete_fields}
+
+    def _check_frozen(self, loaded: dict) -> None:
+        """The model-level guard: whatever the caller, a paid or void invoice never changes, and an
+        issued one changes only its notes and what its transitions set."""
+        status = loaded.get("status")
+        changed = {
+            name
+            for name, value in loaded.items()
+            if name not in ("updated_at",) and getattr(self, name) != value
+        }
+        if not changed or status == self.Status.DRAFT:
+            return
+        if status in (self.Status.PAID, self.Status.VOID):
+            raise NotEditable(f"A {status} invoice cannot be changed.")
+        transition_fields = {"status", "amount_paid", "paid_at", "notes"}
+        if changed - transition_fields:
+            raise NotEditable(
+                f"A {status} invoice cannot change {', '.join(sorted(changed - transition_fields))}."
+            )
+
+    def delete(self, *args, **kwargs):
+        if self.loaded_status not in (None, self.Status.DRAFT):
+            raise NotEditable(f"Only a draft can be deleted; this invoice is {self.loaded_status}.")
+        return super().delete(*args, **kwargs)
+
+
+class Line(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    description = models.CharField(max_length=500)
+    quantity = models.DecimalField(max_digits=12, decimal_places=3)
+    unit_price = models.DecimalField(max_digits=14, decimal_places=2)
+    tax_rate = models.DecimalField(max_digits=5, decimal_places=2, default=ZERO)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    tax_amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+    class Meta:
+        ordering = ["invoice", "position"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="line_quantity_positive"),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="line_unit_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(tax_rate__gte=0, tax_rate__lte=100), name="line_tax_rate_percent"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0, tax_amount__gte=0), name="line_amounts_not_negative"
+            ),
+            models.UniqueConstraint(fields=["invoice", "position"], name="line_invoice_position_unique"),
+        ]
+        indexes = [models.Index(fields=["owner", "invoice"], name="line_owner_invoice")]
+
+    def __str__(self) -> str:
+        return self.description
+
+    def save(self, *args, **kwargs) -> None:
+        if self.invoice.status != Invoice.Status.DRAFT:
+            raise NotEditable(f"The lines of a {self.invoice.status} invoice cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        if self.invoice.status != Invoice.Status.DRAFT:
+            raise NotEditable(f"The lines of a {self.invoice.status} invoice cannot be changed.")
+        return super().delete(*args, **kwargs)
+
+    def compute_amounts(self) -> None:
+        """amount = quantity x unit_price, tax = amount x rate / 100, each rounded half-up to cents."""
+        self.amount = quantize(self.quantity * self.unit_price)
+        self.tax_amount = quantize(self.amount * self.tax_rate / 100)
+        if self.amount + self.tax_amount > MAX_AMOUNT:
+            raise AmountTooLarge(f"A line amount would exceed {MAX_AMOUNT}.", field="lines")
+
+
+class InvoiceSequence(models.Model):
+    """The per-owner counter behind issued invoice numbers; locked for the moment of a send."""
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    next_value = models.PositiveBigIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(next_value__gte=1), name="sequence_next_value_positive")
+        ]
+
+    def __str__(self) -> str:
+        return f"next invoice number {self.next_value} of owner {self.owner_id}"

@@ -1,0 +1,132 @@
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from billing.currencies import is_currency
+from billing.tenancy import OwnedPrimaryKeyRelatedField
+from customers.models import Customer
+from invoices.models import MAX_LINES, Invoice, Line
+
+STATUS_READ_ONLY = "Status changes only through actions (send, void, payments)."
+
+
+class LineInputSerializer(serializers.Serializer):
+    description = serializers.CharField(max_length=500)
+    quantity = serializers.DecimalField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
+    unit_price = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    tax_rate = serializers.DecimalField(
+        max_digits=5, decimal_places=2, min_value=Decimal("0"), max_value=Decimal("100"), default=Decimal("0")
+    )
+
+
+class InvoiceInputSerializer(serializers.Serializer):
+    """The fields a client writes. Shape and values only; the lifecycle rules are the model's."""
+
+    number = serializers.CharField(max_length=32, required=False, allow_null=True, allow_blank=True)
+    customer = OwnedPrimaryKeyRelatedField(queryset=Customer.objects.all())
+    currency = serializers.CharField(
+        required=False, help_text="An active ISO 4217 code, e.g. USD, EUR, JPY.", min_length=3, max_length=3
+    )
+    issue_date = serializers.DateField(required=False, help_text="Defaults to today.")
+    due_date = serializers.DateField()
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    lines = LineInputSerializer(many=True, required=False, max_length=MAX_LINES)
+
+    def validate_number(self, value):
+        return value or None  # "" clears a draft's number, as null does
+
+    def validate_currency(self, value):
+        if not is_currency(value):
+            raise serializers.ValidationError(f'"{value}" is not an active ISO 4217 currency code.')
+        return value
+
+    def validate(self, attrs):
+        if "status" in self.initial_data:
+            raise serializers.ValidationError({"status": [STATUS_READ_ONLY]})
+        instance = self.instance
+        issue_date = attrs.get("issue_date", instance.issue_date if instance else None)
+        due_date = attrs.get("due_date", instance.due_date if instance else None)
+        if issue_date and due_date and due_date < issue_date:
+            raise serializers.ValidationError({"due_date": ["The due date cannot be before the issue date."]})
+        return attrs
+
+
+class LineSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Line
+        fields = ["id", "description", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"]
+        read_only_fields = fields
+
+
+class InvoiceSerializer(serializers.ModelSerializer):
+    """An invoice as the list shows it: everything but its lines and payments."""
+
+    customer_name = serializers.CharField(source="customer.name", read_only=True)
+    balance_due = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    available_actions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "number",
+            "customer",
+            "customer_name",
+            "status",
+            "currency",
+            "issue_date",
+            "due_date",
+            "notes",
+            "subtotal",
+            "tax_total",
+            "total",
+            "amount_paid",
+            "balance_due",
+            "available_actions",
+            "sent_at",
+            "paid_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=list(Invoice.ACTIONS))))
+    def get_available_actions(self, invoice: Invoice) -> list[str]:
+        return invoice.available_actions
+
+
+class InvoiceDetailSerializer(InvoiceSerializer):
+    """An invoice with its lines and payments."""
+
+    lines = LineSerializer(many=True, read_only=True)
+
+    class Meta(InvoiceSerializer.Meta):
+        fields = [*InvoiceSerializer.Meta.fields, "lines"]
+        read_only_fields = fields
+
+
+def _money(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=20, decimal_places=2, **kwargs)
+
+
+class CurrencyTotalsSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    invoiced = _money(help_text="Σ total of sent, overdue and paid invoices.")
+    collected = _money(help_text="Σ amount paid.")
+    outstanding = _money(help_text="Σ balance due of sent and overdue invoices.")
+    overdue = _money(help_text="Σ balance due of overdue invoices.")
+
+
+class StatusCountsSerializer(serializers.Serializer):
+    draft = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    overdue = serializers.IntegerField()
+    paid = serializers.IntegerField()
+    void = serializers.IntegerField()
+
+
+class InvoiceSummarySerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    by_status = StatusCountsSerializer()
+    totals = CurrencyTotalsSerializer(many=True, help_text="One row per currency, sorted by code.")

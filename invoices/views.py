@@ -1,0 +1,101 @@
+from django.db.models import Prefetch
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from billing.tenancy import OwnerScopedViewSetMixin
+from invoices import services
+from invoices.filters import InvoiceFilterSet
+from invoices.models import Invoice, Line
+from invoices.selectors import invoice_summary
+from invoices.serializers import (
+    InvoiceDetailSerializer,
+    InvoiceInputSerializer,
+    InvoiceSerializer,
+    InvoiceSummarySerializer,
+)
+
+
+class InvoiceViewSet(
+    OwnerScopedViewSetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The caller's invoices: create with lines, edit as the lifecycle allows, send, void."""
+
+    queryset = Invoice.objects.select_related("customer")
+    serializer_class = InvoiceDetailSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = InvoiceFilterSet
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action not in ("list", "summary"):
+            queryset = queryset.prefetch_related(
+                Prefetch("lines", queryset=Line.objects.order_by("position"))
+            )
+        return queryset
+
+    def get_serializer_class(self):
+        return InvoiceSerializer if self.action == "list" else InvoiceDetailSerializer
+
+    def _detail(self, invoice_id: int, status_code: int = status.HTTP_200_OK) -> Response:
+        invoice = self.get_queryset().get(pk=invoice_id)
+        return Response(
+            InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data, status=status_code
+        )
+
+    @extend_schema(request=InvoiceInputSerializer, responses={201: InvoiceDetailSerializer})
+    def create(self, request):
+        serializer = InvoiceInputSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        invoice = services.invoice_create(owner=request.user, **serializer.validated_data)
+        return self._detail(invoice.pk, status.HTTP_201_CREATED)
+
+    @extend_schema(request=InvoiceInputSerializer, responses=InvoiceDetailSerializer)
+    def update(self, request, pk=None):
+        return self._update(request, partial=False)
+
+    @extend_schema(request=InvoiceInputSerializer, responses=InvoiceDetailSerializer)
+    def partial_update(self, request, pk=None):
+        return self._update(request, partial=True)
+
+    def _update(self, request, *, partial: bool) -> Response:
+        invoice = self.get_object()
+        serializer = InvoiceInputSerializer(
+            invoice, data=request.data, partial=partial, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        services.invoice_update(owner=request.user, invoice_id=invoice.pk, **serializer.validated_data)
+        return self._detail(invoice.pk)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        invoice = self.get_object()
+        services.invoice_delete(owner=request.user, invoice_id=invoice.pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=InvoiceDetailSerializer, summary="Send a draft (draft → sent)")
+    @action(detail=True, methods=["post"])
+    def send(self, request, pk=None):
+        invoice = self.get_object()
+        services.invoice_send(owner=request.user, invoice_id=invoice.pk)
+        return self._detail(invoice.pk)
+
+    @extend_schema(
+        request=None, responses=InvoiceDetailSerializer, summary="Void an unpaid sent or overdue invoice"
+    )
+    @action(detail=True, methods=["post"])
+    def void(self, request, pk=None):
+        invoice = self.get_object()
+        services.invoice_void(owner=request.user, invoice_id=invoice.pk)
+        return self._detail(invoice.pk)
+
+    @extend_schema(responses=InvoiceSummarySerializer, summary="Counts and money over the filtered invoices")
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def summary(self, request):
+        invoices = self.filter_queryset(self.get_queryset())
+        return Response(InvoiceSummarySerializer(invoice_summary(invoices=invoices)).data)
