@@ -23,6 +23,7 @@ from billing.tenancy import OwnedModel
 from customers.models import Customer
 
 MAX_LINES = 500
+HALF_CENT = Decimal("0.005")
 
 
 def default_currency() -> str:
@@ -85,8 +86,15 @@ class Invoice(OwnedModel):
             models.CheckConstraint(
                 condition=Q(due_date__gte=F("issue_date")), name="invoice_due_date_gte_issue_date"
             ),
+            # total = subtotal + tax_total. Written as "within half a cent" because SQLite does
+            # this arithmetic in floating point; on PostgreSQL's numeric(14, 2) it is exact equality.
             models.CheckConstraint(
-                condition=Q(subtotal__gte=0, tax_total__gte=0, total=F("subtotal") + F("tax_total")),
+                condition=Q(
+                    subtotal__gte=0,
+                    tax_total__gte=0,
+                    total__gt=F("subtotal") + F("tax_total") - HALF_CENT,
+                    total__lt=F("subtotal") + F("tax_total") + HALF_CENT,
+                ),
                 name="invoice_total_is_subtotal_plus_tax",
             ),
             models.CheckConstraint(

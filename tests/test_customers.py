@@ -1,3 +1,5 @@
+import datetime
+
 import pytest
 
 from customers.models import Customer
@@ -138,3 +140,18 @@ def test_pagination_rejects_malformed_parameters(alice_api, alice_customer, quer
 
 def test_page_past_the_end_is_404(alice_api, alice_customer):
     assert alice_api.get("/api/customers/?page=2").status_code == 404
+
+
+def test_customer_with_invoices_cannot_be_deleted(alice_api, alice, alice_customer):
+    from invoices.services import invoice_create
+
+    invoice_create(owner=alice, customer=alice_customer, due_date=datetime.date(2030, 1, 1))
+
+    response = alice_api.delete(f"/api/customers/{alice_customer.id}/")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "This customer has invoices and cannot be deleted.",
+        "code": "in_use",
+    }
+    assert Customer.objects.filter(pk=alice_customer.id).exists()

@@ -1,0 +1,284 @@
+"""The invoice model's own rules: exact money, the frozen states, and the database constraints
+that hold even when code bypasses the model."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.errors import InvalidTransition, NotEditable
+from customers.models import Customer
+from invoices.models import AmountTooLarge, Invoice, InvoiceIncomplete, Line
+from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+DUE = datetime.date(2030, 1, 31)
+
+
+def line(quantity, unit_price, tax_rate="0", description="Item"):
+    return {
+        "description": description,
+        "quantity": D(quantity),
+        "unit_price": D(unit_price),
+        "tax_rate": D(tax_rate),
+    }
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unit_price", "tax_rate", "amount", "tax"),
+    [
+        ("3", "19.99", "8.25", "59.97", "4.95"),  # 4.947525 -> 4.95
+        ("1.5", "33.33", "0", "50.00", "0.00"),  # 49.995 -> 50.00 (half-up, not banker's)
+        ("1", "0.10", "5", "0.10", "0.01"),  # 0.005 tax -> 0.01
+        ("2.5", "0.01", "0", "0.03", "0.00"),  # 0.025 -> 0.03
+        ("0.001", "0.01", "100", "0.00", "0.00"),
+        ("1", "0.05", "10", "0.05", "0.01"),  # 0.005 -> 0.01
+        ("7", "14.285", "0", "100.00", "0.00"),  # 99.995 -> 100.00
+        ("999999999.999", "0.01", "0", "10000000.00", "0.00"),
+    ],
+)
+def test_line_amounts_round_half_up(quantity, unit_price, tax_rate, amount, tax):
+    item = Line(quantity=D(quantity), unit_price=D(unit_price), tax_rate=D(tax_rate))
+
+    item.compute_amounts()
+
+    assert (item.amount, item.tax_amount) == (D(amount), D(tax))
+
+
+def test_totals_are_sums_of_rounded_lines(alice, alice_customer):
+    invoice = invoice_create(
+        owner=alice,
+        customer=alice_customer,
+        due_date=DUE,
+        lines=[line("3", "19.99", "8.25"), line("1.5", "33.33"), line("1", "0.10", "5")],
+    )
+
+    invoice.refresh_from_db()
+    assert (invoice.subtotal, invoice.tax_total, invoice.total) == (D("110.07"), D("4.96"), D("115.03"))
+    assert invoice.balance_due == D("115.03")
+    assert [ln.amount for ln in invoice.lines.order_by("position")] == [D("59.97"), D("50.00"), D("0.10")]
+
+
+def test_a_total_beyond_the_column_is_refused_before_anything_is_written(alice, alice_customer):
+    with pytest.raises(AmountTooLarge):
+        invoice_create(
+            owner=alice,
+            customer=alice_customer,
+            due_date=DUE,
+            lines=[line("999999999.999", "999999999999.99")],
+        )
+    assert not Invoice.objects.exists()
+    assert not Line.objects.exists()
+
+
+@pytest.fixture
+def sent_invoice(alice, alice_customer):
+    invoice = invoice_create(owner=alice, customer=alice_customer, due_date=DUE, lines=[line("1", "100.00")])
+    return invoice_send(owner=alice, invoice_id=invoice.pk)
+
+
+def _paid(invoice: Invoice) -> Invoice:
+    invoice.apply_payment(invoice.balance_due)
+    invoice.save()
+    return Invoice.objects.get(pk=invoice.pk)
+
+
+def test_paid_invoice_refuses_any_change_at_the_model_layer(sent_invoice):
+    paid = _paid(sent_invoice)
+    assert paid.status == Invoice.Status.PAID
+
+    for field, value in [
+        ("notes", "changed"),
+        ("due_date", DUE + datetime.timedelta(days=1)),
+        ("number", "X"),
+    ]:
+        fresh = Invoice.objects.get(pk=paid.pk)
+        setattr(fresh, field, value)
+        with pytest.raises(NotEditable):
+            fresh.save()
+    with pytest.raises(NotEditable):
+        Invoice.objects.get(pk=paid.pk).delete()
+    assert Invoice.objects.get(pk=paid.pk).notes == ""
+
+
+def test_void_invoice_refuses_any_change_at_the_model_layer(alice, sent_invoice):
+    sent_invoice.void()
+    sent_invoice.save()
+    fresh = Invoice.objects.get(pk=sent_invoice.pk)
+    fresh.notes = "sneaky"
+
+    with pytest.raises(NotEditable):
+        fresh.save()
+    with pytest.raises(InvalidTransition):
+        fresh.send()
+
+
+def test_sent_invoice_accepts_notes_but_not_money_or_dates(sent_invoice):
+    fresh = Invoice.objects.get(pk=sent_invoice.pk)
+    fresh.notes = "Thanks!"
+    fresh.save()
+
+    fresh.total = D("1.00")
+    with pytest.raises(NotEditable):
+        fresh.save()
+    fresh = Invoice.objects.get(pk=sent_invoice.pk)
+    fresh.customer = Customer.objects.create(owner=fresh.owner, name="Other")
+    with pytest.raises(NotEditable):
+        fresh.save()
+
+
+def test_lines_of_an_issued_invoice_cannot_be_saved_or_deleted(sent_invoice):
+    item = Line.objects.select_related("invoice").get(invoice=sent_invoice)
+    item.description = "changed"
+
+    with pytest.raises(NotEditable):
+        item.save()
+    with pytest.raises(NotEditable):
+        item.delete()
+
+
+def test_send_needs_a_positive_total(alice, alice_customer):
+    empty = invoice_create(owner=alice, customer=alice_customer, due_date=DUE)
+    free = invoice_create(owner=alice, customer=alice_customer, due_date=DUE, lines=[line("1", "0.00")])
+
+    for invoice in (empty, free):
+        with pytest.raises(InvoiceIncomplete):
+            invoice_send(owner=alice, invoice_id=invoice.pk)
+        invoice.refresh_from_db()
+        assert (invoice.status, invoice.number) == (Invoice.Status.DRAFT, None)
+
+
+def test_available_actions_follow_the_guards(sent_invoice):
+    assert sent_invoice.available_actions == ["edit", "void", "pay"]
+    sent_invoice.apply_payment(D("10.00"))
+    assert sent_invoice.available_actions == ["edit", "pay"]  # no void once money came in
+    sent_invoice.apply_payment(D("90.00"))
+    assert sent_invoice.status == Invoice.Status.PAID
+    assert sent_invoice.available_actions == []
+
+
+# --- the database refuses what the code refuses -----------------------------------------------
+
+
+def _refused(write) -> None:
+    with pytest.raises(IntegrityError), transaction.atomic():
+        write()
+
+
+def test_constraints_refuse_bad_invoice_rows(alice, sent_invoice):
+    rows = Invoice.objects.filter(pk=sent_invoice.pk)
+
+    _refused(lambda: rows.update(amount_paid=F("total") + D("0.01")))
+    _refused(lambda: rows.update(amount_paid=D("-0.01")))
+    _refused(lambda: rows.update(status="bogus"))
+    _refused(lambda: rows.update(due_date=F("issue_date") - datetime.timedelta(days=1)))
+    _refused(lambda: rows.update(total=D("5.00")))  # total != subtotal + tax_total
+    _refused(lambda: rows.update(status="paid"))  # paid but not settled
+    _refused(lambda: rows.update(number=None))  # an issued invoice keeps its number
+    _refused(lambda: rows.update(status="draft", amount_paid=D("1.00")))
+    _refused(lambda: rows.update(status="void", amount_paid=D("1.00")))
+    _refused(lambda: rows.update(number=""))
+    sent_invoice.refresh_from_db()
+    assert (sent_invoice.status, sent_invoice.amount_paid) == ("sent", D("0.00"))
+
+
+def test_constraint_refuses_a_duplicate_number_per_owner(alice, bob, sent_invoice, make_customer):
+    dup = Invoice(owner=alice, customer=sent_invoice.customer, due_date=DUE, number=sent_invoice.number)
+    _refused(lambda: Invoice.objects.bulk_create([dup]))
+
+    # Another owner may use the same number.
+    Invoice.objects.create(owner=bob, customer=make_customer(bob), due_date=DUE, number=sent_invoice.number)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"quantity": D("0")},
+        {"quantity": D("-1")},
+        {"unit_price": D("-0.01")},
+        {"tax_rate": D("100.01")},
+        {"tax_rate": D("-1")},
+        {"amount": D("-1")},
+    ],
+)
+def test_constraints_refuse_bad_lines(alice, alice_customer, bad):
+    invoice = invoice_create(owner=alice, customer=alice_customer, due_date=DUE)
+    values = {"description": "x", "quantity": D("1"), "unit_price": D("1"), "tax_rate": D("0")}
+    values |= {"amount": D("1"), "tax_amount": D("0")}
+    values |= bad
+
+    _refused(lambda: Line.objects.bulk_create([Line(owner=alice, invoice=invoice, position=0, **values)]))
+
+
+# --- overdue detection --------------------------------------------------------------------------
+
+
+def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_query(
+    alice, bob, alice_customer, make_customer, django_assert_num_queries
+):
+    today = timezone.localdate()
+    yesterday = today - datetime.timedelta(days=1)
+    past = datetime.date(2020, 1, 1)
+
+    def make(owner, customer, status, due_date):
+        invoice = invoice_create(
+            owner=owner, customer=customer, issue_date=past, due_date=due_date, lines=[line("1", "10")]
+        )
+        if status != "draft":
+            invoice_send(owner=owner, invoice_id=invoice.pk)
+        if status == "paid":
+            _paid(Invoice.objects.get(pk=invoice.pk))
+        return invoice.pk
+
+    bob_customer = make_customer(bob)
+    should_move = {make(alice, alice_customer, "sent", yesterday), make(bob, bob_customer, "sent", past)}
+    stays = {
+        make(alice, alice_customer, "sent", today): "sent",
+        make(alice, alice_customer, "sent", today + datetime.timedelta(days=3)): "sent",
+        make(alice, alice_customer, "draft", past): "draft",
+        make(alice, alice_customer, "paid", past): "paid",
+    }
+
+    with django_assert_num_queries(1):
+        moved = invoice_mark_overdue()
+
+    assert moved == 2
+    assert set(Invoice.objects.filter(status="overdue").values_list("pk", flat=True)) == should_move
+    for pk, status in stays.items():
+        assert Invoice.objects.get(pk=pk).status == status
+    assert invoice_mark_overdue() == 0  # idempotent: running again moves nothing
+
+
+def test_mark_overdue_uses_the_configured_time_zone(alice, alice_customer, settings):
+    # At UTC+14 "today" can be a day ahead of UTC; the due date is compared with local today.
+    settings.TIME_ZONE = "Pacific/Kiritimati"
+    local_today = timezone.localdate()
+    invoice = invoice_create(
+        owner=alice,
+        customer=alice_customer,
+        issue_date=local_today - datetime.timedelta(days=5),
+        due_date=local_today - datetime.timedelta(days=1),
+        lines=[line("1", "10")],
+    )
+    invoice_send(owner=alice, invoice_id=invoice.pk)
+
+    assert invoice_mark_overdue(today=local_today - datetime.timedelta(days=1)) == 0
+    assert invoice_mark_overdue() == 1
+
+
+def test_mark_overdue_command_prints_the_count(alice, sent_invoice, capsys):
+    Invoice.objects.filter(pk=sent_invoice.pk).update(
+        issue_date=datetime.date(2020, 1, 1), due_date=datetime.date(2020, 2, 1)
+    )
+
+    call_command("mark_overdue")
+
+    assert capsys.readouterr().out.strip() == "1 invoice marked overdue"
+    sent_invoice.refresh_from_db()
+    assert sent_invoice.status == "overdue"

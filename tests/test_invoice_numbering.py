@@ -1,0 +1,113 @@
+"""Numbers are given at issue time from a per-owner counter: gapless, unique, also under races."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from rest_framework.exceptions import ValidationError
+
+from invoices.models import Invoice
+from invoices.services import invoice_create, invoice_delete, invoice_send, invoice_update
+from tests.concurrency import run_concurrently
+from tests.conftest import client_for
+
+DUE = datetime.date(2030, 1, 31)
+ONE_LINE = [
+    {
+        "description": "Work",
+        "quantity": Decimal("1"),
+        "unit_price": Decimal("10.00"),
+        "tax_rate": Decimal("0"),
+    }
+]
+
+
+def draft(owner, customer, **fields):
+    return invoice_create(owner=owner, customer=customer, due_date=DUE, lines=ONE_LINE, **fields)
+
+
+@pytest.mark.django_db
+def test_numbers_follow_the_owners_sequence_and_deleted_drafts_burn_none(
+    alice, bob, alice_customer, make_customer
+):
+    first, doomed, second = (draft(alice, alice_customer) for _ in range(3))
+    bobs = draft(bob, make_customer(bob))
+    assert first.number is None
+
+    invoice_delete(owner=alice, invoice_id=doomed.pk)
+    numbers = [invoice_send(owner=alice, invoice_id=i.pk).number for i in (second, first)]
+
+    assert numbers == ["INV-000001", "INV-000002"]
+    assert invoice_send(owner=bob, invoice_id=bobs.pk).number == "INV-000001"
+    third = draft(alice, alice_customer)
+    assert invoice_send(owner=alice, invoice_id=third.pk).number == "INV-000003"
+
+
+@pytest.mark.django_db
+def test_a_number_taken_by_hand_is_skipped(alice, alice_customer):
+    manual = draft(alice, alice_customer, number="INV-000002")
+    auto = [draft(alice, alice_customer) for _ in range(3)]
+
+    numbers = [invoice_send(owner=alice, invoice_id=i.pk).number for i in auto]
+
+    assert numbers == ["INV-000001", "INV-000003", "INV-000004"]
+    assert invoice_send(owner=alice, invoice_id=manual.pk).number == "INV-000002"  # kept as given
+
+
+@pytest.mark.django_db
+def test_duplicate_number_is_a_400_on_number(alice, alice_customer):
+    draft(alice, alice_customer, number="A-1")
+    other = draft(alice, alice_customer)
+
+    with pytest.raises(ValidationError) as create_error:
+        draft(alice, alice_customer, number="A-1")
+    with pytest.raises(ValidationError) as update_error:
+        invoice_update(owner=alice, invoice_id=other.pk, number="A-1")
+
+    assert create_error.value.detail == {"number": ["An invoice with this number already exists."]}
+    assert "number" in update_error.value.detail
+    assert Invoice.objects.filter(number="A-1").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_sends_get_twenty_gapless_numbers(alice, alice_customer):
+    drafts = [draft(alice, alice_customer) for _ in range(20)]
+    client_tokens = [client_for(alice) for _ in drafts]
+
+    responses = run_concurrently(lambda i: client_tokens[i].post(f"/api/invoices/{drafts[i].pk}/send/"), 20)
+
+    assert [r.status_code for r in responses] == [200] * 20
+    numbers = sorted(Invoice.objects.filter(owner=alice).values_list("number", flat=True))
+    assert numbers == [f"INV-{n:06d}" for n in range(1, 21)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_sends_of_two_owners_do_not_collide(alice, bob, alice_customer, make_customer):
+    bob_customer = make_customer(bob)
+    work = [(alice, draft(alice, alice_customer)) for _ in range(5)] + [
+        (bob, draft(bob, bob_customer)) for _ in range(5)
+    ]
+
+    results = run_concurrently(lambda i: invoice_send(owner=work[i][0], invoice_id=work[i][1].pk).number, 10)
+
+    assert all(isinstance(r, str) for r in results), results
+    for owner in (alice, bob):
+        numbers = sorted(Invoice.objects.filter(owner=owner).values_list("number", flat=True))
+        assert numbers == [f"INV-{n:06d}" for n in range(1, 6)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_creates_with_one_number_write_one_invoice(alice, alice_customer):
+    clients = [client_for(alice) for _ in range(8)]
+    body = {"customer": alice_customer.pk, "due_date": "2030-01-31", "number": "RACE-1"}
+
+    responses = run_concurrently(lambda i: clients[i].post("/api/invoices/", body), 8)
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [400] * 7
+    assert all(
+        r.json() == {"number": ["An invoice with this number already exists."]}
+        for r in responses
+        if r.status_code == 400
+    )
+    assert Invoice.objects.filter(owner=alice, number="RACE-1").count() == 1

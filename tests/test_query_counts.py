@@ -1,0 +1,93 @@
+"""The number of queries a request makes does not grow with the page size or the data."""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from invoices.services import invoice_create, invoice_send
+
+pytestmark = pytest.mark.django_db
+
+DUE = datetime.date(2030, 1, 31)
+
+
+def lines(n):
+    return [
+        {
+            "description": f"Item {i}",
+            "quantity": Decimal("2"),
+            "unit_price": Decimal("5.00"),
+            "tax_rate": Decimal("10"),
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def many_invoices(alice, make_customer):
+    customers = [make_customer(alice, name=f"Customer {i}") for i in range(5)]
+    invoices = [
+        invoice_create(owner=alice, customer=customers[i % 5], due_date=DUE, lines=lines(3))
+        for i in range(120)
+    ]
+    for invoice in invoices[:40]:
+        invoice_send(owner=alice, invoice_id=invoice.pk)
+    return invoices
+
+
+def count_queries(client, url) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    return len(ctx.captured_queries)
+
+
+def test_invoice_list_queries_do_not_grow_with_page_size(alice_api, many_invoices):
+    small = count_queries(alice_api, "/api/invoices/?page_size=1")
+    large = count_queries(alice_api, "/api/invoices/?page_size=100")
+
+    assert small == large
+    assert large <= 4  # token, count, page (with customer joined)
+
+
+def test_invoice_detail_queries_do_not_grow_with_lines(alice, alice_api, alice_customer):
+    few = invoice_create(owner=alice, customer=alice_customer, due_date=DUE, lines=lines(1))
+    many = invoice_create(owner=alice, customer=alice_customer, due_date=DUE, lines=lines(200))
+
+    assert count_queries(alice_api, f"/api/invoices/{few.pk}/") == count_queries(
+        alice_api, f"/api/invoices/{many.pk}/"
+    )
+    assert count_queries(alice_api, f"/api/invoices/{many.pk}/") <= 4
+
+
+def test_summary_is_one_aggregate_query(alice_api, many_invoices):
+    assert count_queries(alice_api, "/api/invoices/summary/") == 2  # the token, then the aggregate
+    assert count_queries(alice_api, "/api/invoices/summary/?status=sent&search=Customer") == 2
+
+
+def test_create_queries_do_not_grow_with_lines(alice_api, alice_customer):
+    def create(n):
+        body = {
+            "customer": alice_customer.pk,
+            "due_date": "2030-01-31",
+            "lines": [{"description": "x", "quantity": "1", "unit_price": "1.00"} for _ in range(n)],
+        }
+        with CaptureQueriesContext(connection) as ctx:
+            response = alice_api.post("/api/invoices/", body, format="json")
+        assert response.status_code == 201
+        return len(ctx.captured_queries)
+
+    assert create(1) == create(100)
+    assert create(100) <= 10
+
+
+def test_customer_list_queries_do_not_grow_with_page_size(alice_api, alice, make_customer):
+    for i in range(30):
+        make_customer(alice, name=f"C{i}")
+
+    assert count_queries(alice_api, "/api/customers/?page_size=1") == count_queries(
+        alice_api, "/api/customers/?page_size=100"
+    )
