@@ -9,7 +9,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
@@ -40,6 +40,19 @@ ERRORS = {
 }
 
 
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Up to 255 characters, unique per request you mean to make once. A retry with the same key and "
+        "body returns the first response again (header `Idempotent-Replayed: true`) without a second "
+        "write; the same key with another body or endpoint is 422; while the first is running, 409."
+    ),
+)
+
+
 class TokenScheme(OpenApiAuthenticationExtension):
     target_class = "users.auth.ExpiringTokenAuthentication"
     name = "tokenAuth"
@@ -57,6 +70,16 @@ class BillingAutoSchema(AutoSchema):
                 responses[code] = self._get_response_for_code(response, code, direction=direction)
         return responses
 
+    def _is_idempotent(self) -> bool:
+        handler = getattr(self.view, getattr(self.view, "action", None) or self.method.lower(), None)
+        return getattr(handler, "idempotent", False)
+
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if self._is_idempotent():
+            parameters = [*parameters, IDEMPOTENCY_KEY]
+        return parameters
+
     def _error_codes(self) -> list[str]:
         view, method = self.view, self.method
         codes = []
@@ -69,7 +92,7 @@ class BillingAutoSchema(AutoSchema):
             codes.append("404")
         if method in ("POST", "PUT", "PATCH", "DELETE") and getattr(view, "may_conflict", True):
             codes.append("409")
-        if method == "POST" and getattr(view, "idempotent", False):
+        if self._is_idempotent():
             codes.append("422")
         if view.get_throttles():
             codes.append("429")

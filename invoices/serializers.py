@@ -7,6 +7,7 @@ from billing.currencies import is_currency
 from billing.tenancy import OwnedPrimaryKeyRelatedField
 from customers.models import Customer
 from invoices.models import MAX_LINES, Invoice, Line
+from payments.serializers import InvoicePaymentSerializer
 
 STATUS_READ_ONLY = "Status changes only through actions (send, void, payments)."
 
@@ -100,9 +101,10 @@ class InvoiceDetailSerializer(InvoiceSerializer):
     """An invoice with its lines and payments."""
 
     lines = LineSerializer(many=True, read_only=True)
+    payments = InvoicePaymentSerializer(many=True, read_only=True)
 
     class Meta(InvoiceSerializer.Meta):
-        fields = [*InvoiceSerializer.Meta.fields, "lines"]
+        fields = [*InvoiceSerializer.Meta.fields, "lines", "payments"]
         read_only_fields = fields
 
 

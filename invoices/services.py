@@ -10,8 +10,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
+from billing.errors import BusinessRuleViolation
 from invoices.models import Invoice, InvoiceSequence, Line
 
 NUMBER_TAKEN = "An invoice with this number already exists."
@@ -33,6 +33,9 @@ def _save_number_guarded(invoice: Invoice, **save_kwargs) -> None:
     The unique constraint decides, so two racing requests cannot both pass a check; the savepoint
     keeps the surrounding transaction usable after the database refuses the row.
     """
+    if invoice.number is None:  # nothing to clash on: no savepoint needed
+        invoice.save(**save_kwargs)
+        return
     try:
         with transaction.atomic():
             invoice.save(**save_kwargs)
@@ -43,7 +46,7 @@ def _save_number_guarded(invoice: Invoice, **save_kwargs) -> None:
             .exclude(pk=invoice.pk)
             .exists()
         ):
-            raise ValidationError({"number": [NUMBER_TAKEN]}) from None
+            raise BusinessRuleViolation(NUMBER_TAKEN, field="number") from None
         raise
 
 
@@ -57,6 +60,7 @@ def invoice_create(
     invoice.set_totals(built)
     _save_number_guarded(invoice, force_insert=True)
     Line.objects.bulk_create(built)
+    # Returned with its lines (and, being new, no payments) already loaded: no query to read them back.
     invoice._prefetched_objects_cache = {"lines": built, "payments": []}
     return invoice
 

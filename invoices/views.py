@@ -16,6 +16,8 @@ from invoices.serializers import (
     InvoiceSerializer,
     InvoiceSummarySerializer,
 )
+from payments.idempotency import idempotent
+from payments.models import Payment
 
 
 class InvoiceViewSet(
@@ -35,7 +37,8 @@ class InvoiceViewSet(
         queryset = super().get_queryset()
         if self.action not in ("list", "summary"):
             queryset = queryset.prefetch_related(
-                Prefetch("lines", queryset=Line.objects.order_by("position"))
+                Prefetch("lines", queryset=Line.objects.order_by("position")),
+                Prefetch("payments", queryset=Payment.objects.order_by("paid_at", "id")),
             )
         return queryset
 
@@ -49,11 +52,13 @@ class InvoiceViewSet(
         )
 
     @extend_schema(request=InvoiceInputSerializer, responses={201: InvoiceDetailSerializer})
+    @idempotent("POST /api/invoices/")
     def create(self, request):
         serializer = InvoiceInputSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         invoice = services.invoice_create(owner=request.user, **serializer.validated_data)
-        return self._detail(invoice.pk, status.HTTP_201_CREATED)
+        data = InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=InvoiceInputSerializer, responses=InvoiceDetailSerializer)
     def update(self, request, pk=None):

@@ -69,3 +69,25 @@ def make_customer():
 @pytest.fixture
 def alice_customer(alice, make_customer):
     return make_customer(alice, name="Acme Corp")
+
+
+@pytest.fixture
+def make_invoice(make_customer):
+    """An invoice of `owner` with one line of `amount`, sent unless `send=False`."""
+    import datetime
+    from decimal import Decimal
+
+    from invoices.services import invoice_create, invoice_send
+
+    def make(
+        owner: User, customer: Customer | None = None, *, amount: str = "100.00", send: bool = True, **fields
+    ):
+        customer = customer or make_customer(owner)
+        fields.setdefault("due_date", datetime.date(2030, 1, 31))
+        lines = [{"description": "Services", "quantity": Decimal("1"), "unit_price": Decimal(amount)}]
+        invoice = invoice_create(owner=owner, customer=customer, lines=lines, **fields)
+        if send:
+            invoice = invoice_send(owner=owner, invoice_id=invoice.pk)
+        return invoice
+
+    return make

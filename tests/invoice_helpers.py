@@ -100,18 +100,24 @@ def set_amount_paid(invoice_id: int, amount: str) -> None:
     assert Invoice.objects.filter(pk=invoice_id).update(**fields) == 1
 
 
+def move_to_state(api, invoice_id: int, state: str) -> None:
+    """Take a draft to `state`: sent and void through the API, overdue and paid by an update."""
+    if state == "draft":
+        return
+    send_invoice(api, invoice_id)
+    if state == "overdue":
+        make_overdue(invoice_id)
+    elif state == "paid":
+        make_paid(invoice_id)
+    elif state == "void":
+        void_invoice(api, invoice_id)
+
+
 def invoice_in_state(api, customer, state: str, lines=None, **fields) -> dict:
     """An invoice of `customer` in `state`, as the API shows it now."""
-    body = create_invoice(api, customer, lines, **fields)
-    if state != "draft":
-        send_invoice(api, body["id"])
-    if state == "overdue":
-        make_overdue(body["id"])
-    elif state == "paid":
-        make_paid(body["id"])
-    elif state == "void":
-        void_invoice(api, body["id"])
-    response = api.get(invoice_url(body["id"]))
+    invoice_id = create_invoice(api, customer, lines, **fields)["id"]
+    move_to_state(api, invoice_id, state)
+    response = api.get(invoice_url(invoice_id))
     assert response.json()["status"] == state
     return response.json()
 

@@ -4,8 +4,8 @@ import datetime
 from decimal import Decimal
 
 import pytest
-from rest_framework.exceptions import ValidationError
 
+from billing.errors import BusinessRuleViolation
 from invoices.models import Invoice
 from invoices.services import invoice_create, invoice_delete, invoice_send, invoice_update
 from tests.concurrency import run_concurrently
@@ -59,13 +59,13 @@ def test_duplicate_number_is_a_400_on_number(alice, alice_customer):
     draft(alice, alice_customer, number="A-1")
     other = draft(alice, alice_customer)
 
-    with pytest.raises(ValidationError) as create_error:
+    with pytest.raises(BusinessRuleViolation) as create_error:
         draft(alice, alice_customer, number="A-1")
-    with pytest.raises(ValidationError) as update_error:
+    with pytest.raises(BusinessRuleViolation) as update_error:
         invoice_update(owner=alice, invoice_id=other.pk, number="A-1")
 
-    assert create_error.value.detail == {"number": ["An invoice with this number already exists."]}
-    assert "number" in update_error.value.detail
+    assert create_error.value.field == update_error.value.field == "number"
+    assert create_error.value.message == "An invoice with this number already exists."
     assert Invoice.objects.filter(number="A-1").count() == 1
 
 

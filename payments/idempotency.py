@@ -1,0 +1,134 @@
+"""Idempotency keys for creating endpoints (`POST /api/invoices/`, `POST /api/payments/`).
+
+A request with an `Idempotency-Key` header runs at most once per owner and key:
+
+- the same key, endpoint and body again returns the stored status and body, with no second write
+  (and an `Idempotent-Replayed: true` header);
+- the same key with another body or on another endpoint is 422;
+- while the first request with a key is still running, a duplicate is 409 and may retry;
+- 5xx outcomes are not stored, so the request can be retried with the same key.
+
+The key row is inserted in the same transaction as the request's writes. On PostgreSQL a
+transaction-scoped advisory lock on (owner, key) tells a duplicate, without waiting, that the first
+is still running; on SQLite every write transaction is already serialized (BEGIN IMMEDIATE), so a
+duplicate waits and then finds the stored outcome. The unique (owner, key) constraint is the last line.
+"""
+
+import functools
+import hashlib
+import json
+
+from django.db import IntegrityError, connection, transaction
+from rest_framework import status
+from rest_framework.response import Response
+
+from billing.errors import BusinessRuleViolation, IdempotencyKeyReused, RequestInProgress, exception_handler
+from payments.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+class InvalidIdempotencyKey(BusinessRuleViolation):
+    code = "invalid_idempotency_key"
+
+
+def idempotent(endpoint: str):
+    """Decorate a DRF view method that creates something; `endpoint` names it in the stored key."""
+
+    def decorator(view_method):
+        @functools.wraps(view_method)
+        def wrapper(view, request, *args, **kwargs):
+            key = request.headers.get(HEADER)
+            if key is None:
+                return view_method(view, request, *args, **kwargs)
+            if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+                raise InvalidIdempotencyKey(
+                    f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters."
+                )
+            fingerprint = _fingerprint(request.data)
+            context = {"view": view, "request": request}
+            try:
+                with transaction.atomic():
+                    stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
+                    if stored is not None:
+                        return stored
+                    response = view_method(view, request, *args, **kwargs)
+                    _store(request.user, key, endpoint, fingerprint, response)
+                    return response
+            except (RequestInProgress, IdempotencyKeyReused):
+                raise
+            except IntegrityError as exc:
+                if not _key_exists(request.user, key):
+                    raise
+                # A duplicate slipped past the lock and committed first: answer with its outcome.
+                with transaction.atomic():
+                    stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
+                if stored is None:
+                    raise exc
+                return stored
+            except Exception as exc:
+                # The request was refused and its writes rolled back; a 4xx outcome is stored so a
+                # retry gets the same answer, a 5xx is not.
+                response = exception_handler(exc, context)
+                if response is None or response.status_code >= 500:
+                    raise
+                with transaction.atomic():
+                    stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
+                    if stored is not None:
+                        return stored
+                    _store(request.user, key, endpoint, fingerprint, response)
+                return response
+
+        wrapper.idempotent = True
+        return wrapper
+
+    return decorator
+
+
+def _fingerprint(data) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _advisory_lock_id(owner_id: int, key: str) -> int:
+    digest = hashlib.sha256(f"idempotency:{owner_id}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _claim(*, owner, key: str, endpoint: str, fingerprint: str) -> Response | None:
+    """Inside a transaction: lock the key, then return the stored outcome, or None to proceed."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_lock_id(owner.pk, key)])
+            (locked,) = cursor.fetchone()
+        if not locked:
+            raise RequestInProgress(f"A request with this {HEADER} is still running; retry shortly.")
+    stored = IdempotencyKey.objects.filter(owner=owner, key=key).first()
+    if stored is None:
+        return None
+    if stored.endpoint != endpoint or stored.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            f"This {HEADER} was already used for another request "
+            f"({stored.endpoint}); use a new key for a new request."
+        )
+    response = Response(stored.response_body, status=stored.response_status)
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _store(owner, key: str, endpoint: str, fingerprint: str, response: Response) -> None:
+    if response.status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
+        return
+    IdempotencyKey.objects.create(
+        owner=owner,
+        key=key,
+        endpoint=endpoint,
+        fingerprint=fingerprint,
+        response_status=response.status_code,
+        response_body=response.data,
+    )
+
+
+def _key_exists(owner, key: str) -> bool:
+    return IdempotencyKey.objects.filter(owner=owner, key=key).exists()

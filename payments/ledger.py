@@ -1,0 +1,92 @@
+"""Recompute the books from their parts and report every place they disagree.
+
+For every invoice: each line's amount and tax from quantity, unit price and rate; the invoice's
+totals from its lines; `amount_paid` from its payments; and whether its status is the one those
+figures imply. Streams invoices, lines and payments in invoice order, so memory stays flat however
+large the tables are.
+"""
+
+from collections.abc import Iterator
+from decimal import Decimal
+from itertools import groupby
+
+from billing.money import ZERO, quantize
+from invoices.models import Invoice, Line
+from payments.models import Payment
+
+S = Invoice.Status
+CHUNK = 2000
+
+
+def _grouped(rows: Iterator[dict]) -> Iterator[tuple[int, list[dict]]]:
+    for invoice_id, group in groupby(rows, key=lambda row: row["invoice_id"]):
+        yield invoice_id, list(group)
+
+
+def ledger_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
+    """Yield one line of text per disagreement; none means the ledger is consistent."""
+    invoices = Invoice.objects.order_by("pk")
+    lines = Line.objects.order_by("invoice_id", "position")
+    payments = Payment.objects.order_by("invoice_id", "pk")
+    if owner_id is not None:
+        invoices, lines, payments = (qs.filter(owner_id=owner_id) for qs in (invoices, lines, payments))
+
+    line_groups = _grouped(
+        lines.values(
+            "invoice_id", "id", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"
+        ).iterator(CHUNK)
+    )
+    payment_groups = _grouped(payments.values("invoice_id", "amount").iterator(CHUNK))
+    next_lines, next_payments = next(line_groups, None), next(payment_groups, None)
+
+    fields = ("pk", "number", "status", "subtotal", "tax_total", "total", "amount_paid", "paid_at")
+    for invoice in invoices.values(*fields).iterator(CHUNK):
+        pk = invoice["pk"]
+        own_lines: list[dict] = []
+        own_payments: list[dict] = []
+        while next_lines is not None and next_lines[0] <= pk:
+            if next_lines[0] == pk:
+                own_lines = next_lines[1]
+            else:
+                yield f"line(s) of invoice {next_lines[0]} have no invoice"
+            next_lines = next(line_groups, None)
+        while next_payments is not None and next_payments[0] <= pk:
+            if next_payments[0] == pk:
+                own_payments = next_payments[1]
+            else:
+                yield f"payment(s) of invoice {next_payments[0]} have no invoice"
+            next_payments = next(payment_groups, None)
+        yield from _invoice_mismatches(invoice, own_lines, own_payments)
+
+
+def _invoice_mismatches(invoice: dict, lines: list[dict], payments: list[dict]) -> Iterator[str]:
+    label = f"invoice {invoice['pk']} ({invoice['number'] or 'draft'})"
+    subtotal = tax_total = ZERO
+    for line in lines:
+        amount = quantize(line["quantity"] * line["unit_price"])
+        tax = quantize(amount * line["tax_rate"] / 100)
+        if (line["amount"], line["tax_amount"]) != (amount, tax):
+            yield (
+                f"{label}: line {line['id']} stores {line['amount']} + {line['tax_amount']} tax, "
+                f"its figures give {amount} + {tax}"
+            )
+        subtotal += amount
+        tax_total += tax
+    expected = {"subtotal": subtotal, "tax_total": tax_total, "total": subtotal + tax_total}
+    for name, value in expected.items():
+        if invoice[name] != value:
+            yield f"{label}: {name} is {invoice[name]}, its lines give {value}"
+
+    paid = sum((Decimal(p["amount"]) for p in payments), ZERO)
+    if invoice["amount_paid"] != paid:
+        yield f"{label}: amount_paid is {invoice['amount_paid']}, its payments sum to {paid}"
+
+    status, total = invoice["status"], invoice["total"]
+    if status in (S.DRAFT, S.VOID) and payments:
+        yield f"{label}: a {status} invoice has {len(payments)} payment(s)"
+    if status == S.PAID and (paid != total or invoice["paid_at"] is None):
+        yield f"{label}: status is paid but payments of {paid} do not settle the total of {total}"
+    if status in (S.SENT, S.OVERDUE) and total > 0 and paid == total:
+        yield f"{label}: payments settle the total of {total} but the status is {status}"
+    if status != S.DRAFT and not invoice["number"]:
+        yield f"{label}: a {status} invoice has no number"

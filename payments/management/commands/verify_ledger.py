@@ -1,0 +1,22 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from payments.ledger import ledger_mismatches
+
+
+class Command(BaseCommand):
+    help = (
+        "Recompute every invoice's totals from its lines and amount_paid from its payments, check the "
+        "status they imply, print every mismatch and exit non-zero if there is one."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--owner", type=int, help="Check one owner's invoices only (a user id).")
+
+    def handle(self, *args, owner=None, **options):
+        count = 0
+        for mismatch in ledger_mismatches(owner_id=owner):
+            count += 1
+            self.stdout.write(mismatch)
+        if count:
+            raise CommandError(f"{count} mismatch{'es' if count != 1 else ''} found")
+        self.stdout.write(self.style.SUCCESS("ledger consistent: 0 mismatches"))

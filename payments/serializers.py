@@ -1,0 +1,55 @@
+from decimal import Decimal
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from payments.models import Payment
+
+
+class PaymentInputSerializer(serializers.Serializer):
+    invoice = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="One of your invoices.")
+    amount = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
+        help_text="At most the invoice's balance due.",
+    )
+    method = serializers.ChoiceField(choices=Payment.Method.choices)
+    reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    paid_at = serializers.DateField(
+        required=False, help_text="The day the money was received; defaults to today."
+    )
+
+    def validate_paid_at(self, value):
+        if value > timezone.localdate():
+            raise serializers.ValidationError("A payment cannot be dated in the future.")
+        return value
+
+
+class PaymentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Payment
+        fields = ["id", "invoice", "amount", "method", "reference", "paid_at", "created_at"]
+        read_only_fields = fields
+
+
+class PaymentResultSerializer(PaymentSerializer):
+    """A payment with the state of its invoice after it."""
+
+    invoice_status = serializers.CharField(source="invoice.status", read_only=True)
+    invoice_balance_due = serializers.DecimalField(
+        source="invoice.balance_due", max_digits=14, decimal_places=2, read_only=True
+    )
+
+    class Meta(PaymentSerializer.Meta):
+        fields = [*PaymentSerializer.Meta.fields, "invoice_status", "invoice_balance_due"]
+        read_only_fields = fields
+
+
+class InvoicePaymentSerializer(serializers.ModelSerializer):
+    """A payment as listed inside its invoice."""
+
+    class Meta:
+        model = Payment
+        fields = ["id", "amount", "method", "reference", "paid_at", "created_at"]
+        read_only_fields = fields
