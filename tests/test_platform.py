@@ -129,3 +129,20 @@ def test_malformed_boolean_setting_fails_loudly():
 
     assert result.returncode != 0
     assert "DJANGO_DEBUG must be a boolean" in result.stderr
+
+
+def test_seed_demo_is_repeatable_and_leaves_consistent_books(capsys):
+    from django.contrib.auth import get_user_model
+
+    from invoices.models import Invoice
+
+    call_command("seed_demo")
+    call_command("seed_demo")  # a second run resets the password and adds nothing
+    call_command("verify_ledger")
+
+    demo = get_user_model().objects.get(username="demo")
+    statuses = sorted(Invoice.objects.filter(owner=demo).values_list("status", flat=True))
+    assert statuses == ["draft", "overdue", "paid", "sent", "sent", "void"]
+    out = capsys.readouterr().out
+    assert "username 'demo', password '" in out
+    assert "0 mismatches" in out

@@ -1,10 +1,16 @@
+import datetime
 import secrets
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from customers.models import Customer
+from invoices.models import Invoice
+from invoices.services import invoice_create, invoice_mark_overdue, invoice_send, invoice_void
+from payments.services import payment_record
 
 DEMO_CUSTOMERS = [
     {"name": "Acme Corporation", "email": "billing@acme.example", "tax_id": "US-11-2233445"},
@@ -14,8 +20,17 @@ DEMO_CUSTOMERS = [
 ]
 
 
+def _line(description: str, quantity: str, unit_price: str, tax_rate: str = "0") -> dict:
+    return {
+        "description": description,
+        "quantity": Decimal(quantity),
+        "unit_price": Decimal(unit_price),
+        "tax_rate": Decimal(tax_rate),
+    }
+
+
 class Command(BaseCommand):
-    help = "Create (or reset) the demo user with a fresh password and a few customers."
+    help = "Create (or reset) the demo user with a fresh password, customers and invoices in every state."
 
     def handle(self, *args, **options):
         User = get_user_model()
@@ -27,9 +42,66 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
             if not Customer.objects.filter(owner=user).exists():
-                Customer.objects.bulk_create(Customer(owner=user, **fields) for fields in DEMO_CUSTOMERS)
+                self._seed(user)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo user {'created' if created else 'ready'}: username 'demo', password '{password}'"
             )
         )
+
+    def _seed(self, user) -> None:
+        acme, globex, initech, umbrella = Customer.objects.bulk_create(
+            Customer(owner=user, **fields) for fields in DEMO_CUSTOMERS
+        )
+        today = timezone.localdate()
+
+        def ago(days: int) -> datetime.date:
+            return today - datetime.timedelta(days=days)
+
+        hosting = [
+            _line("Hosting, monthly", "1", "49.00", "8.25"),
+            _line("Support hours", "2.5", "80.00", "8.25"),
+        ]
+
+        invoice_create(owner=user, customer=acme, due_date=today + datetime.timedelta(days=30), lines=hosting)
+        sent = invoice_create(owner=user, customer=acme, issue_date=ago(10), due_date=ago(-20), lines=hosting)
+        invoice_send(owner=user, invoice_id=sent.pk)
+        partly = invoice_create(
+            owner=user,
+            customer=globex,
+            issue_date=ago(20),
+            due_date=ago(-10),
+            lines=[_line("Audit", "1", "1200.00")],
+        )
+        invoice_send(owner=user, invoice_id=partly.pk)
+        payment_record(owner=user, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer")
+        late = invoice_create(
+            owner=user,
+            customer=initech,
+            issue_date=ago(45),
+            due_date=ago(15),
+            lines=[_line("Licences", "12", "19.99")],
+        )
+        invoice_send(owner=user, invoice_id=late.pk)
+        paid = invoice_create(
+            owner=user,
+            customer=umbrella,
+            currency="EUR",
+            issue_date=ago(30),
+            due_date=ago(0),
+            lines=[_line("Beratung", "8", "120.00", "19")],
+        )
+        invoice_send(owner=user, invoice_id=paid.pk)
+        payment_record(
+            owner=user, invoice_id=paid.pk, amount=Invoice.objects.get(pk=paid.pk).total, method="card"
+        )
+        cancelled = invoice_create(
+            owner=user,
+            customer=globex,
+            issue_date=ago(5),
+            due_date=ago(-25),
+            lines=[_line("Duplicate", "1", "10")],
+        )
+        invoice_send(owner=user, invoice_id=cancelled.pk)
+        invoice_void(owner=user, invoice_id=cancelled.pk)
+        invoice_mark_overdue()
