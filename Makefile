@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= $(shell echo $$(( $$(nproc) * 2 + 1 )))
 
-.PHONY: run test serve lint format migrate demo check-deploy clean
+.PHONY: run test serve lint format clean fuzz chaos bench bench-full
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,21 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+## make fuzz: schemathesis against /api/schema/ on a live server, every operation, longer run
+fuzz: $(STAMP)
+	$(PY) tests/live/fuzz.py --max-examples 200
+
+## make chaos: gunicorn on PostgreSQL, concurrent clients with retries, SIGKILLed workers, then verify
+chaos: $(STAMP)
+	$(PY) tests/live/chaos.py --duration 60
+
+## make bench: the quick benchmark (< 5 minutes); make bench-full: the million-invoice run
+bench: $(STAMP)
+	$(PY) bench/run.py --profile quick
+
+bench-full: $(STAMP)
+	$(PY) bench/run.py --profile full
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache test_db.sqlite3*
