@@ -19,3 +19,6 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "billing.views.not_found"
+handler500 = "billing.views.server_error"

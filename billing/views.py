@@ -1,6 +1,7 @@
 import logging
 
 from django.db import DatabaseError, connection
+from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -33,3 +34,12 @@ class HealthView(APIView):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response({"status": "ok", "database": "ok"})
+
+
+def server_error(request, *args, **kwargs):
+    """A 500 in JSON, with nothing of the failure in it (the log has the traceback)."""
+    return JsonResponse({"detail": "A server error occurred.", "code": "server_error"}, status=500)
+
+
+def not_found(request, exception=None):
+    return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)

@@ -1,9 +1,8 @@
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import SimpleRouter
 
 from invoices.views import InvoiceViewSet
 
-router = DefaultRouter(trailing_slash=True)
-router.include_root_view = False
+router = SimpleRouter(trailing_slash=True)
 router.register("invoices", InvoiceViewSet, basename="invoice")
 
 urlpatterns = router.urls

@@ -1,0 +1,85 @@
+import logging
+import time
+import uuid
+
+from django.conf import settings
+from django.http import JsonResponse
+
+request_logger = logging.getLogger("billing.request")
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a body larger than MAX_REQUEST_BYTES with 413, before anything reads it.
+
+    Django enforces DATA_UPLOAD_MAX_MEMORY_SIZE only when `request.body` is read; DRF's parsers
+    read the stream directly, so the limit is checked here, from Content-Length. (A body without
+    Content-Length is read as empty by Django's bounded stream, so it cannot grow unchecked.)
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse(
+                {"detail": "Invalid Content-Length header.", "code": "bad_request"}, status=400
+            )
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return JsonResponse(
+                {
+                    "detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+                    "code": "request_too_large",
+                },
+                status=413,
+            )
+        return self.get_response(request)
+
+
+class RequestLogMiddleware:
+    """One structured log record per request: who, what, outcome, how long.
+
+    It records the method, the path (query strings included; they carry filters, never secrets),
+    the status, the duration, the user id and a request id (taken from `X-Request-ID` when a proxy
+    sets one, echoed back in the response). Never headers or bodies, so never tokens or passwords.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = _request_id(request.META.get("HTTP_X_REQUEST_ID"))
+        started = time.perf_counter()
+        response = self.get_response(request)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        user = getattr(request, "user", None)
+        # DRF authenticates inside the view; its user is on the response's renderer context.
+        drf_request = (getattr(response, "renderer_context", None) or {}).get("request")
+        if drf_request is not None:
+            user = getattr(drf_request, "_user", user)
+        response["X-Request-ID"] = request_id
+        level = logging.ERROR if response.status_code >= 500 else logging.INFO
+        request_logger.log(
+            level,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.get_full_path(),
+                "status": response.status_code,
+                "duration_ms": duration_ms,
+                "user_id": getattr(user, "pk", None),
+                "remote_addr": request.META.get("REMOTE_ADDR"),
+            },
+        )
+        return response
+
+
+def _request_id(incoming: str | None) -> str:
+    if incoming and len(incoming) <= 64 and incoming.isascii() and incoming.isprintable():
+        return incoming
+    return uuid.uuid4().hex
