@@ -57,6 +57,14 @@ class Invoice(OwnedModel):
         Status.PAID: frozenset(),
         Status.VOID: frozenset(),
     }
+    # The lifecycle graph; every status change, through whatever path, must be one of these edges.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.DRAFT: frozenset({Status.SENT}),
+        Status.SENT: frozenset({Status.OVERDUE, Status.PAID, Status.VOID}),
+        Status.OVERDUE: frozenset({Status.PAID, Status.VOID}),
+        Status.PAID: frozenset(),
+        Status.VOID: frozenset(),
+    }
     PAYABLE = (Status.SENT, Status.OVERDUE)
     ACTIONS = ("edit", "delete", "send", "void", "pay")
 
@@ -252,6 +260,10 @@ class Invoice(OwnedModel):
         """The model-level guard: whatever the caller, a paid or void invoice never changes, and an
         issued one changes only its notes and what its transitions set."""
         status = loaded.get("status")
+        if status is not None and self.status != status and self.status not in self.TRANSITIONS[status]:
+            raise InvalidTransition(f"An invoice cannot go from {status} to {self.status}.")
+        if "amount_paid" in loaded and self.amount_paid < loaded["amount_paid"]:
+            raise NotEditable("Money received is never taken back from an invoice.")
         changed = {
             name
             for name, value in loaded.items()

@@ -282,3 +282,29 @@ def test_mark_overdue_command_prints_the_count(alice, sent_invoice, capsys):
     assert capsys.readouterr().out.strip() == "1 invoice marked overdue"
     sent_invoice.refresh_from_db()
     assert sent_invoice.status == "overdue"
+
+
+@pytest.mark.parametrize(
+    ("start", "target"), [("sent", "draft"), ("overdue", "sent"), ("draft", "paid"), ("draft", "void")]
+)
+def test_save_refuses_a_status_change_off_the_lifecycle_graph(alice, alice_customer, start, target):
+    invoice = invoice_create(owner=alice, customer=alice_customer, due_date=DUE, lines=[line("1", "10")])
+    if start != "draft":
+        invoice_send(owner=alice, invoice_id=invoice.pk)
+        Invoice.objects.filter(pk=invoice.pk).update(status=start)
+    fresh = Invoice.objects.get(pk=invoice.pk)
+    fresh.status = target
+
+    with pytest.raises(InvalidTransition):
+        fresh.save()
+    assert Invoice.objects.get(pk=invoice.pk).status == start
+
+
+def test_save_refuses_to_take_money_back(sent_invoice):
+    sent_invoice.apply_payment(D("10.00"))
+    sent_invoice.save()
+    fresh = Invoice.objects.get(pk=sent_invoice.pk)
+    fresh.amount_paid = D("5.00")
+
+    with pytest.raises(NotEditable):
+        fresh.save()
