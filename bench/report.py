@@ -1,0 +1,299 @@
+"""Results: bench/results/<date>.json (one key per profile) and the Markdown block in bench/README.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+TARGET_RATIO_PING = {"payment": 0.5, "list20": 0.5, "detail": 0.6, "summary": 0.6}
+LABELS = {
+    "ping": "bare authenticated DRF view (ceiling)",
+    "list20": "list invoices, page_size=20",
+    "list100": "list invoices, page_size=100",
+    "detail": "invoice detail",
+    "summary": "summary",
+    "create": "create invoice (3 lines)",
+    "payment": "submit payment",
+}
+QUERY_KEY = {"list20": "list", "list100": "list"}
+
+
+def _ok(value) -> str:
+    return "n/a" if value is None else ("✅" if value else "❌")
+
+
+def add_derived(result: dict) -> None:
+    """Ratios to the ceiling and to pgbench, and the list of targets with pass/fail."""
+    endpoints = result.get("endpoints", {})
+    ping = endpoints.get("ping", {}).get("http", {})
+    for name, row in endpoints.items():
+        queries = _queries_for(name, result.get("query_counts", {}))
+        row["queries"] = int(queries) if queries.isdigit() else None
+        row["round_trips"] = result.get("round_trips", {}).get(name)
+        for level, http in row["http"].items():
+            pg = row["pgbench"].get(level)
+            # against the ceiling measured right before this run (same outside load), else the ping row
+            ceiling = http.get("paired_ping_rps") or (ping[level]["rps"] if level in ping else None)
+            http["ratio_to_ping"] = round(http["rps"] / ceiling, 3) if ceiling else None
+            http["ratio_to_pgbench"] = round(http["rps"] / pg["tps"], 3) if pg and pg["tps"] else None
+    targets = []
+    for name, row in result.get("query_counts", {}).items():
+        if row["target"] is None:
+            continue
+        sign = "=" if row["exact"] else "≤"
+        extra = (
+            ""
+            if row["independent"] is None
+            else (", same for every size" if row["independent"] else ", GROWS")
+        )
+        targets.append(
+            {
+                "target": f"{name}: queries/request {sign} {row['target']}"
+                + ("" if row["independent"] is None else ", independent of size"),
+                "measured": f"{row['max']} (variants {sorted(set(row['variants'].values()))}{extra})",
+                "pass": row["pass"],
+            }
+        )
+    for name, minimum in TARGET_RATIO_PING.items():
+        if name not in endpoints:
+            continue
+        ratios = {lvl: h["ratio_to_ping"] for lvl, h in endpoints[name]["http"].items()}
+        worst = min(ratios.values())
+        targets.append(
+            {
+                "target": f"{name}: throughput ≥ {minimum:.0%} of the bare DRF view's",
+                "measured": ", ".join(f"c={lvl}: {r:.0%}" for lvl, r in ratios.items()),
+                "pass": worst >= minimum,
+            }
+        )
+    scale = result.get("scale", {})
+    big, small = scale.get("load"), scale.get("compare")
+    full = result.get("profile") == "full"
+    if big:
+        rows = [
+            ("summary", "summary", 150.0, "ms"),
+            ("list_first_page", "first list page", 30.0, "ms"),
+        ]
+        for key, label, limit, _ in rows:
+            value = big[key]["median_ms"]
+            targets.append(
+                {
+                    "target": f"{label} for a {big['tenant_invoices']:,}-invoice tenant, table of "
+                    f"{big['table_invoices']:,}: < {limit:g} ms (server time)",
+                    "measured": f"{value} ms (SQL {big[key]['sql_median_ms']} ms)",
+                    "pass": value < limit if full else None,
+                }
+            )
+            if small:
+                growth = value / small[key]["median_ms"]
+                big[key]["growth_vs_compare"] = round(growth, 2)
+                targets.append(
+                    {
+                        "target": f"{label}: ≤ 2x its time with {small['table_invoices']:,} invoices in the table",
+                        "measured": f"{growth:.2f}x ({small[key]['median_ms']} → {value} ms)",
+                        "pass": growth <= 2.0,
+                    }
+                )
+        mo = big["mark_overdue"]
+        targets.append(
+            {
+                "target": f"mark_overdue over {big['table_invoices']:,} invoices: < 10 s, 1 statement",
+                "measured": f"{mo['median_s']} s for {mo['moved']:,} rows moved, {mo['statements']} statement(s)",
+                "pass": (mo["median_s"] < 10 and mo["statements"] == 1) if full else None,
+            }
+        )
+    result["targets"] = targets
+
+
+def finish(result: dict, root: Path, *, write_readme: bool = True) -> None:
+    add_derived(result)
+    out = root / "bench" / "results" / f"{result['date']}.json"
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data[result["profile"]] = result
+    out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(f"results: {out.relative_to(root)}")
+    md = markdown(result)
+    (root / "bench" / "results" / f"{result['date']}-{result['profile']}.md").write_text(md)
+    if write_readme:
+        readme = root / "bench" / "README.md"
+        text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+        start, end = (
+            f"<!-- results:{result['profile']}:start -->",
+            f"<!-- results:{result['profile']}:end -->",
+        )
+        block = f"{start}\n{md}\n{end}"
+        if start in text:
+            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        readme.write_text(text)
+        print(f"table: {readme.relative_to(root)}")
+    print(md)
+
+
+def _machine(m: dict) -> str:
+    pg = m.get("postgresql_settings", {})
+    return (
+        f"{m['nproc']} x {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}; {m['postgresql']} "
+        f"(shared_buffers {_pages(pg.get('shared_buffers'))}, synchronous_commit {pg.get('synchronous_commit')}, "
+        f"jit {pg.get('jit')}); Python {m['python']}, Django {m['django']}, DRF {m['djangorestframework']}, "
+        f"gunicorn {m['gunicorn']} ({m.get('gunicorn_workers')} sync workers); {m['wrk']}; {m['pgbench']}. "
+        f"Load average {_load(m.get('load_average_at_start'))} at start, "
+        f"{_load(m.get('load_average_at_end'))} at the end."
+    )
+
+
+def _pages(value: str | None) -> str:
+    if value and value.endswith("8kB"):
+        return f"{int(value[:-3]) * 8 // 1024} MB"
+    return str(value)
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.1f}" for v in values) if values else "?"
+
+
+def markdown(r: dict) -> str:
+    out = []
+    plan = r["config"]["plan"]
+    out.append(
+        f"### `{r['profile']}` — {r['date']}: {plan['tenants']} tenants x {plan['invoices']:,} invoices "
+        f"(+ one tenant of {plan['tiny_invoices']}); connections {', '.join(map(str, r['config']['levels']))}, "
+        f"{r['config']['duration_s']} s per run"
+    )
+    out.append("")
+    out.append(f"Machine: {_machine(r['machine'])} Run took {r.get('duration_s')} s.")
+    for role, info in r.get("datasets", {}).items():
+        rows = info.get("rows")
+        seeded = (
+            f"seeded {rows['invoices']:,} invoices, {rows['lines']:,} lines, {rows['payments']:,} payments in "
+            f"{info['total_s']} s (COPY {info['copy_s']} s, VACUUM ANALYZE {info['vacuum_analyze_s']} s)"
+            if rows
+            else f"reused (seeded {info.get('seeded_at')})"
+        )
+        out.append(f"Data ({role}): {seeded}; database {info['database_mb']} MB.")
+    if sweep := r.get("worker_sweep"):
+        parts = "; ".join(
+            f"{w}: " + ", ".join(f"{k} {v}" for k, v in rps.items()) for w, rps in sweep["measured"].items()
+        )
+        out.append(
+            f"Workers measured (req/s at 16 connections, best of the interleaved rounds): {parts} → **{sweep['chosen']}**."
+        )
+    out.append("")
+    qc = r.get("query_counts", {})
+    if r.get("endpoints"):
+        out.append(
+            "| endpoint | queries (round trips) | conns | req/s | p50 ms | p99 ms | pgbench tps (same SQL) "
+            "| pgbench p50/p99 ms | % of pgbench | % of ceiling (ceiling req/s) |"
+        )
+        out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+        for name, row in r["endpoints"].items():
+            rt = r.get("round_trips", {}).get(name, "?")
+            q = _queries_for(name, qc)
+            for level, http in row["http"].items():
+                pg = row["pgbench"].get(level, {})
+                err = f" ({http['errors']} errors)" if http.get("errors") else ""
+                out.append(
+                    f"| {LABELS.get(name, name)} | {q} ({rt}) | {level} | {http['rps']:.0f}{err} | {http['p50_ms']:.1f} "
+                    f"| {http['p99_ms']:.1f} | {pg.get('tps', 0):.0f} | {pg.get('p50_ms', 0):.2f} / {pg.get('p99_ms', 0):.2f} "
+                    f"| {_pct(http.get('ratio_to_pgbench'))} | {_pct(http.get('ratio_to_ping'))}{_ceiling(http)} |"
+                )
+        out.append("")
+        out.append(
+            "Round trips count what the request sends to PostgreSQL: its queries, BEGIN/COMMIT of its "
+            "transaction and the `SELECT 1` health check Django runs at the start of each request "
+            "(CONN_HEALTH_CHECKS). The pgbench script of an endpoint runs exactly those statements "
+            "(see `sql` in the JSON). % of ceiling divides by the ceiling's req/s measured right before "
+            "that run at the same connections (in brackets), so outside load drifting during the run "
+            "skews the ratio less."
+        )
+        out.append("")
+    if qc:
+        out.append("| queries per request | variants | target | met |")
+        out.append("|---|---|---|---|")
+        for name, row in qc.items():
+            variants = "; ".join(f"{k}: {v}" for k, v in row["variants"].items())
+            target = "—" if row["target"] is None else f"{'=' if row['exact'] else '≤'} {row['target']}"
+            out.append(f"| {name} | {variants} | {target} | {_ok(row['pass'])} |")
+        out.append("")
+    scale = r.get("scale", {})
+    if scale:
+        out.append(
+            "| scale check (tenant 1, server time in-process) | "
+            + " | ".join(s["label"] for s in scale.values())
+            + " |"
+        )
+        out.append("|---|" + "--:|" * len(scale))
+        for key, label in (("summary", "summary"), ("list_first_page", "first list page")):
+            cells = [f"{s[key]['median_ms']} ms (SQL {s[key]['sql_median_ms']})" for s in scale.values()]
+            out.append(f"| {label}, median | " + " | ".join(cells) + " |")
+        cells = [
+            f"{s['mark_overdue']['median_s']} s, {s['mark_overdue']['moved']:,} rows" for s in scale.values()
+        ]
+        out.append("| mark_overdue, whole table | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("| EXPLAIN (ANALYZE, BUFFERS) | " + " | ".join(s["label"] for s in scale.values()) + " |")
+        out.append("|---|" + "---|" * len(scale))
+        keys = list(next(iter(scale.values()))["explain"])
+        for key in keys:
+            cells = []
+            for s in scale.values():
+                e = s["explain"].get(key)
+                if not e:
+                    cells.append("—")
+                    continue
+                how = ", ".join(e["indexes"]) or "no index"
+                seq = f"; Seq Scan {', '.join(e['seq_scans'])}" if e["seq_scans"] else ""
+                cells.append(
+                    f"{e['execution_ms']} ms; {how}{seq}; buffers hit {e['shared_hit']:,} read {e['shared_read']:,}"
+                    + (f"; heap fetches {e['heap_fetches']:,}" if e["heap_fetches"] else "")
+                )
+            out.append(f"| {key} | " + " | ".join(cells) + " |")
+        out.append("")
+    if r.get("hotspots"):
+        for name, prof in r["hotspots"].items():
+            if "self" not in prof:
+                continue
+            conns = prof.get("connections")
+            out.append(
+                f"py-spy, {LABELS.get(name, name)} at {conns} connections ({prof['samples']:,} samples in requests, "
+                "all workers, wall time): "
+                + ", ".join(f"{b['category']} {b['share']:.0%}" for b in prof.get("breakdown", []))
+                + ". Self — "
+                + ", ".join(f"`{h['function']}` {h['share']:.0%}" for h in prof["self"][:8])
+                + "; inclusive — "
+                + ", ".join(f"`{h['function']}` {h['share']:.0%}" for h in prof["inclusive"][:12])
+                + "."
+            )
+            out.append("")
+    if r.get("targets"):
+        out.append("| target | measured | met |")
+        out.append("|---|---|---|")
+        for t in r["targets"]:
+            out.append(f"| {t['target']} | {t['measured']} | {_ok(t['pass'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _queries_for(name: str, qc: dict) -> str:
+    row = qc.get(QUERY_KEY.get(name, name))
+    if not row:
+        return "?"
+    if name in ("list20", "list100"):
+        size = name[4:]
+        values = [v for k, v in row["variants"].items() if k.startswith(f"page_size={size},")]
+        return str(max(values)) if values else str(row["max"])
+    if name in ("create", "payment"):
+        values = [v for k, v in row["variants"].items() if "Idempotency-Key" in k]
+        return str(max(values)) if values else str(row["max"])
+    return str(row["max"])
+
+
+def _ceiling(http: dict) -> str:
+    paired = http.get("paired_ping_rps")
+    return f" ({paired:.0f})" if paired else ""
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.0%}"

@@ -1,0 +1,447 @@
+"""Fast, consistent seeding of `billing_bench` with PostgreSQL COPY.
+
+N tenants x M invoices, interleaved in creation order (invoice i of every tenant, then i + 1, ...),
+so one tenant's rows are spread over the whole table as they would be in production. Each invoice
+has 1-5 lines and a status drawn from a realistic mix; paid and partly paid invoices have 1-3
+payments. All money is computed in integer cents with the app's rule (half-up to the cent), so
+every row satisfies the database's CHECK constraints and `verify_ledger` finds nothing.
+
+Ids are assigned here, deterministically (invoice id = i * N + tenant + 1, line id = invoice id * 5
++ position + 1, payment id = invoice id * 3 + k + 1), so batches are independent: a worker process
+generates the text of batch k + 1 while the main process COPYs batch k. Foreign-key triggers are
+off while loading (`session_replication_role = replica`, superuser only); `check_integrity()` proves
+afterwards that no row points nowhere. CHECK constraints and unique indexes stay on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+UTC = dt.UTC
+SPAN_DAYS = 730  # invoices are created over the last two years
+TERMS = (14, 30, 30, 30, 45, 60)
+CURRENCIES = ("USD",) * 12 + ("EUR",) * 4 + ("GBP",) * 2 + ("JPY", "CHF")
+TAX_RATES_C = (0, 0, 700, 1000, 1900, 2000)  # percent x 100
+METHODS = ("bank_transfer", "bank_transfer", "card", "card", "cash", "check", "other")
+ITEMS = (
+    "Consulting hours",
+    "Software licence",
+    "Support plan",
+    "Hosting (monthly)",
+    "Design work",
+    "Training session",
+    "Hardware",
+    "Travel expenses",
+    "Maintenance",
+    "Onboarding",
+)
+COMPANIES = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+)
+BATCH = 20_000  # invoices per COPY batch
+
+
+@dataclass(frozen=True)
+class Plan:
+    tenants: int
+    invoices: int  # per tenant
+    customers: int  # per tenant
+    tiny_invoices: int  # the extra small tenant, for "does not grow with the data" checks
+    seed: int = 20261125
+    today: str = ""  # ISO date the data is relative to
+
+    @property
+    def total_invoices(self) -> int:
+        return self.tenants * self.invoices + self.tiny_invoices
+
+
+def _cents(c: int) -> str:
+    return f"{c // 100}.{c % 100:02d}"
+
+
+def _half_up(n: int, d: int) -> int:
+    """round(n / d) half-up, for n >= 0, d > 0."""
+    return (2 * n + d) // (2 * d)
+
+
+def _ts(t: dt.datetime) -> str:
+    return t.isoformat()
+
+
+def _split(rng: random.Random, total: int, parts: int) -> list[int]:
+    """`total` cents in `parts` positive amounts (fewer if total is too small)."""
+    parts = max(1, min(parts, total))
+    if parts == 1:
+        return [total]
+    cuts = sorted(rng.sample(range(1, total), parts - 1))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
+
+
+def _invoice_rows(
+    rng: random.Random,
+    *,
+    plan: Plan,
+    today: dt.date,
+    owner_id: int,
+    invoice_id: int,
+    index: int,
+    created: dt.datetime,
+    customer_id: int,
+    out_inv: list[str],
+    out_lines: list[str],
+    out_pay: list[str],
+) -> None:
+    issue = created.date()
+    due = issue + dt.timedelta(days=rng.choice(TERMS))
+    subtotal = tax_total = 0
+    for pos in range(rng.randint(1, 5)):
+        qty = rng.choice((1000, 1000, 2000, 3000, 5000, 10000, 1500, 250, 12500, 40000))
+        price = rng.randint(500, 200_000)
+        rate = rng.choice(TAX_RATES_C)
+        amount = _half_up(qty * price, 1000)
+        tax = _half_up(amount * rate, 10000)
+        subtotal += amount
+        tax_total += tax
+        out_lines.append(
+            f"{invoice_id * 5 + pos + 1}\t{pos}\t{rng.choice(ITEMS)}\t{qty // 1000}.{qty % 1000:03d}\t"
+            f"{_cents(price)}\t{rate // 100}.{rate % 100:02d}\t{_cents(amount)}\t{_cents(tax)}\t"
+            f"{invoice_id}\t{owner_id}\n"
+        )
+    total = subtotal + tax_total
+    r = rng.random()
+    number = f"INV-{index + 1:06d}"
+    sent_at = _ts(created + dt.timedelta(hours=1))
+    paid_at = r"\N"
+    updated = created + dt.timedelta(hours=1)
+    amount_paid = 0
+    if r < 0.08:
+        status, number, sent_at, updated = "draft", r"\N", r"\N", created
+    elif r < 0.12:
+        status = "void"
+    else:
+        if r < 0.57:  # paid in full
+            payments = _split(rng, total, rng.choice((1, 1, 1, 2, 3)))
+        elif r < 0.67:  # partly paid
+            paid = max(1, total * rng.randint(20, 80) // 100)
+            payments = _split(rng, paid, rng.choice((1, 2))) if paid < total else []
+        else:
+            payments = []
+        last_day = min(today, due + dt.timedelta(days=30))
+        pay_day = issue
+        for k, amount in enumerate(payments):
+            span = max(0, (last_day - pay_day).days)
+            pay_day = pay_day + dt.timedelta(
+                days=rng.randint(0, span // 2 if k < len(payments) - 1 else span)
+            )
+            pay_ts = max(
+                dt.datetime.combine(pay_day, dt.time(12, rng.randint(0, 59)), tzinfo=UTC),
+                created + dt.timedelta(hours=2),
+            )
+            updated = max(updated, pay_ts)
+            ref = f"REF-{invoice_id}-{k}" if rng.random() < 0.5 else ""
+            out_pay.append(
+                f"{invoice_id * 3 + k + 1}\t{_ts(pay_ts)}\t{_ts(pay_ts)}\t{_cents(amount)}\t"
+                f"{rng.choice(METHODS)}\t{ref}\t{pay_day.isoformat()}\t{invoice_id}\t{owner_id}\n"
+            )
+            amount_paid += amount
+        if amount_paid == total:
+            status, paid_at = "paid", _ts(updated)
+        elif due >= today:
+            status = "sent"
+        else:  # past due: half already marked overdue, half waiting for mark_overdue
+            status = "overdue" if rng.random() < 0.5 else "sent"
+    notes = "Thank you for your business." if rng.random() < 0.2 else ""
+    out_inv.append(
+        f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{rng.choice(CURRENCIES)}\t"
+        f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{_cents(subtotal)}\t{_cents(tax_total)}\t"
+        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{owner_id}\n"
+    )
+
+
+def _batch(args: tuple[Plan, int, int, bool]) -> tuple[int, str, str, str]:
+    """The COPY text of invoices [start, end) of every tenant (or of the tiny tenant)."""
+    plan, start, end, tiny = args
+    today = dt.date.fromisoformat(plan.today)
+    rng = random.Random(plan.seed * 1_000_003 + start * 2 + tiny)
+    now = dt.datetime.combine(today, dt.time(0), tzinfo=UTC)
+    origin = now - dt.timedelta(days=SPAN_DAYS)
+    inv: list[str] = []
+    lines: list[str] = []
+    pay: list[str] = []
+    if tiny:
+        owner_id = plan.tenants + 1
+        step = SPAN_DAYS * 86400 / max(1, plan.tiny_invoices)
+        base_id = plan.tenants * plan.invoices
+        for i in range(start, end):
+            _invoice_rows(
+                rng,
+                plan=plan,
+                today=today,
+                owner_id=owner_id,
+                invoice_id=base_id + i + 1,
+                index=i,
+                created=origin + dt.timedelta(seconds=i * step),
+                customer_id=plan.tenants * plan.customers + 1 + i % plan.customers,
+                out_inv=inv,
+                out_lines=lines,
+                out_pay=pay,
+            )
+        return end - start, "".join(inv), "".join(lines), "".join(pay)
+    n = plan.tenants
+    step = SPAN_DAYS * 86400 / (plan.invoices * n)
+    for i in range(start, end):
+        for t in range(n):
+            _invoice_rows(
+                rng,
+                plan=plan,
+                today=today,
+                owner_id=t + 1,
+                invoice_id=i * n + t + 1,
+                index=i,
+                created=origin + dt.timedelta(seconds=(i * n + t) * step),
+                customer_id=t * plan.customers + 1 + rng.randrange(plan.customers),
+                out_inv=inv,
+                out_lines=lines,
+                out_pay=pay,
+            )
+    return (end - start) * n, "".join(inv), "".join(lines), "".join(pay)
+
+
+class _Progress:
+    """tqdm when installed, else a plain one-line bar on stderr."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.done, self.start = total, desc, 0, time.monotonic()
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="inv", unit_scale=True, file=sys.stderr)
+        except ImportError:
+            self.bar = None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        frac = self.done / max(1, self.total)
+        rate = self.done / max(1e-9, time.monotonic() - self.start)
+        sys.stderr.write(
+            f"\r{self.desc}: [{'#' * int(frac * 30):<30}] {self.done:,}/{self.total:,} ({rate:,.0f} inv/s)"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stderr.write("\n")
+
+
+INVOICE_COLS = (
+    "id, created_at, updated_at, number, status, currency, issue_date, due_date, notes, subtotal, "
+    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, owner_id"
+)
+LINE_COLS = (
+    "id, position, description, quantity, unit_price, tax_rate, amount, tax_amount, invoice_id, owner_id"
+)
+PAYMENT_COLS = "id, created_at, updated_at, amount, method, reference, paid_at, invoice_id, owner_id"
+
+
+def _copy(cur, table: str, cols: str, text: str) -> None:
+    if text:
+        cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN", io.StringIO(text))
+
+
+def seed(conn, plan: Plan) -> dict:
+    """Load `plan` into an empty, migrated database through `conn` (psycopg2). Returns timings."""
+    t0 = time.monotonic()
+    today = dt.date.fromisoformat(plan.today)
+    now = dt.datetime.combine(today, dt.time(0), tzinfo=UTC)
+    cur = conn.cursor()
+    cur.execute("SET session_replication_role = replica")  # FK triggers off; checked afterwards
+    cur.execute("SET synchronous_commit = off")
+    owners = plan.tenants + (1 if plan.tiny_invoices else 0)
+    users = "".join(
+        f"{u + 1}\t!\t\\N\tf\t{_username(u, plan)}\t\t\t{_username(u, plan)}@bench.example\tf\tt\t{_ts(now)}\n"
+        for u in range(owners)
+    )
+    _copy(
+        cur,
+        "auth_user",
+        "id, password, last_login, is_superuser, username, first_name, last_name, email, is_staff, "
+        "is_active, date_joined",
+        users,
+    )
+    customers = []
+    for u in range(owners):
+        for c in range(plan.customers):
+            name = f"{COMPANIES[c % len(COMPANIES)]} {c + 1:04d}"
+            customers.append(
+                f"{u * plan.customers + c + 1}\t{_ts(now)}\t{_ts(now)}\t{name}\t"
+                f"ap{c + 1}@{COMPANIES[c % len(COMPANIES)].lower()}.example\t\t\t\t{u + 1}\n"
+            )
+    _copy(
+        cur,
+        "customers_customer",
+        "id, created_at, updated_at, name, email, phone, address, tax_id, owner_id",
+        "".join(customers),
+    )
+    conn.commit()
+
+    per_batch = max(1, BATCH // plan.tenants)
+    jobs = [(plan, s, min(s + per_batch, plan.invoices), False) for s in range(0, plan.invoices, per_batch)]
+    jobs += [(plan, s, min(s + BATCH, plan.tiny_invoices), True) for s in range(0, plan.tiny_invoices, BATCH)]
+    progress = _Progress(plan.total_invoices, "seeding invoices")
+    rows = {"invoices": 0, "lines": 0, "payments": 0}
+    procs = max(1, (os.cpu_count() or 2) - 1)
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        for count, inv, lines, pay in pool.imap(_batch, jobs):
+            _copy(cur, "invoices_invoice", INVOICE_COLS, inv)
+            _copy(cur, "invoices_line", LINE_COLS, lines)
+            _copy(cur, "payments_payment", PAYMENT_COLS, pay)
+            conn.commit()
+            rows["invoices"] += count
+            rows["lines"] += lines.count("\n")
+            rows["payments"] += pay.count("\n")
+            progress.update(count)
+    progress.close()
+    t_copy = time.monotonic() - t0
+
+    # The numbering counters: the next number after the highest issued one.
+    cur.execute(
+        "INSERT INTO invoices_invoicesequence (owner_id, next_value) "
+        "SELECT owner_id, COALESCE(MAX(SUBSTRING(number FROM 5)::bigint), 0) + 1 FROM invoices_invoice "
+        "WHERE number LIKE 'INV-%' GROUP BY owner_id"
+    )
+    for table in ("auth_user", "customers_customer", "invoices_invoice", "invoices_line", "payments_payment"):
+        cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
+    cur.execute("SET session_replication_role = DEFAULT")
+    conn.commit()
+    t1 = time.monotonic()
+    check_integrity(conn)
+    t_check = time.monotonic() - t1
+    _bench_tables(conn, plan)
+    old = conn.autocommit
+    conn.autocommit = True
+    t2 = time.monotonic()
+    cur.execute("VACUUM (ANALYZE)")
+    cur.execute("CHECKPOINT")
+    conn.autocommit = old
+    t_vacuum = time.monotonic() - t2
+    return {
+        "rows": rows,
+        "copy_s": round(t_copy, 1),
+        "integrity_check_s": round(t_check, 1),
+        "vacuum_analyze_s": round(t_vacuum, 1),
+        "total_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def _username(u: int, plan: Plan) -> str:
+    return f"bench_t{u + 1:02d}" if u < plan.tenants else "bench_tiny"
+
+
+ORPHAN_CHECKS = {
+    "lines without invoice": "SELECT count(*) FROM invoices_line l LEFT JOIN invoices_invoice i ON i.id = l.invoice_id WHERE i.id IS NULL OR i.owner_id <> l.owner_id",
+    "payments without invoice": "SELECT count(*) FROM payments_payment p LEFT JOIN invoices_invoice i ON i.id = p.invoice_id WHERE i.id IS NULL OR i.owner_id <> p.owner_id",
+    "invoices without customer": "SELECT count(*) FROM invoices_invoice i LEFT JOIN customers_customer c ON c.id = i.customer_id WHERE c.id IS NULL OR c.owner_id <> i.owner_id",
+    "customers without owner": "SELECT count(*) FROM customers_customer c LEFT JOIN auth_user u ON u.id = c.owner_id WHERE u.id IS NULL",
+}
+
+
+def check_integrity(conn) -> None:
+    """What the foreign keys would have checked row by row: every reference resolves, same owner."""
+    cur = conn.cursor()
+    for label, sql in ORPHAN_CHECKS.items():
+        cur.execute(sql)
+        (n,) = cur.fetchone()
+        if n:
+            raise RuntimeError(f"seeding broke integrity: {n} {label}")
+
+
+def _bench_tables(conn, plan: Plan) -> None:
+    """Bench-only tables: the seeded status of every invoice (to undo mark_overdue), the id pools the
+    load runs draw from, and what was seeded (to reuse the data and to undo a run's writes)."""
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS bench_seed_status, bench_pool, bench_meta")
+    cur.execute("CREATE TABLE bench_seed_status AS SELECT id, status FROM invoices_invoice")
+    cur.execute("ALTER TABLE bench_seed_status ADD PRIMARY KEY (id)")
+    cur.execute("CREATE TABLE bench_pool (kind text, k int, invoice_id bigint, PRIMARY KEY (kind, k))")
+    # pay: sent invoices of tenant 1 with room for many 0.01 payments, cycled so that no two
+    # concurrent requests ever pay the same invoice. detail: any other invoice of tenant 1.
+    cur.execute(
+        "INSERT INTO bench_pool SELECT 'pay', row_number() OVER (ORDER BY id) - 1, id FROM "
+        "(SELECT id FROM invoices_invoice WHERE owner_id = 1 AND status = 'sent' "
+        " AND total - amount_paid >= 50 ORDER BY id LIMIT 20000) s"
+    )
+    cur.execute(
+        "INSERT INTO bench_pool SELECT 'detail', row_number() OVER (ORDER BY md5(id::text)) - 1, id FROM "
+        "(SELECT id FROM invoices_invoice WHERE owner_id = 1 AND status <> 'sent' "
+        " ORDER BY md5(id::text) LIMIT 2000) s"
+    )
+    cur.execute("CREATE TABLE bench_meta (key text PRIMARY KEY, value jsonb)")
+    cur.execute(
+        "SELECT (SELECT MAX(id) FROM invoices_invoice), (SELECT MAX(id) FROM invoices_line), "
+        "(SELECT MAX(id) FROM payments_payment)"
+    )
+    max_invoice, max_line, max_payment = cur.fetchone()
+    meta = {
+        "plan": asdict(plan),
+        "max_invoice_id": max_invoice,
+        "max_line_id": max_line,
+        "max_payment_id": max_payment,
+        "seeded_at": dt.datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    cur.execute("INSERT INTO bench_meta VALUES ('seed', %s)", [json.dumps(meta)])
+    conn.commit()
+
+
+def restore(conn) -> None:
+    """Undo what a bench run wrote, back to the seeded state: invoices created, payments recorded,
+    statuses moved by mark_overdue, idempotency keys."""
+    cur = conn.cursor()
+    cur.execute("SELECT value FROM bench_meta WHERE key = 'seed'")
+    meta = cur.fetchone()[0]
+    cur.execute(
+        "UPDATE invoices_invoice i SET amount_paid = i.amount_paid - p.paid FROM "
+        "(SELECT invoice_id, SUM(amount) AS paid FROM payments_payment WHERE id > %s GROUP BY invoice_id) p "
+        "WHERE i.id = p.invoice_id",
+        [meta["max_payment_id"]],
+    )
+    cur.execute("DELETE FROM payments_payment WHERE id > %s", [meta["max_payment_id"]])
+    cur.execute("DELETE FROM invoices_line WHERE invoice_id > %s", [meta["max_invoice_id"]])
+    cur.execute("DELETE FROM invoices_invoice WHERE id > %s", [meta["max_invoice_id"]])
+    cur.execute(
+        "UPDATE invoices_invoice i SET status = s.status FROM bench_seed_status s "
+        "WHERE i.id = s.id AND i.status <> s.status"
+    )
+    cur.execute("DELETE FROM payments_idempotencykey")
+    conn.commit()
+
+
+def seeded_plan(conn) -> dict | None:
+    cur = conn.cursor()
+    cur.execute("SELECT to_regclass('bench_meta')")
+    if cur.fetchone()[0] is None:
+        return None
+    cur.execute("SELECT value FROM bench_meta WHERE key = 'seed'")
+    row = cur.fetchone()
+    return row[0] if row else None
