@@ -9,6 +9,7 @@ Services and models raise `BillingError` subclasses; views never catch them. Eac
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
@@ -97,6 +98,14 @@ def exception_handler(exc, context):
                 "code": "conflict",
             },
             status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        # Raised while the view reads the request, e.g. more query parameters than
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS: Django would answer with its HTML 400 page.
+        logger.warning("suspicious request refused with 400: %s", exc)
+        return Response(
+            {"detail": "The request is malformed or too large.", "code": "bad_request"},
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=_django_validation_detail(exc))

@@ -12,6 +12,18 @@ class PageNumberPagination(pagination.PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+    max_digits = 9
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"].update(minimum=1, maximum=10**self.max_digits - 1)
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}; a larger value than "
+                    f"{self.max_page_size} is capped at {self.max_page_size})."
+                )
+        return parameters
 
     def paginate_queryset(self, queryset, request, view=None):
         errors = {}
@@ -19,7 +31,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
             raw = request.query_params.get(param)
             if raw is None or (param == self.page_query_param and raw == "last"):
                 continue
-            if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and int(raw) > 0):
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= self.max_digits and int(raw) > 0):
                 errors[param] = ["A positive integer is required."]
         if errors:
             raise ValidationError(errors)

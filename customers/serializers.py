@@ -1,9 +1,8 @@
-from rest_framework import serializers
-
+from billing.serializers import StrictModelSerializer
 from customers.models import Customer
 
 
-class CustomerSerializer(serializers.ModelSerializer):
+class CustomerSerializer(StrictModelSerializer):
     class Meta:
         model = Customer
         fields = ["id", "name", "email", "phone", "address", "tax_id", "created_at", "updated_at"]

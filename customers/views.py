@@ -1,6 +1,7 @@
 from rest_framework import viewsets
 
 from billing.tenancy import OwnerScopedViewSetMixin
+from customers.filters import OrderingFilter, SearchFilter
 from customers.models import Customer
 from customers.serializers import CustomerSerializer
 from customers.services import customer_delete
@@ -11,6 +12,7 @@ class CustomerViewSet(OwnerScopedViewSetMixin, viewsets.ModelViewSet):
 
     queryset = Customer.objects.all()
     serializer_class = CustomerSerializer
+    filter_backends = [SearchFilter, OrderingFilter]
     search_fields = ["name", "email"]
     ordering_fields = ["name", "created_at"]
     ordering = ["name", "id"]

@@ -286,7 +286,11 @@ class Invoice(OwnedModel):
 
 
 class Line(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
+    # the lookups by owner, and a redundant index would only slow every write.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()
     description = models.CharField(max_length=500)

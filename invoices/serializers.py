@@ -3,7 +3,8 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.currencies import is_currency
+from billing.currencies import CURRENCY_CODES, is_currency
+from billing.serializers import StrictCharField, StrictDateField, StrictDecimalField
 from billing.tenancy import OwnedPrimaryKeyRelatedField
 from customers.models import Customer
 from invoices.models import MAX_LINES, Invoice, Line
@@ -12,26 +13,39 @@ from payments.serializers import InvoicePaymentSerializer
 STATUS_READ_ONLY = "Status changes only through actions (send, void, payments)."
 
 
+@extend_schema_field({"type": "string", "enum": sorted(CURRENCY_CODES)})
+class CurrencyField(StrictCharField):
+    """An active ISO 4217 code; the schema lists them, so a client knows the valid values."""
+
+
 class LineInputSerializer(serializers.Serializer):
-    description = serializers.CharField(max_length=500)
-    quantity = serializers.DecimalField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
-    unit_price = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
-    tax_rate = serializers.DecimalField(
+    description = StrictCharField(max_length=500)
+    quantity = StrictDecimalField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
+    unit_price = StrictDecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    tax_rate = StrictDecimalField(
         max_digits=5, decimal_places=2, min_value=Decimal("0"), max_value=Decimal("100"), default=Decimal("0")
     )
+
+    def validate(self, attrs):
+        # Lines are replaced whole, so each is complete even in a PATCH (where DRF would otherwise
+        # treat every nested field as optional and apply no defaults).
+        missing = [name for name in ("description", "quantity", "unit_price") if name not in attrs]
+        if missing:
+            raise serializers.ValidationError({name: ["This field is required."] for name in missing})
+        return {"tax_rate": Decimal("0"), **attrs}
 
 
 class InvoiceInputSerializer(serializers.Serializer):
     """The fields a client writes. Shape and values only; the lifecycle rules are the model's."""
 
-    number = serializers.CharField(max_length=32, required=False, allow_null=True, allow_blank=True)
+    number = StrictCharField(max_length=32, required=False, allow_null=True, allow_blank=True)
     customer = OwnedPrimaryKeyRelatedField(queryset=Customer.objects.all())
-    currency = serializers.CharField(
+    currency = CurrencyField(
         required=False, help_text="An active ISO 4217 code, e.g. USD, EUR, JPY.", min_length=3, max_length=3
     )
-    issue_date = serializers.DateField(required=False, help_text="Defaults to today.")
-    due_date = serializers.DateField()
-    notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    issue_date = StrictDateField(required=False, help_text="Defaults to today.")
+    due_date = StrictDateField()
+    notes = StrictCharField(required=False, allow_blank=True, max_length=5000)
     lines = LineInputSerializer(many=True, required=False, max_length=MAX_LINES)
 
     def validate_number(self, value):

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.errors import BusinessRuleViolation
+from billing.transactions import service_transaction
 from invoices.models import Invoice, InvoiceSequence, Line
 
 NUMBER_TAKEN = "An invoice with this number already exists."
@@ -50,7 +51,7 @@ def _save_number_guarded(invoice: Invoice, **save_kwargs) -> None:
         raise
 
 
-@transaction.atomic
+@service_transaction
 def invoice_create(
     *, owner: AbstractBaseUser, lines: Sequence[dict[str, Any]] = (), **fields: Any
 ) -> Invoice:
@@ -65,7 +66,7 @@ def invoice_create(
     return invoice
 
 
-@transaction.atomic
+@service_transaction
 def invoice_update(
     *, owner: AbstractBaseUser, invoice_id: int, lines: Sequence[dict[str, Any]] | None = None, **fields: Any
 ) -> Invoice:
@@ -103,7 +104,7 @@ def _line_values(lines) -> list[tuple]:
     return [values(line) for line in lines]
 
 
-@transaction.atomic
+@service_transaction
 def invoice_delete(*, owner: AbstractBaseUser, invoice_id: int) -> None:
     """Delete a draft and its lines; an issued invoice is kept forever."""
     invoice = _locked(owner=owner, invoice_id=invoice_id)
@@ -111,7 +112,7 @@ def invoice_delete(*, owner: AbstractBaseUser, invoice_id: int) -> None:
     invoice.delete()
 
 
-@transaction.atomic
+@service_transaction
 def invoice_send(*, owner: AbstractBaseUser, invoice_id: int) -> Invoice:
     """Issue a draft: it becomes `sent` and, unless the client numbered it, takes the next number of
     its owner's sequence in this same transaction (so numbers have no gaps and no duplicates)."""
@@ -160,7 +161,7 @@ def _locked_sequence(owner_id: int) -> InvoiceSequence:
     return InvoiceSequence.objects.select_for_update().get(owner_id=owner_id)
 
 
-@transaction.atomic
+@service_transaction
 def invoice_void(*, owner: AbstractBaseUser, invoice_id: int) -> Invoice:
     """Void a sent or overdue invoice that has received no payment."""
     invoice = _locked(owner=owner, invoice_id=invoice_id)

@@ -99,7 +99,11 @@ class InvoiceViewSet(
         services.invoice_void(owner=request.user, invoice_id=invoice.pk)
         return self._detail(invoice.pk)
 
-    @extend_schema(responses=InvoiceSummarySerializer, summary="Counts and money over the filtered invoices")
+    @extend_schema(
+        responses=InvoiceSummarySerializer,
+        summary="Counts and money over the filtered invoices",
+        filters=True,  # the list's filters (and their 400s), documented here too
+    )
     @action(detail=False, methods=["get"], pagination_class=None)
     def summary(self, request):
         invoices = self.filter_queryset(self.get_queryset())

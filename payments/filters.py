@@ -1,7 +1,7 @@
 import django_filters
 
 from customers.models import Customer
-from invoices.filters import StableOrderingFilter
+from invoices.filters import IsoDateRangeFilter, OwnedChoiceFilter, StableOrderingFilter
 from invoices.models import Invoice
 from payments.models import Payment
 
@@ -16,10 +16,10 @@ def _owned(model):
 
 
 class PaymentFilterSet(django_filters.FilterSet):
-    invoice = django_filters.ModelChoiceFilter(queryset=_owned(Invoice))
-    customer = django_filters.ModelChoiceFilter(field_name="invoice__customer", queryset=_owned(Customer))
+    invoice = OwnedChoiceFilter(queryset=_owned(Invoice))
+    customer = OwnedChoiceFilter(field_name="invoice__customer", queryset=_owned(Customer))
     method = django_filters.MultipleChoiceFilter(choices=Payment.Method.choices)
-    paid_at = django_filters.DateFromToRangeFilter()
+    paid_at = IsoDateRangeFilter()
     ordering = StableOrderingFilter(fields=["paid_at", "amount", "created_at"])
 
     class Meta:

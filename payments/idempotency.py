@@ -23,6 +23,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from billing.errors import BusinessRuleViolation, IdempotencyKeyReused, RequestInProgress, exception_handler
+from billing.transactions import all_or_nothing
 from payments.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -42,14 +43,16 @@ def idempotent(endpoint: str):
             key = request.headers.get(HEADER)
             if key is None:
                 return view_method(view, request, *args, **kwargs)
-            if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            # As the schema says (billing.schema.IDEMPOTENCY_KEY); HTTP itself strips outer spaces.
+            if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or key != key.strip(" "):
                 raise InvalidIdempotencyKey(
-                    f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters."
+                    f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters, "
+                    "without a space at either end."
                 )
             fingerprint = _fingerprint(request.data)
             context = {"view": view, "request": request}
             try:
-                with transaction.atomic():
+                with all_or_nothing():
                     stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
                     if stored is not None:
                         return stored
@@ -99,12 +102,11 @@ def _advisory_lock_id(owner_id: int, key: str) -> int:
 def _claim(*, owner, key: str, endpoint: str, fingerprint: str) -> Response | None:
     """Inside a transaction: lock the key, then return the stored outcome, or None to proceed."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_lock_id(owner.pk, key)])
-            (locked,) = cursor.fetchone()
+        locked, stored = _lock_and_read(owner.pk, key)
         if not locked:
             raise RequestInProgress(f"A request with this {HEADER} is still running; retry shortly.")
-    stored = IdempotencyKey.objects.filter(owner=owner, key=key).first()
+    else:
+        stored = IdempotencyKey.objects.filter(owner=owner, key=key).first()
     if stored is None:
         return None
     if stored.endpoint != endpoint or stored.fingerprint != fingerprint:
@@ -115,6 +117,37 @@ def _claim(*, owner, key: str, endpoint: str, fingerprint: str) -> Response | No
     response = Response(stored.response_body, status=stored.response_status)
     response["Idempotent-Replayed"] = "true"
     return response
+
+
+def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None]:
+    """One round trip: try the key's advisory lock (never waiting) and read its stored outcome.
+
+    The read's snapshot is taken as the statement starts, so a first request that commits between
+    that and the lock is not seen here; this one then proceeds, and its key insert is refused by
+    the unique constraint, which `idempotent` answers with the stored outcome after all.
+    """
+    table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
+    with connection.cursor() as cursor:
+        # The table is the model's own, quoted; every value is a bound parameter.
+        sql = (
+            "SELECT lock.acquired, key.endpoint, key.fingerprint, key.response_status, key.response_body "  # noqa: S608
+            "FROM (SELECT pg_try_advisory_xact_lock(%s) AS acquired) AS lock "
+            f"LEFT JOIN {table} AS key ON key.owner_id = %s AND key.key = %s"
+        )
+        cursor.execute(sql, [_advisory_lock_id(owner_id, key), owner_id, key])
+        acquired, endpoint, fingerprint, response_status, body = cursor.fetchone()
+    if endpoint is None:
+        return acquired, None
+    body_field = IdempotencyKey._meta.get_field("response_body")
+    stored = IdempotencyKey(
+        owner_id=owner_id,
+        key=key,
+        endpoint=endpoint,
+        fingerprint=fingerprint,
+        response_status=response_status,
+        response_body=body_field.from_db_value(body, None, connection),
+    )
+    return acquired, stored
 
 
 def _store(owner, key: str, endpoint: str, fingerprint: str, response: Response) -> None:

@@ -3,22 +3,21 @@ from decimal import Decimal
 from django.utils import timezone
 from rest_framework import serializers
 
+from billing.serializers import StrictCharField, StrictDateField, StrictDecimalField, StrictIntegerField
 from payments.models import Payment
 
 
 class PaymentInputSerializer(serializers.Serializer):
-    invoice = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="One of your invoices.")
-    amount = serializers.DecimalField(
+    invoice = StrictIntegerField(min_value=1, max_value=2**63 - 1, help_text="One of your invoices.")
+    amount = StrictDecimalField(
         max_digits=14,
         decimal_places=2,
         min_value=Decimal("0.01"),
         help_text="At most the invoice's balance due.",
     )
     method = serializers.ChoiceField(choices=Payment.Method.choices)
-    reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    paid_at = serializers.DateField(
-        required=False, help_text="The day the money was received; defaults to today."
-    )
+    reference = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    paid_at = StrictDateField(required=False, help_text="The day the money was received; defaults to today.")
 
     def validate_paid_at(self, value):
         if value > timezone.localdate():

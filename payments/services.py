@@ -2,15 +2,15 @@ import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
 from django.utils import timezone
 
 from billing.errors import BusinessRuleViolation
+from billing.transactions import service_transaction
 from invoices.models import Invoice
 from payments.models import Payment
 
 
-@transaction.atomic
+@service_transaction
 def payment_record(
     *,
     owner: AbstractBaseUser,

@@ -617,3 +617,24 @@ def test_delete_a_draft_removes_it_and_its_lines(alice_api, alice_customer):
     assert not Invoice.objects.exists()
     assert not Line.objects.exists()
     assert alice_api.get(invoice_url(draft["id"])).status_code == 404
+
+
+def test_patch_with_lines_needs_complete_lines(alice_api, alice_customer):
+    invoice = create_invoice(alice_api, alice_customer)
+
+    response = alice_api.patch(
+        f"/api/invoices/{invoice['id']}/", {"lines": [{"description": "x"}]}, format="json"
+    )
+    complete = alice_api.patch(
+        f"/api/invoices/{invoice['id']}/",
+        {"lines": [{"description": "x", "quantity": "2", "unit_price": "1.50"}]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "lines": [{"quantity": ["This field is required."], "unit_price": ["This field is required."]}]
+    }
+    assert complete.status_code == 200
+    assert complete.json()["lines"][0]["tax_rate"] == "0.00"
+    assert complete.json()["total"] == "3.00"

@@ -91,3 +91,29 @@ def test_customer_list_queries_do_not_grow_with_page_size(alice_api, alice, make
     assert count_queries(alice_api, "/api/customers/?page_size=1") == count_queries(
         alice_api, "/api/customers/?page_size=100"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_write_requests_make_a_bounded_number_of_queries(alice, alice_api, alice_customer, make_invoice):
+    """Counted outside any test transaction, as in production: BEGIN and COMMIT count too."""
+    invoice = make_invoice(alice, amount="100.00")
+
+    def count(method, url, body, **headers):
+        with CaptureQueriesContext(connection) as ctx:
+            response = getattr(alice_api, method)(url, body, format="json", **headers)
+        assert response.status_code == 201, response.content
+        return len(ctx.captured_queries)
+
+    payment = {"invoice": invoice.pk, "amount": "1.00", "method": "card"}
+    # token, BEGIN, lock the invoice, insert the payment, update the invoice, COMMIT
+    assert count("post", "/api/payments/", payment) == 6
+    # + the key's lock and lookup in one statement, + the key's insert; no savepoint
+    assert count("post", "/api/payments/", payment, HTTP_IDEMPOTENCY_KEY="p-1") == 8
+
+    def json_lines(n):
+        return [{"description": f"Item {i}", "quantity": "2", "unit_price": "5.00"} for i in range(n)]
+
+    body = {"customer": alice_customer.pk, "due_date": "2030-01-31", "lines": json_lines(3)}
+    with_key = count("post", "/api/invoices/", {**body, "lines": json_lines(100)}, HTTP_IDEMPOTENCY_KEY="i-1")
+    assert count("post", "/api/invoices/", body) <= with_key - 2
+    assert with_key <= 10

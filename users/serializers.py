@@ -1,8 +1,18 @@
 from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.password_validation import MinimumLengthValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from billing.serializers import StrictCharField, StrictEmailField, StrictModelSerializer
+
 User = get_user_model()
+
+
+def _password_min_length() -> int | None:
+    for validator in password_validation.get_default_password_validators():
+        if isinstance(validator, MinimumLengthValidator):
+            return validator.min_length
+    return None
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -12,14 +22,33 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RegisterSerializer(serializers.ModelSerializer):
-    password = serializers.CharField(write_only=True, max_length=128, style={"input_type": "password"})
-    email = serializers.EmailField(required=False, allow_blank=True, default="")
+def _password_field() -> StrictCharField:
+    # As sent (no trimming: login compares it untrimmed), and with the minimum length of Django's
+    # validator stated, so that the schema says it and it is checked first.
+    return StrictCharField(
+        write_only=True,
+        max_length=128,
+        min_length=_password_min_length(),
+        trim_whitespace=False,
+        style={"input_type": "password"},
+    )
+
+
+class RegisterSerializer(StrictModelSerializer):
+    password = _password_field()
+    email = StrictEmailField(required=False, allow_blank=True, default="")
 
     class Meta:
         model = User
         fields = ["id", "username", "password", "email"]
         read_only_fields = ["id"]
+        # The username as sent, as login compares it: " alice" is refused, not trimmed to "alice".
+        extra_kwargs = {"username": {"trim_whitespace": False}}
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["password"] = _password_field()  # the validators in force now (settings may change)
+        return fields
 
     def validate(self, attrs):
         candidate = User(username=attrs["username"], email=attrs.get("email", ""))
@@ -31,8 +60,8 @@ class RegisterSerializer(serializers.ModelSerializer):
 
 
 class LoginSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150, trim_whitespace=False)
-    password = serializers.CharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
+    username = StrictCharField(max_length=150, trim_whitespace=False)
+    password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
 
 
 class TokenSerializer(serializers.Serializer):
