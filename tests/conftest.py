@@ -91,3 +91,8 @@ def make_invoice(make_customer):
         return invoice
 
     return make
+
+
+@pytest.fixture
+def other_customer(alice, make_customer):
+    return make_customer(alice, name="Globex", email="ap@globex.test")

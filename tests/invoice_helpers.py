@@ -1,8 +1,8 @@
 """Helpers for the invoice tests: build invoices through the API and put them into a state.
 
-Drafts, sending and voiding go through the API. There is no payments endpoint to drive yet, so
-overdue, paid and partly paid invoices are made by updating the row directly, as `mark_overdue`
-and a payment would.
+Drafts, sending and voiding go through the API; overdue, paid and partly paid invoices are made
+by updating the row directly, as `mark_overdue` and payments would (the payment endpoint has its
+own tests in test_payments.py).
 """
 
 from datetime import timedelta
@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
-from invoices.models import Invoice
+from invoices.models import Invoice, Line
 
 INVOICES = "/api/invoices/"
 SUMMARY = "/api/invoices/summary/"
@@ -132,3 +132,22 @@ def assert_error(response, status_code: int, code: str) -> None:
 def ids(response) -> list[int]:
     assert response.status_code == 200, response.json()
     return [item["id"] for item in response.json()["results"]]
+
+
+STATES = ["draft", "sent", "overdue", "paid", "void"]
+MISSING = object()
+
+
+def line_rows(invoice_id: int) -> list[tuple]:
+    return [
+        (row.description, row.quantity, row.unit_price, row.tax_rate, row.amount, row.tax_amount)
+        for row in Line.objects.filter(invoice_id=invoice_id).order_by("id")
+    ]
+
+
+def line_ids(invoice_id: int) -> list[int]:
+    return list(Line.objects.filter(invoice_id=invoice_id).order_by("id").values_list("id", flat=True))
+
+
+def money(invoice: Invoice) -> tuple:
+    return (invoice.subtotal, invoice.tax_total, invoice.total, invoice.amount_paid, invoice.balance_due)

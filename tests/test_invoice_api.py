@@ -9,6 +9,7 @@ import pytest
 from invoices.models import Invoice, Line
 from tests.invoice_helpers import (
     INVOICES,
+    MISSING,
     create_invoice,
     ids,
     in_days,
@@ -16,34 +17,14 @@ from tests.invoice_helpers import (
     invoice_url,
     iso,
     line,
+    line_ids,
+    line_rows,
+    money,
     send_invoice,
     today,
 )
 
 pytestmark = pytest.mark.django_db
-
-STATES = ["draft", "sent", "overdue", "paid", "void"]
-MISSING = object()
-
-
-def line_rows(invoice_id: int) -> list[tuple]:
-    return [
-        (row.description, row.quantity, row.unit_price, row.tax_rate, row.amount, row.tax_amount)
-        for row in Line.objects.filter(invoice_id=invoice_id).order_by("id")
-    ]
-
-
-def line_ids(invoice_id: int) -> list[int]:
-    return list(Line.objects.filter(invoice_id=invoice_id).order_by("id").values_list("id", flat=True))
-
-
-def money(invoice: Invoice) -> tuple:
-    return (invoice.subtotal, invoice.tax_total, invoice.total, invoice.amount_paid, invoice.balance_due)
-
-
-@pytest.fixture
-def other_customer(alice, make_customer):
-    return make_customer(alice, name="Globex", email="ap@globex.test")
 
 
 # --- create -----------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ from unittest.mock import ANY
 import pytest
 from django.utils import timezone
 
-from invoices.models import Invoice, Line
+from invoices.models import Invoice
 from tests.invoice_helpers import (
     ACTIONS,
     INVOICES,
+    STATES,
     SUMMARY,
     assert_error,
     create_invoice,
@@ -19,34 +20,12 @@ from tests.invoice_helpers import (
     invoice_url,
     iso,
     line,
+    line_rows,
     send_invoice,
     set_amount_paid,
 )
 
 pytestmark = pytest.mark.django_db
-
-STATES = ["draft", "sent", "overdue", "paid", "void"]
-MISSING = object()
-
-
-def line_rows(invoice_id: int) -> list[tuple]:
-    return [
-        (row.description, row.quantity, row.unit_price, row.tax_rate, row.amount, row.tax_amount)
-        for row in Line.objects.filter(invoice_id=invoice_id).order_by("id")
-    ]
-
-
-def line_ids(invoice_id: int) -> list[int]:
-    return list(Line.objects.filter(invoice_id=invoice_id).order_by("id").values_list("id", flat=True))
-
-
-def money(invoice: Invoice) -> tuple:
-    return (invoice.subtotal, invoice.tax_total, invoice.total, invoice.amount_paid, invoice.balance_due)
-
-
-@pytest.fixture
-def other_customer(alice, make_customer):
-    return make_customer(alice, name="Globex", email="ap@globex.test")
 
 
 # --- send ---------------------------------------------------------------------------------------------
