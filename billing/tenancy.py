@@ -3,6 +3,7 @@
 - `OwnedModel` gives a table its `owner`, `created_at` and `updated_at`.
 - `OwnerScopedViewSetMixin` filters a view's queryset by `request.user`, so another user's object
   is a 404 without any view having to remember it.
+- `owned_by_caller` does the same for django-filter's model filters.
 - `OwnedPrimaryKeyRelatedField` limits a serializer's reference to the caller's objects, so a
   body naming another user's object is a 400 on that field.
 """
@@ -36,6 +37,18 @@ class OwnerScopedViewSetMixin:
         if getattr(self, "swagger_fake_view", False) or not user.is_authenticated:
             return queryset.none()
         return queryset.filter(owner=user)
+
+
+def owned_by_caller(model):
+    """A queryset callable for django-filter: the caller's own rows of `model`, so a filter naming
+    another user's object is a 400 ("Select a valid choice")."""
+
+    def queryset(request):
+        if request is None or not request.user.is_authenticated:
+            return model.objects.none()
+        return model.objects.filter(owner=request.user)
+
+    return queryset
 
 
 class OwnedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from billing.money import CENT, MAX_AMOUNT
 from billing.serializers import DATE_RE
+from billing.tenancy import owned_by_caller
 from customers.models import Customer
 from invoices.models import Invoice
 
@@ -91,12 +92,6 @@ class MoneyRangeFilter(django_filters.RangeFilter):
         return super().filter(qs, value)
 
 
-def _callers_customers(request):
-    if request is None or not request.user.is_authenticated:
-        return Customer.objects.none()
-    return Customer.objects.filter(owner=request.user)
-
-
 class _OrderingCSVField(fields.BaseCSVField):
     """Comma-separated fields, none of them empty: `?ordering=,,` is a 400 (it was a FieldError, a
     500, at `order_by("")`); `?ordering=` alone is no ordering."""
@@ -124,7 +119,7 @@ class InvoiceFilterSet(django_filters.FilterSet):
     """The filters of the invoice list, shared by the summary so both always agree."""
 
     status = django_filters.MultipleChoiceFilter(choices=Invoice.Status.choices)
-    customer = OwnedChoiceFilter(queryset=_callers_customers)
+    customer = OwnedChoiceFilter(queryset=owned_by_caller(Customer))
     issue_date = IsoDateRangeFilter()
     due_date = IsoDateRangeFilter()
     total = MoneyRangeFilter()
