@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Sequence
 from typing import Any
@@ -149,15 +150,16 @@ def _assign_next_number(invoice: Invoice) -> None:
 
 
 def _locked_sequence(owner_id: int) -> InvoiceSequence:
-    try:
-        return InvoiceSequence.objects.select_for_update().get(owner_id=owner_id)
-    except InvoiceSequence.DoesNotExist:
-        pass
-    try:
-        with transaction.atomic():
-            InvoiceSequence.objects.create(owner_id=owner_id)
-    except IntegrityError:
-        pass  # a concurrent first send created it; wait for its lock below
+    """The owner's counter row, locked; created on the owner's first send.
+
+    Two first sends may both try to create it: the unique primary key lets one insert win, the
+    other's savepoint is rolled back, and both then queue on the one row's lock.
+    """
+    sequence = InvoiceSequence.objects.select_for_update().filter(owner_id=owner_id).first()
+    if sequence is not None:
+        return sequence
+    with contextlib.suppress(IntegrityError), transaction.atomic():
+        InvoiceSequence.objects.create(owner_id=owner_id)
     return InvoiceSequence.objects.select_for_update().get(owner_id=owner_id)
 
 
