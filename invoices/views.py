@@ -45,11 +45,10 @@ class InvoiceViewSet(
     def get_serializer_class(self):
         return InvoiceSerializer if self.action == "list" else InvoiceDetailSerializer
 
-    def _detail(self, invoice_id: int, status_code: int = status.HTTP_200_OK) -> Response:
+    def _detail(self, invoice_id: int) -> Response:
+        """The invoice as it now is, read back with its lines and payments."""
         invoice = self.get_queryset().get(pk=invoice_id)
-        return Response(
-            InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data, status=status_code
-        )
+        return Response(InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data)
 
     @extend_schema(request=InvoiceInputSerializer, responses={201: InvoiceDetailSerializer})
     @idempotent("POST /api/invoices/")
