@@ -1,8 +1,8 @@
 import django_filters
 
+from billing.filters import IsoDateRangeFilter, OwnedChoiceFilter, StableOrderingFilter
 from billing.tenancy import owned_by_caller
 from customers.models import Customer
-from invoices.filters import IsoDateRangeFilter, OwnedChoiceFilter, StableOrderingFilter
 from invoices.models import Invoice
 from payments.models import Payment
 

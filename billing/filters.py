@@ -1,0 +1,115 @@
+"""Filter building blocks shared by every list: strict forms for dates, numbers and ids (a value
+the schema does not allow is a 400, never silently ignored), owned choices, money bounds and an
+ordering made stable by the id."""
+
+import re
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
+from django_filters import fields
+from drf_spectacular.utils import extend_schema_field
+
+from billing.money import CENT, MAX_AMOUNT
+from billing.serializers import DATE_RE
+
+INTEGER_RE = re.compile(r"-?[0-9]+")
+# A finite number in the notation a query string may use: "300.01", "-5", "1e400" (no " 5", "1_000",
+# NaN, nor an exponent of more than 9 digits, which Python's decimal module cannot represent).
+NUMBER_PATTERN = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?"
+NUMBER_RE = re.compile(NUMBER_PATTERN)
+
+# Query values have the exact form the schema gives them, as request bodies do (billing.serializers):
+# a filter given "+5", " 5", "2026-1-5", "11/23/2026" or "1e3" is a 400, not read generously.
+
+
+def _exact(pattern: re.Pattern, value, field: forms.Field, code: str) -> None:
+    if value not in field.empty_values and not (isinstance(value, str) and pattern.fullmatch(value)):
+        raise ValidationError(field.error_messages[code], code=code)
+
+
+class _IdField(fields.ModelChoiceField):
+    def to_python(self, value):
+        _exact(INTEGER_RE, value, self, "invalid_choice")
+        return super().to_python(value)
+
+
+class _IsoDateField(forms.DateField):
+    def to_python(self, value):
+        _exact(DATE_RE, value, self, "invalid")
+        return super().to_python(value)
+
+
+class _NumberField(forms.DecimalField):
+    def to_python(self, value):
+        _exact(NUMBER_RE, value, self, "invalid")
+        return super().to_python(value)
+
+
+class _IsoDateRangeField(fields.DateRangeField):
+    def __init__(self, *args, **kwargs):
+        # RangeField's own constructor, with these fields (DateRangeField's would make plain ones).
+        fields.RangeField.__init__(self, (_IsoDateField(), _IsoDateField()), *args, **kwargs)
+
+
+class _NumberRangeField(fields.RangeField):
+    def __init__(self, *args, **kwargs):
+        super().__init__((_NumberField(), _NumberField()), *args, **kwargs)
+
+
+class OwnedChoiceFilter(django_filters.ModelChoiceFilter):
+    """One of the caller's objects, by id (another user's id is a 400, as an unknown one)."""
+
+    field_class = _IdField
+
+
+class IsoDateRangeFilter(django_filters.DateFromToRangeFilter):
+    """`<name>_after` and `<name>_before`, inclusive, as YYYY-MM-DD."""
+
+    field_class = _IsoDateRangeField
+
+
+def _money_bound(value: Decimal | None, rounding: str) -> Decimal | None:
+    """A bound as the database can compare it with an amount: within the range of a money column
+    (a bound beyond it matches all or nothing just the same) and at cents, rounded inwards
+    (`total >= 0.001` is `total >= 0.01`). PostgreSQL refuses a literal such as 1E+999999999."""
+    if value is None:
+        return None
+    limit = MAX_AMOUNT + CENT
+    return max(-limit, min(limit, value)).quantize(CENT, rounding=rounding)
+
+
+@extend_schema_field({"type": "string", "pattern": f"^{NUMBER_PATTERN}$"})
+class MoneyRangeFilter(django_filters.RangeFilter):
+    """`<name>_min` and `<name>_max`, inclusive: any finite number ("1e400" simply matches nothing)."""
+
+    field_class = _NumberRangeField
+
+    def filter(self, qs, value):
+        if value:
+            value = slice(_money_bound(value.start, ROUND_CEILING), _money_bound(value.stop, ROUND_FLOOR))
+        return super().filter(qs, value)
+
+
+class _OrderingCSVField(fields.BaseCSVField):
+    """Comma-separated fields, none of them empty: `?ordering=,,` is a 400 (it was a FieldError, a
+    500, at `order_by("")`); `?ordering=` alone is no ordering."""
+
+    def clean(self, value):
+        if value and any(item in self.empty_values for item in value):
+            raise ValidationError("An ordering field may not be empty.", code="invalid_choice")
+        return super().clean(value)
+
+
+class StableOrderingFilter(django_filters.OrderingFilter):
+    """`?ordering=field` or `-field`; ties are broken by id so pages never overlap."""
+
+    base_field_class = _OrderingCSVField
+
+    def filter(self, qs, value):
+        if value in ([], (), {}, "", None):
+            return qs
+        ordering = [self.get_ordering_value(param) for param in value]
+        tiebreak = "-id" if ordering[-1].startswith("-") else "id"
+        return qs.order_by(*ordering, tiebreak)
