@@ -1,7 +1,6 @@
 """Reads over invoices that are more than a queryset."""
 
-from django.db.models import Count, DecimalField, F, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, DecimalField, QuerySet, Sum
 
 from billing.money import ZERO
 from invoices.models import Invoice
@@ -9,10 +8,8 @@ from invoices.models import Invoice
 S = Invoice.Status
 # A sum of many 14-digit amounts can outgrow 14 digits; the aggregate's own type is wider.
 SUM_FIELD = DecimalField(max_digits=20, decimal_places=2)
-
-
-def _sum(expression, condition: Q | None = None):
-    return Coalesce(Sum(expression, filter=condition, output_field=SUM_FIELD), ZERO, output_field=SUM_FIELD)
+INVOICED = frozenset({S.SENT, S.OVERDUE, S.PAID})
+OUTSTANDING = frozenset({S.SENT, S.OVERDUE})
 
 
 def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
@@ -20,32 +17,40 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
 
     invoiced = total of sent, overdue and paid; collected = amount paid; outstanding = balance due
     of sent and overdue; overdue = balance due of overdue. Currencies are never added together.
+
+    The database groups by (currency, status) and sums two columns; the few groups (at most five a
+    currency) are then added up here, exactly, in Decimal. That is a third of the work of one row a
+    currency with a filtered sum per figure (each row feeds nine aggregates there, three here), and
+    with the covering index invoice_owner_summary (owner, currency, status; total, amount_paid) it
+    is an index-only scan read in group order, whose cost follows the tenant's size, not the table's.
     """
-    balance = F("total") - F("amount_paid")
-    rows = (
+    groups = (
         invoices.order_by()
-        .values("currency")
+        .values("currency", "status")
         .annotate(
-            # Counting owner_id (never null), not id: the aggregate then reads only columns of the
-            # covering index invoice_owner_summary, an index-only scan whose cost follows the
-            # tenant's size, not the table's.
-            **{f"n_{status}": Count("owner", filter=Q(status=status)) for status in S.values},
-            invoiced=_sum("total", Q(status__in=[S.SENT, S.OVERDUE, S.PAID])),
-            collected=_sum("amount_paid"),
-            outstanding=_sum(balance, Q(status__in=[S.SENT, S.OVERDUE])),
-            overdue=_sum(balance, Q(status=S.OVERDUE)),
+            n=Count("*"),
+            total=Sum("total", output_field=SUM_FIELD),
+            paid=Sum("amount_paid", output_field=SUM_FIELD),
         )
-        .order_by("currency")
+        .order_by("currency", "status")
     )
     by_status = dict.fromkeys(S.values, 0)
-    totals = []
-    for row in rows:
-        for status in S.values:
-            by_status[status] += row[f"n_{status}"]
-        totals.append(
+    totals: dict[str, dict] = {}
+    for group in groups:
+        status, total, paid = group["status"], group["total"], group["paid"]
+        by_status[status] += group["n"]
+        money = totals.setdefault(
+            group["currency"],
             {
-                "currency": row["currency"],
-                **{key: row[key] for key in ("invoiced", "collected", "outstanding", "overdue")},
-            }
+                "currency": group["currency"],
+                **dict.fromkeys(("invoiced", "collected", "outstanding", "overdue"), ZERO),
+            },
         )
-    return {"count": sum(by_status.values()), "by_status": by_status, "totals": totals}
+        money["collected"] += paid
+        if status in INVOICED:
+            money["invoiced"] += total
+        if status in OUTSTANDING:
+            money["outstanding"] += total - paid
+        if status == S.OVERDUE:
+            money["overdue"] += total - paid
+    return {"count": sum(by_status.values()), "by_status": by_status, "totals": list(totals.values())}

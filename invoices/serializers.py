@@ -4,7 +4,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.currencies import CURRENCY_CODES, is_currency
-from billing.serializers import StrictCharField, StrictDateField, StrictDecimalField
+from billing.serializers import (
+    PlainRepresentationMixin,
+    StrictCharField,
+    StrictDateField,
+    StrictDecimalField,
+)
 from billing.tenancy import OwnedPrimaryKeyRelatedField
 from customers.models import Customer
 from invoices.models import MAX_LINES, Invoice, Line
@@ -67,14 +72,14 @@ class InvoiceInputSerializer(serializers.Serializer):
         return attrs
 
 
-class LineSerializer(serializers.ModelSerializer):
+class LineSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     class Meta:
         model = Line
         fields = ["id", "description", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"]
         read_only_fields = fields
 
 
-class InvoiceSerializer(serializers.ModelSerializer):
+class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     """An invoice as the list shows it: everything but its lines and payments."""
 
     customer_name = serializers.CharField(source="customer.name", read_only=True)

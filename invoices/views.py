@@ -1,10 +1,10 @@
 from django.db.models import Prefetch
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from billing.filters import FilterBackend
 from billing.tenancy import OwnerScopedViewSetMixin
 from invoices import services
 from invoices.filters import InvoiceFilterSet
@@ -30,7 +30,7 @@ class InvoiceViewSet(
 
     queryset = Invoice.objects.select_related("customer")
     serializer_class = InvoiceDetailSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = InvoiceFilterSet
 
     def get_queryset(self):

@@ -3,7 +3,13 @@ from decimal import Decimal
 from django.utils import timezone
 from rest_framework import serializers
 
-from billing.serializers import StrictCharField, StrictDateField, StrictDecimalField, StrictIntegerField
+from billing.serializers import (
+    PlainRepresentationMixin,
+    StrictCharField,
+    StrictDateField,
+    StrictDecimalField,
+    StrictIntegerField,
+)
 from payments.models import Payment
 
 
@@ -25,7 +31,7 @@ class PaymentInputSerializer(serializers.Serializer):
         return value
 
 
-class PaymentSerializer(serializers.ModelSerializer):
+class PaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     class Meta:
         model = Payment
         fields = ["id", "invoice", "amount", "method", "reference", "paid_at", "created_at"]
@@ -45,7 +51,7 @@ class PaymentResultSerializer(PaymentSerializer):
         read_only_fields = fields
 
 
-class InvoicePaymentSerializer(serializers.ModelSerializer):
+class InvoicePaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     """A payment as listed inside its invoice."""
 
     class Meta:

@@ -1,8 +1,8 @@
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
+from billing.filters import FilterBackend
 from billing.tenancy import OwnerScopedViewSetMixin
 from payments.filters import PaymentFilterSet
 from payments.idempotency import idempotent
@@ -18,7 +18,7 @@ class PaymentViewSet(
 
     queryset = Payment.objects.select_related("invoice")
     serializer_class = PaymentResultSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = PaymentFilterSet
 
     @extend_schema(request=PaymentInputSerializer, responses={201: PaymentResultSerializer})

@@ -1,0 +1,203 @@
+"""The fast read path renders exactly what DRF's own serializers render, and is the one used.
+
+`billing.serializers.PlainRepresentationMixin` replaces DRF's per-object machinery for the read-only
+invoice and payment serializers; `billing.filters.FilterBackend` skips the filter form when a request
+names no filter. Both are pure speed: these tests pin that nothing a client sees changes.
+"""
+
+import datetime
+import zoneinfo
+from decimal import Decimal
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.db.models import Prefetch
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.test import APIRequestFactory
+
+from billing.filters import names_a_filter
+from billing.serializers import PlainRepresentationMixin
+from invoices.filters import InvoiceFilterSet
+from invoices.models import Invoice, Line
+from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, LineSerializer
+from payments.filters import PaymentFilterSet
+from payments.models import Payment
+from payments.serializers import InvoicePaymentSerializer, PaymentResultSerializer, PaymentSerializer
+from payments.services import payment_record
+from tests.invoice_helpers import INVOICES, invoice_url
+
+pytestmark = pytest.mark.django_db
+
+
+def drf_output(serializer_class, instance, many=False):
+    """What DRF's generic `Serializer.to_representation` renders (nested serializers included)."""
+    with mock.patch.object(
+        PlainRepresentationMixin, "to_representation", serializers.Serializer.to_representation
+    ):
+        return serializer_class(instance, many=many).data
+
+
+@pytest.fixture
+def invoices(alice, make_customer, make_invoice):
+    """Invoices in every state, with awkward values: no number, big and fractional amounts,
+    several lines and payments, a customer name with non-ASCII characters."""
+    customer = make_customer(alice, name="Société Générale — Zürich")
+    draft = make_invoice(alice, customer, send=False, amount="0.00", notes="")
+    sent = make_invoice(alice, customer, amount="999999999.99", currency="JPY")
+    paid = make_invoice(alice, customer, amount="100.00")
+    payment_record(owner=alice, invoice_id=paid.pk, amount=Decimal("33.33"), method="card")
+    payment_record(
+        owner=alice,
+        invoice_id=paid.pk,
+        amount=Decimal("66.67"),
+        method="cash",
+        reference="R-1",
+        paid_at=datetime.date(2024, 2, 29),
+    )
+    partly = make_invoice(alice, customer, amount="10.01")
+    payment_record(owner=alice, invoice_id=partly.pk, amount=Decimal("0.01"), method="check")
+    Line.objects.create(
+        owner=alice,
+        invoice=draft,
+        position=2,
+        description="Fractional",
+        quantity=Decimal("0.001"),
+        unit_price=Decimal("0.01"),
+        tax_rate=Decimal("99.99"),
+        amount=Decimal("0.00"),
+        tax_amount=Decimal("0.00"),
+    )
+    Invoice.objects.filter(pk=sent.pk).update(status="overdue")
+    void = make_invoice(alice, customer, amount="5.00")
+    Invoice.objects.filter(pk=void.pk).update(status="void")
+    return (
+        Invoice.objects.select_related("customer")
+        .prefetch_related(
+            Prefetch("lines", queryset=Line.objects.order_by("position")),
+            Prefetch("payments", queryset=Payment.objects.order_by("paid_at", "id")),
+        )
+        .order_by("id")
+    )
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/St_Johns", "Asia/Kathmandu"])
+def test_invoice_serializers_render_as_drf_does(invoices, zone):
+    with timezone.override(zoneinfo.ZoneInfo(zone)):
+        for serializer_class in (InvoiceSerializer, InvoiceDetailSerializer):
+            for invoice in invoices:
+                assert serializer_class(invoice).data == drf_output(serializer_class, invoice)
+            assert serializer_class(invoices, many=True).data == drf_output(
+                serializer_class, invoices, many=True
+            )
+
+
+def test_line_and_payment_serializers_render_as_drf_does(invoices):
+    lines, payments = Line.objects.order_by("id"), Payment.objects.select_related("invoice").order_by("id")
+    assert len(lines) >= 6
+    assert len(payments) == 3
+    for line in lines:
+        assert LineSerializer(line).data == drf_output(LineSerializer, line)
+    for payment in payments:
+        for serializer_class in (PaymentSerializer, PaymentResultSerializer, InvoicePaymentSerializer):
+            assert serializer_class(payment).data == drf_output(serializer_class, payment)
+
+
+def test_values_are_formatted_as_the_schema_says(invoices):
+    data = InvoiceDetailSerializer(invoices.get(status="paid")).data
+    assert (data["total"], data["balance_due"]) == ("100.00", "0.00")
+    assert [p["amount"] for p in data["payments"]] == ["66.67", "33.33"]  # oldest first
+    assert data["payments"][0]["paid_at"] == "2024-02-29"
+    assert data["paid_at"].endswith("Z")
+    assert data["lines"][0]["quantity"] == "1.000"
+    draft = InvoiceSerializer(invoices.get(status="draft")).data
+    assert (draft["number"], draft["sent_at"]) == (None, None)
+    assert draft["available_actions"] == ["edit", "delete", "send"]
+
+
+def test_the_fast_path_is_the_one_used(invoices):
+    """DRF builds a serializer's fields (deep copies of the declared ones) only when it renders
+    through them; the plain path never asks for them."""
+    serializer = InvoiceDetailSerializer(invoices[0])
+    assert serializer.data["lines"]
+    assert "fields" not in serializer.__dict__
+    many = InvoiceSerializer(invoices, many=True)
+    assert len(many.data) == 5
+    assert "fields" not in many.child.__dict__
+
+
+def test_a_field_the_plan_does_not_know_is_refused():
+    class WithHyperlink(PlainRepresentationMixin, serializers.ModelSerializer):
+        customer = serializers.HyperlinkedRelatedField(view_name="customer-detail", read_only=True)
+
+        class Meta:
+            model = Invoice
+            fields = ["id", "customer"]
+
+    class WithNested(PlainRepresentationMixin, serializers.ModelSerializer):
+        lines = serializers.ListSerializer(child=serializers.DictField(), read_only=True)
+
+        class Meta:
+            model = Invoice
+            fields = ["id", "lines"]
+
+    for serializer_class in (WithHyperlink, WithNested):
+        with pytest.raises(TypeError, match=r"not supported|plain too"):
+            serializer_class(Invoice(pk=1)).to_representation(Invoice(pk=1))
+
+
+@pytest.mark.parametrize("filterset_class", [InvoiceFilterSet, PaymentFilterSet])
+def test_a_filter_set_given_no_values_leaves_the_queryset_as_it_is(alice, filterset_class):
+    """The premise of the filter backend's shortcut, for every filter of every filter set."""
+    request = APIRequestFactory().get("/")
+    request.user = alice
+    queryset = filterset_class._meta.model.objects.filter(owner=alice)
+    filterset = filterset_class(data={}, queryset=queryset, request=request)
+    assert filterset.is_valid()
+    assert str(filterset.qs.query) == str(queryset.query)
+
+
+@pytest.mark.parametrize(
+    ("filterset_class", "expected"),
+    [
+        (
+            InvoiceFilterSet,
+            {"status", "issue_date_after", "due_date_before", "total_min", "search", "ordering"},
+        ),
+        (PaymentFilterSet, {"invoice", "customer", "method", "paid_at_after", "paid_at_before", "ordering"}),
+    ],
+)
+def test_every_key_a_filter_reads_is_recognised(alice, filterset_class, expected):
+    """The keys come from the filter form's own widgets, so a new filter is covered when added."""
+    request = APIRequestFactory().get("/")
+    request.user = alice
+    form = filterset_class(data={}, queryset=filterset_class._meta.model.objects.none(), request=request).form
+    keys = set()
+    for name, field in form.fields.items():
+        suffixes = getattr(field.widget, "suffixes", None)
+        keys |= {f"{name}_{suffix}" for suffix in suffixes} if suffixes else {name}
+    assert expected <= keys
+    for key in keys:
+        assert names_a_filter({key: "x"}, filterset_class), key
+    assert not names_a_filter({"page": "2", "page_size": "5", "format": "json"}, filterset_class)
+
+
+def test_named_filters_still_apply_to_lists_and_detail(alice_api, alice, make_invoice):
+    sent = make_invoice(alice)
+    draft = make_invoice(alice, send=False)
+    assert alice_api.get(invoice_url(sent.pk), {"status": "draft"}).status_code == 404
+    assert alice_api.get(invoice_url(draft.pk), {"status": "draft"}).status_code == 200
+    assert alice_api.get(INVOICES, {"status": "draft"}).json()["count"] == 1
+    assert alice_api.get(INVOICES, {"status": "nope"}).status_code == 400
+    assert alice_api.get(INVOICES).json()["count"] == 2
+
+
+def test_a_list_without_filters_makes_no_extra_query(alice_api, alice, make_invoice):
+    make_invoice(alice)
+    with CaptureQueriesContext(connection) as plain:
+        alice_api.get(INVOICES)
+    with CaptureQueriesContext(connection) as filtered:
+        alice_api.get(INVOICES, {"ordering": "-total"})
+    assert len(plain.captured_queries) == len(filtered.captured_queries) == 3
