@@ -298,7 +298,9 @@ class Line(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    # No index of its own either: line_invoice_position_unique (invoice, position) serves every
+    # lookup by invoice (the detail's lines, the cascade of a draft's delete).
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines", db_index=False)
     position = models.PositiveIntegerField()
     description = models.CharField(max_length=500)
     quantity = models.DecimalField(max_digits=12, decimal_places=3)
