@@ -120,14 +120,19 @@ class FilterBackend(DjangoFilterBackend):
     """django-filter's backend, without building the filter form for a request that names no filter.
 
     Every filter leaves the queryset as it is when its value is empty, so such a request's result is
-    the queryset as given (`tests/test_invoice_filters.py` pins that for each filter set). Building
+    the queryset as given (`tests/test_representation.py` pins that for each filter set). Building
     and validating the form anyway (a deep copy of every filter, a form class made on the fly) was
-    a tenth of a plain list request and of every detail request, which DRF filters too.
+    a tenth of a plain list request and of every detail request, which DRF filters too. A filter set
+    with a required filter always takes the full path, so a missing value is still a 400.
     """
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is not None and not names_a_filter(request.query_params, filterset_class):
+        if (
+            filterset_class is not None
+            and not any(f.extra.get("required") for f in filterset_class.base_filters.values())
+            and not names_a_filter(request.query_params, filterset_class)
+        ):
             return queryset
         return super().filter_queryset(request, queryset, view)
 

@@ -9,7 +9,6 @@ from money).
 """
 
 import datetime
-import decimal
 import re
 from decimal import Decimal
 
@@ -128,16 +127,22 @@ class PlainRepresentationMixin:
     """A read-only ModelSerializer's output, without DRF's per-instance machinery.
 
     DRF deep-copies every declared field for each serializer it builds and, for each object, walks
-    the fields through `get_attribute`, `SkipField` handling and the like: a fifth of a 20-invoice
-    list request went there. This mixin reads the same fields once per class into a plan (where each
-    value comes from, and the field that formats it) and renders with a plain loop. The formatting is
-    still the fields' own `to_representation` (decimals, dates, date-times in the current time
-    zone), so the output is DRF's, which `tests/test_representation.py` pins serializer by serializer;
-    the schema is unchanged, since it is built from the same declared fields.
+    every field through `get_attribute`, `SkipField` handling and the like: a fifth of a 20-invoice
+    list request went there. This mixin reads the fields once per class into a plan and renders each
+    object with a plain loop:
 
-    Supported: model attributes and dotted sources (`customer.name`), properties, primary-key
-    relations, `SerializerMethodField`s and nested `many=True` serializers; anything else is refused
-    when the plan is built, so a new kind of field cannot render differently by accident.
+    - a model field or property read by its own name is a plain `getattr`; any other source (dotted
+      like `customer.name`, a method, a related manager) goes through the field's own
+      `get_attribute`, with DRF's handling of what it raises;
+    - every value is formatted by the field's own `to_representation`, except an ISO 8601 date-time,
+      whose two steps (to the current time zone, "Z" for UTC) are done inline with the time zone
+      looked up once per object instead of once per field.
+
+    So the output is DRF's, which `tests/test_representation.py` pins serializer by serializer, and
+    the schema is unchanged, since it is built from the same declared fields. Hyperlinks, nested
+    serializers that are not plain themselves and other relation fields are refused when the plan is
+    built, so a new kind of field cannot render differently by accident. A nested plain serializer is
+    rendered without a context, so its fields must not need one.
     """
 
     _plain_plans: dict = {}
@@ -150,17 +155,19 @@ class PlainRepresentationMixin:
         return plan
 
     def to_representation(self, instance):
-        tz = timezone.get_current_timezone()  # once, not once per date-time field
+        tz = timezone.get_current_timezone() if settings.USE_TZ else None
         ret = {}
-        for name, attrs, kind, represent in self._plain_plan():
+        for name, attr, field, kind, represent in self._plain_plan():
             if kind is _METHOD:
                 ret[name] = getattr(self, represent)(instance)
                 continue
-            value = instance
-            for attr in attrs:
-                value = getattr(value, attr)
-                if value is None:
-                    break
+            if attr is not None:
+                value = getattr(instance, attr)
+            else:
+                try:
+                    value = field.get_attribute(instance)
+                except serializers.SkipField:
+                    continue
             if value is None:
                 ret[name] = None
             elif kind is _DATETIME:
@@ -174,7 +181,7 @@ _METHOD, _DATETIME, _VALUE = "method", "datetime", "value"
 
 
 def _build_plan(serializer) -> list[tuple]:
-    """(name, attribute path, kind, formatter or method name) for each readable field."""
+    """(name, attribute or None, field, kind, formatter or method name) for each readable field."""
     model = serializer.Meta.model
     plan = []
     for name, field in serializer.fields.items():
@@ -182,75 +189,65 @@ def _build_plan(serializer) -> list[tuple]:
         if field.write_only:
             continue
         if isinstance(field, serializers.SerializerMethodField):
-            plan.append((name, (), _METHOD, field.method_name))
+            plan.append((name, None, field, _METHOD, field.method_name))
         elif isinstance(field, serializers.PrimaryKeyRelatedField) and len(field.source_attrs) == 1:
             if field.pk_field is not None:
                 raise TypeError(f"{where}: pk_field is not supported")
-            plan.append((name, (model._meta.get_field(field.source).attname,), _VALUE, int))
+            plan.append((name, model._meta.get_field(field.source).attname, field, _VALUE, int))
         elif isinstance(field, serializers.ListSerializer):
             if not isinstance(field.child, PlainRepresentationMixin):
                 raise TypeError(f"{where}: nested serializers must be plain too")
-            plan.append((name, tuple(field.source_attrs), _VALUE, _many(type(field.child))))
+            plan.append((name, None, field, _VALUE, _many(type(field.child))))
         elif isinstance(
             field, serializers.RelatedField | serializers.BaseSerializer | serializers.HiddenField
         ):
             raise TypeError(f"{where}: {type(field).__name__} is not supported")
-        elif _is_plain(field, serializers.DateTimeField, "enforce_timezone") and _iso_datetime(field):
-            plan.append((name, tuple(field.source_attrs), _DATETIME, _datetime(field)))
-        elif _is_plain(field, serializers.DecimalField, "quantize") and _string_decimal(field):
-            plan.append((name, tuple(field.source_attrs), _VALUE, _decimal(field)))
         else:
-            plan.append((name, tuple(field.source_attrs), _VALUE, field.to_representation))
+            kind, represent = _VALUE, field.to_representation
+            if _is_plain_datetime(field):
+                kind, represent = _DATETIME, _datetime(field)
+            plan.append((name, _plain_attribute(model, field), field, kind, represent))
     return plan
 
 
-def _is_plain(field, base, *methods) -> bool:
-    """`field` is a `base` that formats as `base` does (no override of the methods that format)."""
+def _plain_attribute(model, field) -> str | None:
+    """The attribute to read with a plain `getattr`: a source that is one concrete non-relation
+    field or a property of `model`. None for anything else, which DRF's `get_attribute` reads."""
+    if len(field.source_attrs) != 1:
+        return None
+    name = field.source_attrs[0]
+    concrete = {f.attname for f in model._meta.concrete_fields if not f.is_relation}
+    return name if name in concrete or isinstance(getattr(model, name, None), property) else None
+
+
+def _is_plain_datetime(field) -> bool:
+    """A DateTimeField that formats as DRF's own does (no override of the formatting methods)."""
+    base = serializers.DateTimeField
     return isinstance(field, base) and all(
-        getattr(type(field), method) is getattr(base, method) for method in ("to_representation", *methods)
-    )
-
-
-def _iso_datetime(field) -> bool:
-    return (
-        getattr(field, "format", api_settings.DATETIME_FORMAT) == ISO_8601
-        and not hasattr(field, "timezone")
-        and settings.USE_TZ
+        getattr(type(field), method) is getattr(base, method)
+        for method in ("to_representation", "enforce_timezone")
     )
 
 
 def _datetime(field):
-    """DRF's steps for an aware date-time (to the current time zone, ISO 8601, "Z" for UTC)."""
+    """DRF's steps for an aware date-time in ISO 8601: to the current time zone, then "Z" for UTC.
+    Anything else (another format, a field time zone, no USE_TZ, a naive value, an overflow) is left
+    to the field itself."""
 
     def represent(value, tz):
-        if not isinstance(value, datetime.datetime) or value.tzinfo is None:
+        if (
+            tz is None
+            or value.__class__ is not datetime.datetime
+            or value.tzinfo is None
+            or hasattr(field, "timezone")
+            or getattr(field, "format", api_settings.DATETIME_FORMAT) != ISO_8601
+        ):
             return field.to_representation(value)
-        text = value.astimezone(tz).isoformat()
+        try:
+            text = value.astimezone(tz).isoformat()
+        except OverflowError:
+            return field.to_representation(value)
         return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-    return represent
-
-
-def _string_decimal(field) -> bool:
-    return (
-        getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
-        and not field.localize
-        and field.decimal_places is not None
-        and field.max_digits is not None
-    )
-
-
-def _decimal(field):
-    """DRF's steps for a Decimal (quantized to the field's places within its digits, as a string),
-    with the quantum and context made once rather than for every value."""
-    quantum = Decimal(".1") ** field.decimal_places
-    rounding = field.rounding
-    context = decimal.Context(prec=field.max_digits)  # DRF: the default context, at max_digits
-
-    def represent(value):
-        if not isinstance(value, Decimal):
-            return field.to_representation(value)
-        return f"{value.quantize(quantum, rounding=rounding, context=context):f}"
 
     return represent
 
