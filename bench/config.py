@@ -1,0 +1,187 @@
+"""What a benchmark run is made of: the profiles (quick, full), the endpoints and their query targets,
+paths, the environment the app runs in (bench.settings on `billing_bench`), the tools it needs and the
+machine it reports.
+
+Imported before `django.setup()`: nothing here imports Django at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from bench import load
+from bench.seed import Plan
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "billing_bench"  # the only database this harness touches
+DB_URL = f"postgres://{load.PG['user']}@{load.PG['host']}:{load.PG['port']}/{DB_NAME}"
+RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "bench" / ".work"
+# 2 cores: 4 sync workers. Measured with --sweep-workers (ping, list, payment at 16 connections):
+# 2 workers leave the CPU idle while a worker waits on PostgreSQL, 5 add context switches and
+# memory for no throughput (see bench/README.md). Elsewhere: 2 x cores.
+DEFAULT_WORKERS_PER_CORE = 2
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    plan: Plan  # the data the load run and the scale checks use
+    compare: Plan | None  # the same tenant with 10x less data in the table, for growth
+    levels: tuple[int, ...]  # wrk connections = pgbench clients
+    duration: int  # seconds per endpoint and level
+    warmup: int
+    profile_seconds: int
+    scale_repeats: int
+    overdue_repeats: int
+    sweep_workers: bool
+    sweep_duration: int = 5
+
+
+PROFILES = {
+    "quick": Profile(
+        name="quick",
+        # Ten tenants, as the full profile has: each is a tenth of the table, as in a deployment many
+        # businesses share (with two, the measured tenant was half the table, and PostgreSQL rightly
+        # read the whole table instead of an index, which no shared deployment would see).
+        plan=Plan(tenants=10, invoices=5_000, customers=50, tiny_invoices=40),
+        compare=None,
+        levels=(4, 16),
+        duration=5,
+        warmup=1,
+        profile_seconds=8,
+        scale_repeats=7,
+        overdue_repeats=3,
+        sweep_workers=False,
+    ),
+    "full": Profile(
+        name="full",
+        plan=Plan(tenants=10, invoices=100_000, customers=500, tiny_invoices=40),
+        # 1 tenant x 100k: the same 100k-invoice tenant in a table 10x smaller, so what grows is
+        # the table, not the tenant (10 x 10k would shrink the tenant too).
+        compare=Plan(tenants=1, invoices=100_000, customers=500, tiny_invoices=40),
+        levels=(1, 8, 32),
+        duration=20,
+        warmup=3,
+        profile_seconds=20,
+        scale_repeats=15,
+        overdue_repeats=3,
+        sweep_workers=True,
+        sweep_duration=10,
+    ),
+}
+
+ENDPOINTS = ("ping", "list20", "list100", "detail", "summary", "create", "payment")
+TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 8, "create": 10, "mark_overdue": 1}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- environment --------------------------------------------------------------------------------
+
+
+def check_tools(need_py_spy: bool) -> None:
+    missing = {
+        tool: pkg
+        for tool, pkg in (("wrk", "wrk"), ("pgbench", "postgresql-client"))
+        if not shutil.which(tool)
+    }
+    if missing and os.geteuid() == 0:
+        log(f"installing {', '.join(missing.values())} (Debian packages)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing.values()], check=True, timeout=600)
+        missing = {t: p for t, p in missing.items() if not shutil.which(t)}
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}: sudo apt-get install -y {' '.join(missing.values())}")
+    if need_py_spy and not (ROOT / ".venv" / "bin" / "py-spy").exists():
+        log("py-spy not installed: profiling skipped (.venv/bin/pip install py-spy==0.4.3)")
+
+
+def bench_env() -> dict:
+    return {
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DATABASE_URL": DB_URL,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+# A psycopg2 connection of the harness's own (outside Django), closed on exit.
+class _pg:
+    def __init__(self, dbname: str, autocommit: bool = True):
+        self.dbname, self.autocommit = dbname, autocommit
+
+    def __enter__(self):
+        self.conn = psycopg2.connect(dbname=self.dbname, **load.PG)
+        self.conn.autocommit = self.autocommit
+        return self.conn
+
+    def __exit__(self, *exc):
+        self.conn.close()
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine(workers: int | None) -> dict:
+    import django
+    import gunicorn
+    import rest_framework
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    with _pg("postgres") as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT version()")
+        pg_version = cur.fetchone()[0].split(" on ")[0]
+        cur.execute(
+            "SELECT name, setting || COALESCE(unit, '') FROM pg_settings WHERE name IN ('shared_buffers', "
+            "'work_mem', 'synchronous_commit', 'fsync', 'jit', 'random_page_cost', 'effective_cache_size', "
+            "'max_parallel_workers_per_gather')"
+        )
+        pg_settings = dict(cur.fetchall())
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "postgresql": pg_version,
+        "postgresql_settings": pg_settings,
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "djangorestframework": rest_framework.VERSION,
+        "gunicorn": gunicorn.__version__,
+        "gunicorn_workers": workers,
+        "wrk": _version(["wrk", "-v"]).split(" Copyright")[0],
+        "pgbench": _version(["pgbench", "--version"]),
+        "load_average_at_start": list(os.getloadavg()),
+    }
