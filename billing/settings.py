@@ -247,7 +247,18 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The default cache is per process. The login throttle's counts must be shared by every worker and
+# every app server (counted per process, N workers would allow N times the rate), so they live in the
+# database, in a table that `migrate` creates (users/migrations/0001_throttle_cache_table.py).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "throttle_cache",
+        # Culling forgets counts; keep it for when the table is really large.
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    },
+}
 
 # Logs go to stderr: JSON records (one per line, for a log pipeline) unless LOG_FORMAT=plain;
 # `make run` (DJANGO_DEBUG=1) defaults to plain. Request records come from RequestLogMiddleware

@@ -1,6 +1,6 @@
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
+from django.core.cache import caches
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
@@ -15,9 +15,18 @@ PASSWORD = "correct-horse-battery-staple"
 def _fast_hashing_and_fresh_throttles(settings):
     # A cheap hasher keeps the suite fast; the production hasher is Django's default (PBKDF2).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    cache.clear()
+    # Throttle counts in this process's memory, fresh for each test (tests without a database, and
+    # transactional ones, whose flush would not empty the cache table). The production cache, a
+    # database table, has its own test in test_auth.py.
+    settings.CACHES = {
+        **settings.CACHES,
+        "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
+    }
+    for alias in ("default", "throttle"):
+        caches[alias].clear()
     yield
-    cache.clear()
+    for alias in ("default", "throttle"):
+        caches[alias].clear()
 
 
 @pytest.fixture
