@@ -128,13 +128,17 @@ class FilterBackend(DjangoFilterBackend):
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
-        if (
-            filterset_class is not None
-            and not any(f.extra.get("required") for f in filterset_class.base_filters.values())
-            and not names_a_filter(request.query_params, filterset_class)
-        ):
+        if filterset_class is not None and filters_nothing(request, filterset_class):
             return queryset
         return super().filter_queryset(request, queryset, view)
+
+
+def filters_nothing(request, filterset_class) -> bool:
+    """Whether `filterset_class` leaves every queryset of this request as it is: no filter of it is
+    named in the query string and none is required (a missing required value is a 400)."""
+    return not any(f.extra.get("required") for f in filterset_class.base_filters.values()) and not (
+        names_a_filter(request.query_params, filterset_class)
+    )
 
 
 def names_a_filter(params, filterset_class) -> bool:

@@ -1,5 +1,20 @@
+from functools import cached_property, partial
+
+from django.core.paginator import Paginator
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
+
+
+class CountedPaginator(Paginator):
+    """Django's paginator, given the number of objects when the caller already knows it."""
+
+    def __init__(self, object_list, per_page, *, count: int, **kwargs):
+        super().__init__(object_list, per_page, **kwargs)
+        self._known_count = count
+
+    @cached_property
+    def count(self) -> int:
+        return self._known_count
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
@@ -25,7 +40,9 @@ class PageNumberPagination(pagination.PageNumberPagination):
                 )
         return parameters
 
-    def paginate_queryset(self, queryset, request, view=None):
+    def paginate_queryset(self, queryset, request, view=None, *, count: int | None = None):
+        """DRF's pagination; `count`, when given, is the number of objects in `queryset` (one
+        that the caller read more cheaply than a COUNT over the queryset)."""
         errors = {}
         for param in (self.page_query_param, self.page_size_query_param):
             raw = request.query_params.get(param)
@@ -35,4 +52,6 @@ class PageNumberPagination(pagination.PageNumberPagination):
                 errors[param] = ["A positive integer is required."]
         if errors:
             raise ValidationError(errors)
+        if count is not None:
+            self.django_paginator_class = partial(CountedPaginator, count=count)
         return super().paginate_queryset(queryset, request, view)

@@ -360,3 +360,30 @@ class InvoiceSequence(models.Model):
 
     def __str__(self) -> str:
         return f"next invoice number {self.next_value} of owner {self.owner_id}"
+
+
+class InvoiceTotals(models.Model):
+    """How many invoices one owner has in one currency and status, and their total and amount paid.
+
+    The database keeps it: triggers on the invoice table (migration 0003) add every insert, update
+    and delete of an invoice to its row, in the same statement, so it is exact whatever wrote the
+    invoice (a service, `mark_overdue`'s bulk UPDATE, the admin, a COPY). Nothing in Python writes
+    it. The unfiltered summary and the unfiltered list's count read it instead of aggregating the
+    owner's invoices, so they cost the same at 100 invoices and at a million.
+
+    Money is in hundredths (amounts are stored with two decimals): integer sums are exact on every
+    database, where SQLite would add decimals in floating point.
+    """
+
+    # The key is the primary key. No foreign key to the user: Django's collector must not delete
+    # these rows with a user (the triggers take the user's invoices out as the cascade deletes them).
+    pk = models.CompositePrimaryKey("owner_id", "currency", "status")
+    owner_id = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Invoice.Status.choices)
+    count = models.BigIntegerField()
+    total_cents = models.BigIntegerField()
+    paid_cents = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"owner {self.owner_id} {self.currency} {self.status}: {self.count}"

@@ -1,9 +1,12 @@
 """Reads over invoices that are more than a queryset."""
 
+from collections.abc import Iterable
+from decimal import Decimal
+
 from django.db.models import Count, DecimalField, QuerySet, Sum
 
 from billing.money import ZERO
-from invoices.models import Invoice
+from invoices.models import Invoice, InvoiceTotals
 
 S = Invoice.Status
 # A sum of many 14-digit amounts can outgrow 14 digits; the aggregate's own type is wider.
@@ -13,7 +16,7 @@ OUTSTANDING = frozenset({S.SENT, S.OVERDUE})
 
 
 def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
-    """Counts by status and money by currency over `invoices`, in one aggregate query.
+    """Counts by status and money by currency over `invoices` (any filtered set), in one aggregate query.
 
     invoiced = total of sent, overdue and paid; collected = amount paid; outstanding = balance due
     of sent and overdue; overdue = balance due of overdue. Currencies are never added together.
@@ -26,7 +29,7 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
     """
     groups = (
         invoices.order_by()
-        .values("currency", "status")
+        .values_list("currency", "status")
         .annotate(
             n=Count("*"),
             total=Sum("total", output_field=SUM_FIELD),
@@ -34,15 +37,41 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
         )
         .order_by("currency", "status")
     )
+    return _summary(groups)
+
+
+def owner_summary(*, owner_id: int) -> dict:
+    """`invoice_summary` of all of an owner's invoices, read from InvoiceTotals: the same figures,
+    from at most five rows a currency that the database keeps, whatever the owner's size."""
+    rows = (
+        InvoiceTotals.objects.filter(owner_id=owner_id, count__gt=0)
+        .order_by("currency", "status")
+        .values_list("currency", "status", "count", "total_cents", "paid_cents")
+    )
+    return _summary(
+        (currency, status, n, _cents(total), _cents(paid)) for currency, status, n, total, paid in rows
+    )
+
+
+def owner_invoice_count(*, owner_id: int) -> int:
+    """How many invoices an owner has, from InvoiceTotals (the unfiltered list's `count`)."""
+    return InvoiceTotals.objects.filter(owner_id=owner_id).aggregate(n=Sum("count"))["n"] or 0
+
+
+def _cents(value: int) -> Decimal:
+    return Decimal(value).scaleb(-2) + ZERO
+
+
+def _summary(groups: Iterable[tuple[str, str, int, Decimal, Decimal]]) -> dict:
+    """Add up (currency, status, count, total, amount paid) groups, sorted by currency."""
     by_status = dict.fromkeys(S.values, 0)
     totals: dict[str, dict] = {}
-    for group in groups:
-        status, total, paid = group["status"], group["total"], group["paid"]
-        by_status[status] += group["n"]
+    for currency, status, n, total, paid in groups:
+        by_status[status] += n
         money = totals.setdefault(
-            group["currency"],
+            currency,
             {
-                "currency": group["currency"],
+                "currency": currency,
                 **dict.fromkeys(("invoiced", "collected", "outstanding", "overdue"), ZERO),
             },
         )

@@ -4,12 +4,12 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from billing.filters import FilterBackend
+from billing.filters import FilterBackend, filters_nothing
 from billing.tenancy import OwnerScopedViewSetMixin
 from invoices import services
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice, Line
-from invoices.selectors import invoice_summary
+from invoices.selectors import invoice_summary, owner_invoice_count, owner_summary
 from invoices.serializers import (
     InvoiceDetailSerializer,
     InvoiceInputSerializer,
@@ -41,6 +41,17 @@ class InvoiceViewSet(
                 Prefetch("payments", queryset=Payment.objects.order_by("paid_at", "id")),
             )
         return queryset
+
+    def _unfiltered(self) -> bool:
+        """No filter applies: the caller's invoices are all of them, whose count and summary the
+        database keeps in InvoiceTotals (ordering and paging do not change either)."""
+        return self.filter_backends == [FilterBackend] and filters_nothing(self.request, self.filterset_class)
+
+    def list(self, request):
+        queryset = self.filter_queryset(self.get_queryset())
+        count = owner_invoice_count(owner_id=request.user.pk) if self._unfiltered() else None
+        page = self.paginator.paginate_queryset(queryset, request, view=self, count=count)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def get_serializer_class(self):
         return InvoiceSerializer if self.action == "list" else InvoiceDetailSerializer
@@ -105,5 +116,8 @@ class InvoiceViewSet(
     )
     @action(detail=False, methods=["get"], pagination_class=None)
     def summary(self, request):
-        invoices = self.filter_queryset(self.get_queryset())
-        return Response(InvoiceSummarySerializer(invoice_summary(invoices=invoices)).data)
+        if self._unfiltered():
+            summary = owner_summary(owner_id=request.user.pk)
+        else:
+            summary = invoice_summary(invoices=self.filter_queryset(self.get_queryset()))
+        return Response(InvoiceSummarySerializer(summary).data)

@@ -3,15 +3,17 @@
 For every invoice: each line's amount and tax from quantity, unit price and rate; the invoice's
 totals from its lines; `amount_paid` from its payments; and whether its status is the one those
 figures imply. Streams invoices, lines and payments in invoice order, so memory stays flat however
-large the tables are.
+large the tables are. Then InvoiceTotals, row by row, against a fresh aggregate of the invoices.
 """
 
 from collections.abc import Iterator
 from decimal import Decimal
 from itertools import groupby
 
+from django.db.models import Count, DecimalField, Sum
+
 from billing.money import ZERO, quantize
-from invoices.models import Invoice, Line
+from invoices.models import Invoice, InvoiceTotals, Line
 from payments.models import Payment
 
 S = Invoice.Status
@@ -57,6 +59,37 @@ def ledger_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
                 yield f"payment(s) of invoice {next_payments[0]} have no invoice"
             next_payments = next(payment_groups, None)
         yield from _invoice_mismatches(invoice, own_lines, own_payments)
+    yield from totals_mismatches(owner_id=owner_id)
+
+
+def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
+    """Each InvoiceTotals row against the count and sums of the invoices it stands for."""
+    invoices = Invoice.objects.order_by()
+    rows = InvoiceTotals.objects.all()
+    if owner_id is not None:
+        invoices, rows = invoices.filter(owner_id=owner_id), rows.filter(owner_id=owner_id)
+    wide = DecimalField(max_digits=20, decimal_places=2)
+    expected = {
+        (owner, currency, status): (n, int(total * 100), int(paid * 100))
+        for owner, currency, status, n, total, paid in invoices.values_list("owner_id", "currency", "status")
+        .annotate(
+            n=Count("*"), total=Sum("total", output_field=wide), paid=Sum("amount_paid", output_field=wide)
+        )
+        .iterator(CHUNK)
+    }
+    kept = {
+        (owner, currency, status): (n, total, paid)
+        for owner, currency, status, n, total, paid in rows.values_list(
+            "owner_id", "currency", "status", "count", "total_cents", "paid_cents"
+        ).iterator(CHUNK)
+    }
+    for key in sorted(expected.keys() | kept.keys()):
+        want, have = expected.get(key, (0, 0, 0)), kept.get(key, (0, 0, 0))
+        if want != have:
+            yield (
+                "invoice totals of owner {} in {}, {}: kept (count, total, paid in cents) {}, "
+                "the invoices give {}".format(*key, have, want)
+            )
 
 
 def _invoice_mismatches(invoice: dict, lines: list[dict], payments: list[dict]) -> Iterator[str]:

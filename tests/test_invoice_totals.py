@@ -1,0 +1,233 @@
+"""InvoiceTotals: the counts and sums per (owner, currency, status) that the database keeps.
+
+The unfiltered summary and the unfiltered list's `count` read them; any filter (here: every status
+named, which selects the same invoices) takes the aggregate over the invoices instead. So each test
+compares the two paths, and checks every row of the table against a fresh aggregate
+(`totals_mismatches`, part of verify_ledger), after every kind of write: the services, bulk
+UPDATEs and DELETEs, concurrent payments beside mark_overdue.
+"""
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from invoices.models import Invoice, InvoiceTotals
+from invoices.services import invoice_mark_overdue
+from payments.ledger import ledger_mismatches, totals_mismatches
+from tests.concurrency import run_concurrently
+from tests.conftest import client_for
+from tests.invoice_helpers import INVOICES, SUMMARY, create_invoice, invoice_url, line, send_invoice
+
+ALL_STATUSES = "&".join(f"status={status}" for status in Invoice.Status.values)
+PAST = {"issue_date": "2026-01-01", "due_date": "2026-01-31"}
+
+
+def assert_totals_exact() -> None:
+    assert list(totals_mismatches()) == []
+
+
+def assert_both_paths_agree(api) -> dict:
+    """The kept summary and count equal the aggregated ones; returns the summary."""
+    kept, aggregated = api.get(SUMMARY), api.get(f"{SUMMARY}?{ALL_STATUSES}")
+    assert kept.status_code == aggregated.status_code == 200
+    assert kept.json() == aggregated.json()
+    listed, filtered = api.get(INVOICES), api.get(f"{INVOICES}?{ALL_STATUSES}")
+    assert listed.json()["count"] == filtered.json()["count"] == kept.json()["count"]
+    assert_totals_exact()
+    return kept.json()
+
+
+def pay(api, invoice_id: int, amount: str) -> None:
+    response = api.post("/api/payments/", {"invoice": invoice_id, "amount": amount, "method": "card"})
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.django_db
+def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
+    assert assert_both_paths_agree(alice_api)["totals"] == []
+
+    draft = create_invoice(alice_api, alice_customer, [line(unit_price="100.00", tax_rate="20.00")])
+    assert_both_paths_agree(alice_api)
+    # The draft's lines, then its currency, change: its totals move from one row to another.
+    response = alice_api.patch(
+        invoice_url(draft["id"]), {"lines": [line(quantity="3.000", unit_price="33.33")]}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert_both_paths_agree(alice_api)
+    assert alice_api.patch(invoice_url(draft["id"]), {"currency": "EUR"}, format="json").status_code == 200
+    assert_both_paths_agree(alice_api)
+
+    paid = create_invoice(alice_api, alice_customer, [line(unit_price="250.00")])
+    send_invoice(alice_api, paid["id"])
+    pay(alice_api, paid["id"], "10.01")
+    assert_both_paths_agree(alice_api)
+    pay(alice_api, paid["id"], "239.99")
+    assert_both_paths_agree(alice_api)
+
+    late = create_invoice(alice_api, alice_customer, [line(unit_price="80.00")], **PAST)
+    send_invoice(alice_api, late["id"])
+    assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 1
+    assert_both_paths_agree(alice_api)
+    # Notes of a sent invoice change nothing that is counted.
+    assert alice_api.patch(invoice_url(late["id"]), {"notes": "Called"}, format="json").status_code == 200
+    assert alice_api.post(invoice_url(late["id"], "void")).status_code == 200
+    assert_both_paths_agree(alice_api)
+
+    gone = create_invoice(alice_api, alice_customer, [line(unit_price="5.00")])
+    assert_both_paths_agree(alice_api)
+    assert alice_api.delete(invoice_url(gone["id"])).status_code == 204
+
+    summary = assert_both_paths_agree(alice_api)
+    assert summary["by_status"] == {"draft": 1, "sent": 0, "overdue": 0, "paid": 1, "void": 1}
+    assert summary["totals"] == [
+        {
+            "currency": "EUR",
+            "invoiced": "0.00",
+            "collected": "0.00",
+            "outstanding": "0.00",
+            "overdue": "0.00",
+        },
+        {
+            "currency": "USD",
+            "invoiced": "250.00",
+            "collected": "250.00",
+            "outstanding": "0.00",
+            "overdue": "0.00",
+        },
+    ]
+    rows = set(
+        InvoiceTotals.objects.filter(count__gt=0).values_list("currency", "status", "count", "total_cents")
+    )
+    assert rows == {("EUR", "draft", 1, 9999), ("USD", "paid", 1, 25000), ("USD", "void", 1, 8000)}
+
+
+@pytest.mark.django_db
+def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_customer):
+    for owner in (alice, bob):
+        for amount in ("10.00", "20.05", "0.01"):
+            make_invoice(
+                owner, amount=amount, issue_date=datetime.date(2026, 1, 1), due_date=datetime.date(2026, 1, 2)
+            )
+        make_invoice(owner, amount="7.77", send=False)
+    assert_totals_exact()
+
+    assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 6  # one UPDATE over both owners
+    assert_totals_exact()
+    assert Invoice.objects.filter(owner=alice).update(currency="EUR") == 4  # every key changes at once
+    assert_totals_exact()
+    assert Invoice.objects.filter(status="draft").delete()[0] >= 2
+    assert_totals_exact()
+
+    assert Invoice.objects.filter(owner=bob).delete()[0] >= 3  # sent and overdue ones too, in bulk
+    assert_totals_exact()
+    assert not InvoiceTotals.objects.filter(owner_id=bob.pk).exclude(count=0).exists()
+    assert InvoiceTotals.objects.get(owner_id=alice.pk, currency="EUR", status="overdue").total_cents == 3006
+
+
+@pytest.mark.django_db
+def test_the_kept_count_pages_like_a_counted_one(alice_api, bob_api, alice_customer):
+    for _ in range(3):
+        create_invoice(alice_api, alice_customer)
+    page = alice_api.get(f"{INVOICES}?page_size=2&page=2").json()
+    assert page["count"] == 3
+    assert len(page["results"]) == 1
+    assert page["next"] is None
+    assert page["previous"]
+    assert alice_api.get(f"{INVOICES}?page=3&page_size=2").status_code == 404
+    assert alice_api.get(f"{INVOICES}?page=3&page_size=2&{ALL_STATUSES}").status_code == 404
+    empty = bob_api.get(INVOICES).json()
+    assert (empty["count"], empty["results"]) == (0, [])
+    assert bob_api.get(SUMMARY).json() == {
+        "count": 0,
+        "by_status": dict.fromkeys(Invoice.Status.values, 0),
+        "totals": [],
+    }
+
+
+@pytest.mark.django_db
+def test_an_unfiltered_summary_and_count_are_one_small_query_each(
+    alice_api, alice_customer, django_assert_num_queries
+):
+    for _ in range(5):
+        create_invoice(alice_api, alice_customer)
+    with django_assert_num_queries(2) as captured:  # the token, then the kept totals
+        assert alice_api.get(SUMMARY).json()["count"] == 5
+    assert "invoices_invoicetotals" in captured.captured_queries[-1]["sql"]
+    with django_assert_num_queries(3) as captured:  # the token, the kept count, the page
+        assert alice_api.get(INVOICES).json()["count"] == 5
+    assert "invoices_invoicetotals" in captured.captured_queries[1]["sql"]
+    with django_assert_num_queries(2) as captured:  # a filter: the aggregate over the invoices
+        alice_api.get(f"{SUMMARY}?status=draft")
+    assert "invoices_invoicetotals" not in captured.captured_queries[-1]["sql"]
+
+
+@pytest.mark.django_db
+def test_the_migrations_fill_rebuilds_the_table_from_the_invoices(alice, bob, make_invoice):
+    from importlib import import_module
+
+    fill = import_module("invoices.migrations.0003_invoice_totals").FILL
+    for owner in (alice, bob):
+        make_invoice(owner, amount="12.34")
+        make_invoice(owner, amount="99999999999.99", send=False)
+    expected = set(InvoiceTotals.objects.values_list())
+    InvoiceTotals.objects.all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute(fill[connection.vendor])
+    assert set(InvoiceTotals.objects.values_list()) == expected
+    assert_totals_exact()
+
+
+@pytest.mark.django_db
+def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, make_invoice):
+    make_invoice(alice, amount="50.00")
+    call_command("verify_ledger")
+    InvoiceTotals.objects.filter(owner_id=alice.pk, status="sent").update(paid_cents=1)
+    mismatches = list(ledger_mismatches(owner_id=alice.pk))
+    assert len(mismatches) == 1
+    assert "kept (count, total, paid in cents) (1, 5000, 1), the invoices give (1, 5000, 0)" in mismatches[0]
+    with pytest.raises(CommandError, match="1 mismatch found"):
+        call_command("verify_ledger")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_payments_creates_and_mark_overdue_keep_the_totals_exact(
+    alice, make_invoice, alice_customer
+):
+    """One owner, one currency: every writer touches the same few rows of the table at once."""
+    rounds, payers = 3, 6
+    for _ in range(rounds):
+        invoices = [
+            make_invoice(
+                alice,
+                alice_customer,
+                amount="30.00",
+                issue_date=datetime.date(2026, 1, 1),
+                due_date=datetime.date(2026, 1, 2),
+            )
+            for _ in range(payers)
+        ]
+        clients = [client_for(alice) for _ in range(payers + 2)]
+
+        def work(i: int, invoices=invoices, clients=clients):
+            if i < payers:  # pay in two parts: sent (or overdue) stays, then paid
+                for amount in ("10.00", "20.00"):
+                    body = {"invoice": invoices[i].pk, "amount": amount, "method": "card"}
+                    response = clients[i].post("/api/payments/", body)
+                    assert response.status_code == 201, response.content
+                return "paid"
+            if i == payers:
+                return invoice_mark_overdue(today=datetime.date(2026, 6, 1))
+            created = create_invoice(clients[i], alice_customer, [line(unit_price="1.00")])
+            return send_invoice(clients[i], created["id"])["status"]
+
+        results = run_concurrently(work, payers + 2)
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        assert_totals_exact()
+        assert list(ledger_mismatches()) == []
+    summary = client_for(alice).get(SUMMARY).json()
+    assert summary["by_status"]["paid"] == rounds * payers
+    assert Decimal(summary["totals"][0]["collected"]) == Decimal("30.00") * rounds * payers
