@@ -123,28 +123,30 @@ class StrictModelSerializer(serializers.ModelSerializer):
 # --- a fast read path ------------------------------------------------------------------------------
 
 
+# A read-only serializer's output, without DRF's per-instance machinery.
+#
+# DRF deep-copies every declared field for each serializer it builds and, for each object, walks
+# every field through `get_attribute`, `SkipField` handling and the like: a fifth of a 20-invoice
+# list request went there. This mixin reads the fields once per class into a plan and renders each
+# object with a plain loop:
+#
+# - a model field or property read by its own name is a plain `getattr`; any other source (dotted
+#   like `customer.name`, a method, a related manager) goes through the field's own
+#   `get_attribute`, with DRF's handling of what it raises;
+# - every value is formatted by the field's own `to_representation`, except an ISO 8601 date-time,
+#   whose two steps (to the current time zone, "Z" for UTC) are done inline with the time zone
+#   looked up once per object instead of once per field.
+#
+# So the output is DRF's, which `tests/test_representation.py` pins serializer by serializer, and
+# the schema is unchanged, since it is built from the same declared fields. Hyperlinks, nested
+# serializers that are not plain themselves and other relation fields are refused when the plan is
+# built, so a new kind of field cannot render differently by accident. A nested plain serializer is
+# rendered without a context, so its fields must not need one. A serializer without a model (of
+# dicts, say) reads every field through `get_attribute`.
+#
+# (A comment, not a docstring: the schema would show a docstring as the description of every
+# serializer that has none of its own.)
 class PlainRepresentationMixin:
-    """A read-only ModelSerializer's output, without DRF's per-instance machinery.
-
-    DRF deep-copies every declared field for each serializer it builds and, for each object, walks
-    every field through `get_attribute`, `SkipField` handling and the like: a fifth of a 20-invoice
-    list request went there. This mixin reads the fields once per class into a plan and renders each
-    object with a plain loop:
-
-    - a model field or property read by its own name is a plain `getattr`; any other source (dotted
-      like `customer.name`, a method, a related manager) goes through the field's own
-      `get_attribute`, with DRF's handling of what it raises;
-    - every value is formatted by the field's own `to_representation`, except an ISO 8601 date-time,
-      whose two steps (to the current time zone, "Z" for UTC) are done inline with the time zone
-      looked up once per object instead of once per field.
-
-    So the output is DRF's, which `tests/test_representation.py` pins serializer by serializer, and
-    the schema is unchanged, since it is built from the same declared fields. Hyperlinks, nested
-    serializers that are not plain themselves and other relation fields are refused when the plan is
-    built, so a new kind of field cannot render differently by accident. A nested plain serializer is
-    rendered without a context, so its fields must not need one.
-    """
-
     _plain_plans: dict = {}
 
     @classmethod
@@ -182,7 +184,7 @@ _METHOD, _DATETIME, _VALUE = "method", "datetime", "value"
 
 def _build_plan(serializer) -> list[tuple]:
     """(name, attribute or None, field, kind, formatter or method name) for each readable field."""
-    model = serializer.Meta.model
+    model = getattr(getattr(serializer, "Meta", None), "model", None)  # None: a plain Serializer
     plan = []
     for name, field in serializer.fields.items():
         where = f"{type(serializer).__name__}.{name}"
@@ -198,6 +200,8 @@ def _build_plan(serializer) -> list[tuple]:
             if not isinstance(field.child, PlainRepresentationMixin):
                 raise TypeError(f"{where}: nested serializers must be plain too")
             plan.append((name, None, field, _VALUE, _many(type(field.child))))
+        elif isinstance(field, PlainRepresentationMixin):
+            plan.append((name, None, field, _VALUE, type(field)().to_representation))
         elif isinstance(
             field, serializers.RelatedField | serializers.BaseSerializer | serializers.HiddenField
         ):
@@ -212,8 +216,9 @@ def _build_plan(serializer) -> list[tuple]:
 
 def _plain_attribute(model, field) -> str | None:
     """The attribute to read with a plain `getattr`: a source that is one concrete non-relation
-    field or a property of `model`. None for anything else, which DRF's `get_attribute` reads."""
-    if len(field.source_attrs) != 1:
+    field or a property of `model`. None for anything else (and for every field of a serializer
+    without a model, whose objects may be mappings), which DRF's `get_attribute` reads."""
+    if model is None or len(field.source_attrs) != 1:
         return None
     name = field.source_attrs[0]
     concrete = {f.attname for f in model._meta.concrete_fields if not f.is_relation}

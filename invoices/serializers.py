@@ -131,7 +131,7 @@ def _money(**kwargs) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=20, decimal_places=2, **kwargs)
 
 
-class CurrencyTotalsSerializer(serializers.Serializer):
+class CurrencyTotalsSerializer(PlainRepresentationMixin, serializers.Serializer):
     currency = serializers.CharField()
     invoiced = _money(help_text="Σ total of sent, overdue and paid invoices.")
     collected = _money(help_text="Σ amount paid.")
@@ -139,7 +139,7 @@ class CurrencyTotalsSerializer(serializers.Serializer):
     overdue = _money(help_text="Σ balance due of overdue invoices.")
 
 
-class StatusCountsSerializer(serializers.Serializer):
+class StatusCountsSerializer(PlainRepresentationMixin, serializers.Serializer):
     draft = serializers.IntegerField()
     sent = serializers.IntegerField()
     overdue = serializers.IntegerField()
@@ -147,7 +147,7 @@ class StatusCountsSerializer(serializers.Serializer):
     void = serializers.IntegerField()
 
 
-class InvoiceSummarySerializer(serializers.Serializer):
+class InvoiceSummarySerializer(PlainRepresentationMixin, serializers.Serializer):
     count = serializers.IntegerField()
     by_status = StatusCountsSerializer()
     totals = CurrencyTotalsSerializer(many=True, help_text="One row per currency, sorted by code.")

@@ -37,6 +37,15 @@ def test_schema_builds_without_warnings(tmp_path):
     assert "/api/customers/{id}/" in text
 
 
+def test_schema_descriptions_are_the_apis_own(api):
+    """A component without a docstring of its own must not inherit an implementation note (the fast
+    path's mixin) as its description."""
+    schema = api.get("/api/schema/?format=json").json()
+    descriptions = {name: c.get("description", "") for name, c in schema["components"]["schemas"].items()}
+    assert descriptions["Line"] == ""
+    assert not [name for name, text in descriptions.items() if "DRF" in text or "serializer" in text.lower()]
+
+
 def test_schema_documents_auth_and_error_statuses(api):
     schema = api.get("/api/schema/?format=json").json()
 

@@ -25,7 +25,13 @@ from billing.filters import FilterBackend, names_a_filter
 from billing.serializers import PlainRepresentationMixin
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice, Line
-from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, LineSerializer
+from invoices.selectors import invoice_summary, owner_summary
+from invoices.serializers import (
+    InvoiceDetailSerializer,
+    InvoiceSerializer,
+    InvoiceSummarySerializer,
+    LineSerializer,
+)
 from payments.filters import PaymentFilterSet
 from payments.models import Payment
 from payments.serializers import InvoicePaymentSerializer, PaymentResultSerializer, PaymentSerializer
@@ -129,6 +135,33 @@ def test_the_fast_path_is_the_one_used(invoices):
     many = InvoiceSerializer(invoices, many=True)
     assert len(many.data) == 5
     assert "fields" not in many.child.__dict__
+
+
+def test_the_summary_renders_as_drf_does(alice, bob, invoices):
+    """A serializer of dicts, with a nested serializer and a list of them."""
+    summaries = [
+        owner_summary(owner_id=alice.pk),
+        invoice_summary(invoices=Invoice.objects.filter(owner=alice, status="paid")),
+        owner_summary(owner_id=bob.pk),  # no invoices: zeros and no currency
+        {
+            "count": 1,
+            "by_status": dict.fromkeys(Invoice.Status.values, 0),
+            "totals": [
+                {
+                    "currency": "EUR",
+                    "invoiced": Decimal("12345678901234567.5"),
+                    "collected": Decimal("-0.001"),
+                    "outstanding": Decimal("0"),
+                    "overdue": Decimal("1E+2"),
+                },
+            ],
+        },
+    ]
+    assert len(summaries[0]["totals"]) == 2
+    for summary in summaries:
+        serializer = InvoiceSummarySerializer(summary)
+        assert serializer.data == drf_output(InvoiceSummarySerializer, summary)
+        assert "fields" not in serializer.__dict__
 
 
 def test_objects_still_in_memory_render_as_drf_does(alice, make_customer, make_invoice):
