@@ -6,7 +6,8 @@ from payments.ledger import ledger_mismatches
 class Command(BaseCommand):
     help = (
         "Recompute every invoice's totals from its lines and amount_paid from its payments, check the "
-        "status they imply, print every mismatch and exit non-zero if there is one."
+        "status they imply and the per-owner totals (InvoiceTotals) against the invoices, print every "
+        "mismatch and exit non-zero if there is one."
     )
 
     def add_arguments(self, parser):
