@@ -373,17 +373,24 @@ class InvoiceTotals(models.Model):
 
     Money is in hundredths (amounts are stored with two decimals): integer sums are exact on every
     database, where SQLite would add decimals in floating point.
+
+    Each (owner, currency, status) is split over SHARDS rows by invoice id, so that writers of one
+    owner (two payments of different invoices, say) seldom wait on the same row: a row a write
+    changes stays locked until its transaction commits. Readers add the shards up.
     """
+
+    SHARDS = 16  # the triggers' `id % 16` (migration 0003)
 
     # The key is the primary key. No foreign key to the user: Django's collector must not delete
     # these rows with a user (the triggers take the user's invoices out as the cascade deletes them).
-    pk = models.CompositePrimaryKey("owner_id", "currency", "status")
+    pk = models.CompositePrimaryKey("owner_id", "currency", "status", "shard")
     owner_id = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Invoice.Status.choices)
+    shard = models.SmallIntegerField()
     count = models.BigIntegerField()
     total_cents = models.BigIntegerField()
     paid_cents = models.BigIntegerField()
 
     def __str__(self) -> str:
-        return f"owner {self.owner_id} {self.currency} {self.status}: {self.count}"
+        return f"owner {self.owner_id} {self.currency} {self.status} #{self.shard}: {self.count}"

@@ -41,15 +41,17 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
 
 
 def owner_summary(*, owner_id: int) -> dict:
-    """`invoice_summary` of all of an owner's invoices, read from InvoiceTotals: the same figures,
-    from at most five rows a currency that the database keeps, whatever the owner's size."""
-    rows = (
-        InvoiceTotals.objects.filter(owner_id=owner_id, count__gt=0)
+    """`invoice_summary` of all of an owner's invoices, from InvoiceTotals: the same figures, from a
+    few rows a currency that the database keeps, whatever the owner's size."""
+    groups = (
+        InvoiceTotals.objects.filter(owner_id=owner_id)
+        .values_list("currency", "status")
+        .annotate(n=Sum("count"), total=Sum("total_cents"), paid=Sum("paid_cents"))
+        .filter(n__gt=0)
         .order_by("currency", "status")
-        .values_list("currency", "status", "count", "total_cents", "paid_cents")
     )
     return _summary(
-        (currency, status, n, _cents(total), _cents(paid)) for currency, status, n, total, paid in rows
+        (currency, status, n, _cents(total), _cents(paid)) for currency, status, n, total, paid in groups
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from itertools import groupby
 
-from django.db.models import Count, DecimalField, Sum
+from django.db.models import Count, DecimalField, F, Sum
 
 from billing.money import ZERO, quantize
 from invoices.models import Invoice, InvoiceTotals, Line
@@ -70,24 +70,27 @@ def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
         invoices, rows = invoices.filter(owner_id=owner_id), rows.filter(owner_id=owner_id)
     wide = DecimalField(max_digits=20, decimal_places=2)
     expected = {
-        (owner, currency, status): (n, int(total * 100), int(paid * 100))
-        for owner, currency, status, n, total, paid in invoices.values_list("owner_id", "currency", "status")
+        (owner, currency, status, shard): (n, int(total * 100), int(paid * 100))
+        for owner, currency, status, shard, n, total, paid in invoices.annotate(
+            shard=F("id") % InvoiceTotals.SHARDS
+        )
+        .values_list("owner_id", "currency", "status", "shard")
         .annotate(
             n=Count("*"), total=Sum("total", output_field=wide), paid=Sum("amount_paid", output_field=wide)
         )
         .iterator(CHUNK)
     }
     kept = {
-        (owner, currency, status): (n, total, paid)
-        for owner, currency, status, n, total, paid in rows.values_list(
-            "owner_id", "currency", "status", "count", "total_cents", "paid_cents"
+        (owner, currency, status, shard): (n, total, paid)
+        for owner, currency, status, shard, n, total, paid in rows.values_list(
+            "owner_id", "currency", "status", "shard", "count", "total_cents", "paid_cents"
         ).iterator(CHUNK)
     }
     for key in sorted(expected.keys() | kept.keys()):
         want, have = expected.get(key, (0, 0, 0)), kept.get(key, (0, 0, 0))
         if want != have:
             yield (
-                "invoice totals of owner {} in {}, {}: kept (count, total, paid in cents) {}, "
+                "invoice totals of owner {} in {}, {}, shard {}: kept (count, total, paid in cents) {}, "
                 "the invoices give {}".format(*key, have, want)
             )
 

@@ -99,9 +99,15 @@ def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
         },
     ]
     rows = set(
-        InvoiceTotals.objects.filter(count__gt=0).values_list("currency", "status", "count", "total_cents")
+        InvoiceTotals.objects.filter(count__gt=0).values_list(
+            "currency", "status", "shard", "count", "total_cents"
+        )
     )
-    assert rows == {("EUR", "draft", 1, 9999), ("USD", "paid", 1, 25000), ("USD", "void", 1, 8000)}
+    assert rows == {
+        ("EUR", "draft", draft["id"] % 16, 1, 9999),
+        ("USD", "paid", paid["id"] % 16, 1, 25000),
+        ("USD", "void", late["id"] % 16, 1, 8000),
+    }
 
 
 @pytest.mark.django_db
@@ -124,7 +130,8 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
     assert Invoice.objects.filter(owner=bob).delete()[0] >= 3  # sent and overdue ones too, in bulk
     assert_totals_exact()
     assert not InvoiceTotals.objects.filter(owner_id=bob.pk).exclude(count=0).exists()
-    assert InvoiceTotals.objects.get(owner_id=alice.pk, currency="EUR", status="overdue").total_cents == 3006
+    overdue = InvoiceTotals.objects.filter(owner_id=alice.pk, currency="EUR", status="overdue")
+    assert sum(overdue.values_list("total_cents", flat=True)) == 3006
 
 
 @pytest.mark.django_db
@@ -172,22 +179,28 @@ def test_the_migrations_fill_rebuilds_the_table_from_the_invoices(alice, bob, ma
     for owner in (alice, bob):
         make_invoice(owner, amount="12.34")
         make_invoice(owner, amount="99999999999.99", send=False)
-    expected = set(InvoiceTotals.objects.values_list())
+
+    def kept():  # rows of zeros (a draft that was sent leaves one) are as good as none
+        return set(InvoiceTotals.objects.exclude(count=0, total_cents=0, paid_cents=0).values_list())
+
+    expected = kept()
+    assert len(expected) == 4
     InvoiceTotals.objects.all().delete()
     with connection.cursor() as cursor:
         cursor.execute(fill[connection.vendor])
-    assert set(InvoiceTotals.objects.values_list()) == expected
+    assert kept() == expected
     assert_totals_exact()
 
 
 @pytest.mark.django_db
 def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, make_invoice):
-    make_invoice(alice, amount="50.00")
+    invoice = make_invoice(alice, amount="50.00")
     call_command("verify_ledger")
     InvoiceTotals.objects.filter(owner_id=alice.pk, status="sent").update(paid_cents=1)
-    mismatches = list(ledger_mismatches(owner_id=alice.pk))
-    assert len(mismatches) == 1
-    assert "kept (count, total, paid in cents) (1, 5000, 1), the invoices give (1, 5000, 0)" in mismatches[0]
+    assert list(ledger_mismatches(owner_id=alice.pk)) == [
+        f"invoice totals of owner {alice.pk} in USD, sent, shard {invoice.pk % 16}: kept (count, total, paid "
+        "in cents) (1, 5000, 1), the invoices give (1, 5000, 0)"
+    ]
     with pytest.raises(CommandError, match="1 mismatch found"):
         call_command("verify_ledger")
 

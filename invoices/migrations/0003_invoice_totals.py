@@ -1,5 +1,6 @@
 """InvoiceTotals, and the triggers that keep it: every insert, update and delete of an invoice is
-added to its (owner, currency, status) row in the same statement.
+added to its (owner, currency, status, shard) row in the same statement, the shard being the
+invoice id modulo 16.
 
 PostgreSQL: statement-level triggers with transition tables, so a bulk UPDATE (mark_overdue) or a
 COPY writes each affected row once, as one aggregated upsert taken in key order (two statements
@@ -12,37 +13,42 @@ own table lock, so no write falls between the two.
 from django.db import migrations, models
 
 TABLE = "invoices_invoicetotals"
-COLUMNS = "owner_id, currency, status, count, total_cents, paid_cents"
+COLUMNS = "owner_id, currency, status, shard, count, total_cents, paid_cents"
+KEY = "owner_id, currency, status, shard"
+SHARD = "id % 16"  # InvoiceTotals.SHARDS
 
 
 def _pg_upsert(select: str) -> str:
-    """Add (owner_id, currency, status, count, total_cents, paid_cents) rows to their totals, in key order."""
+    """Add (owner_id, currency, status, shard, count, total_cents, paid_cents) rows to their totals, in
+    key order."""
     return f"""
         INSERT INTO {TABLE} AS t ({COLUMNS})
         {select}
-        ORDER BY owner_id, currency, status
-        ON CONFLICT (owner_id, currency, status) DO UPDATE SET
+        ORDER BY 1, 2, 3, 4
+        ON CONFLICT ({KEY}) DO UPDATE SET
             count = t.count + EXCLUDED.count,
             total_cents = t.total_cents + EXCLUDED.total_cents,
             paid_cents = t.paid_cents + EXCLUDED.paid_cents;"""
 
 
 PG_SUMS = "sum((total * 100)::bigint), sum((amount_paid * 100)::bigint)"
-PG_INSERTED = f"SELECT owner_id, currency, status, count(*), {PG_SUMS} FROM new_rows GROUP BY owner_id, currency, status"
-PG_DELETED = (
-    "SELECT owner_id, currency, status, -count(*), -sum((total * 100)::bigint), -sum((amount_paid * 100)::bigint)"
-    " FROM old_rows GROUP BY owner_id, currency, status"
+PG_INSERTED = (
+    f"SELECT owner_id, currency, status, {SHARD}, count(*), {PG_SUMS} FROM new_rows GROUP BY 1, 2, 3, 4"
 )
-PG_UPDATED = """SELECT owner_id, currency, status, sum(n), sum(total_cents), sum(paid_cents)
+PG_DELETED = (
+    f"SELECT owner_id, currency, status, {SHARD}, -count(*), -sum((total * 100)::bigint),"
+    " -sum((amount_paid * 100)::bigint) FROM old_rows GROUP BY 1, 2, 3, 4"
+)
+PG_UPDATED = f"""SELECT owner_id, currency, status, shard, sum(n), sum(total_cents), sum(paid_cents)
         FROM (
-            SELECT owner_id, currency, status, -1 AS n,
+            SELECT owner_id, currency, status, {SHARD} AS shard, -1 AS n,
                    -(total * 100)::bigint AS total_cents, -(amount_paid * 100)::bigint AS paid_cents
             FROM old_rows
             UNION ALL
-            SELECT owner_id, currency, status, 1, (total * 100)::bigint, (amount_paid * 100)::bigint
+            SELECT owner_id, currency, status, {SHARD}, 1, (total * 100)::bigint, (amount_paid * 100)::bigint
             FROM new_rows
         ) AS delta
-        GROUP BY owner_id, currency, status
+        GROUP BY owner_id, currency, status, shard
         HAVING sum(n) <> 0 OR sum(total_cents) <> 0 OR sum(paid_cents) <> 0"""
 
 POSTGRES = f"""
@@ -79,12 +85,12 @@ CREATE TRIGGER invoice_totals_truncate AFTER TRUNCATE ON invoices_invoice
 # Filling the table from the invoices already there (the triggers' table lock holds off writes).
 FILL = {
     "postgresql": f"""INSERT INTO {TABLE} ({COLUMNS})
-    SELECT owner_id, currency, status, count(*), {PG_SUMS}
-    FROM invoices_invoice GROUP BY owner_id, currency, status""",
+    SELECT owner_id, currency, status, {SHARD}, count(*), {PG_SUMS}
+    FROM invoices_invoice GROUP BY 1, 2, 3, 4""",
     "sqlite": f"""INSERT INTO {TABLE} ({COLUMNS})
-    SELECT owner_id, currency, status, count(*), sum(CAST(round(total * 100) AS INTEGER)),
+    SELECT owner_id, currency, status, {SHARD}, count(*), sum(CAST(round(total * 100) AS INTEGER)),
            sum(CAST(round(amount_paid * 100) AS INTEGER))
-    FROM invoices_invoice GROUP BY owner_id, currency, status""",
+    FROM invoices_invoice GROUP BY 1, 2, 3, 4""",
 }
 
 POSTGRES_REVERSE = """
@@ -100,10 +106,10 @@ DROP FUNCTION IF EXISTS invoice_totals_truncate();
 def _sqlite_add(row: str) -> str:
     return f"""
     INSERT INTO {TABLE} ({COLUMNS}) VALUES (
-        {row}.owner_id, {row}.currency, {row}.status, 1,
+        {row}.owner_id, {row}.currency, {row}.status, {row}.{SHARD}, 1,
         CAST(round({row}.total * 100) AS INTEGER), CAST(round({row}.amount_paid * 100) AS INTEGER)
     )
-    ON CONFLICT (owner_id, currency, status) DO UPDATE SET
+    ON CONFLICT ({KEY}) DO UPDATE SET
         count = count + excluded.count,
         total_cents = total_cents + excluded.total_cents,
         paid_cents = paid_cents + excluded.paid_cents;"""
@@ -117,7 +123,8 @@ def _sqlite_take_out(row: str) -> str:
         count = count - 1,
         total_cents = total_cents - CAST(round({row}.total * 100) AS INTEGER),
         paid_cents = paid_cents - CAST(round({row}.amount_paid * 100) AS INTEGER)
-    WHERE owner_id = {row}.owner_id AND currency = {row}.currency AND status = {row}.status;"""
+    WHERE owner_id = {row}.owner_id AND currency = {row}.currency AND status = {row}.status
+        AND shard = {row}.{SHARD};"""
 
 
 SQLITE = [
@@ -163,6 +170,7 @@ class Migration(migrations.Migration):
                         "owner_id",
                         "currency",
                         "status",
+                        "shard",
                         blank=True,
                         editable=False,
                         primary_key=True,
@@ -184,6 +192,7 @@ class Migration(migrations.Migration):
                         max_length=10,
                     ),
                 ),
+                ("shard", models.SmallIntegerField()),
                 ("count", models.BigIntegerField()),
                 ("total_cents", models.BigIntegerField()),
                 ("paid_cents", models.BigIntegerField()),
