@@ -27,10 +27,11 @@ DB_NAME = "billing_bench"  # the only database this harness touches
 DB_URL = f"postgres://{load.PG['user']}@{load.PG['host']}:{load.PG['port']}/{DB_NAME}"
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / ".work"
-# 2 cores: 4 sync workers. Measured with --sweep-workers (ping, list, payment at 16 connections):
-# 2 workers leave the CPU idle while a worker waits on PostgreSQL, 5 add context switches and
-# memory for no throughput (see bench/README.md). Elsewhere: 2 x cores.
-DEFAULT_WORKERS_PER_CORE = 2
+# One sync worker a core when no sweep chooses. Measured with --sweep-workers on this 2-core machine
+# (ping, list, payment at 16 connections; the full profile sweeps every run): 2 workers beat 4 and 5
+# on every endpoint, since wrk and PostgreSQL share the same cores and a worker waiting on
+# PostgreSQL leaves its core to them (see bench/README.md).
+DEFAULT_WORKERS_PER_CORE = 1
 
 
 @dataclass(frozen=True)

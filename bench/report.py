@@ -209,6 +209,21 @@ def markdown(r: dict) -> str:
             "skews the ratio less."
         )
         out.append("")
+    if tc := r.get("trigger_cost"):
+        out.append(
+            "What keeping InvoiceTotals costs the writers: pgbench on the endpoint's own SQL (one owner), "
+            "the invoice table's triggers on and off in turn, median of interleaved rounds (`bench/triggers.py`)."
+        )
+        out.append("")
+        out.append("| endpoint | clients | tps, triggers on | tps, off | cost | p99 ms on / off |")
+        out.append("|---|--:|--:|--:|--:|--:|")
+        for name, levels in tc.items():
+            for level, row in levels.items():
+                out.append(
+                    f"| {LABELS.get(name, name)} | {level} | {row['on']:.0f} | {row['off']:.0f} | {_pct(row['cost'])} "
+                    f"| {row['p99_on_ms']:.1f} / {row['p99_off_ms']:.1f} |"
+                )
+        out.append("")
     if qc:
         out.append("| queries per request | variants | target | met |")
         out.append("|---|---|---|---|")

