@@ -84,6 +84,8 @@ class Invoice(OwnedModel):
     paid_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # Triggers keep InvoiceTotals (migration 0003). On SQLite a migration that rebuilds this
+        # table (most changes here do) drops them: such a migration must create them again.
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "number"], name="invoice_owner_number_unique"),

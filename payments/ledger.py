@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from itertools import groupby
 
-from django.db.models import Count, DecimalField, F, Sum
+from django.db.models import BigIntegerField, Count, F, Sum
+from django.db.models.functions import Cast, Round
 
 from billing.money import ZERO, quantize
 from invoices.models import Invoice, InvoiceTotals, Line
@@ -68,16 +69,13 @@ def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
     rows = InvoiceTotals.objects.all()
     if owner_id is not None:
         invoices, rows = invoices.filter(owner_id=owner_id), rows.filter(owner_id=owner_id)
-    wide = DecimalField(max_digits=20, decimal_places=2)
     expected = {
-        (owner, currency, status, shard): (n, int(total * 100), int(paid * 100))
+        (owner, currency, status, shard): (n, total, paid)
         for owner, currency, status, shard, n, total, paid in invoices.annotate(
             shard=F("id") % InvoiceTotals.SHARDS
         )
         .values_list("owner_id", "currency", "status", "shard")
-        .annotate(
-            n=Count("*"), total=Sum("total", output_field=wide), paid=Sum("amount_paid", output_field=wide)
-        )
+        .annotate(n=Count("*"), total=Sum(_cents("total")), paid=Sum(_cents("amount_paid")))
         .iterator(CHUNK)
     }
     kept = {
@@ -93,6 +91,11 @@ def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
                 "invoice totals of owner {} in {}, {}, shard {}: kept (count, total, paid in cents) {}, "
                 "the invoices give {}".format(*key, have, want)
             )
+
+
+def _cents(name: str) -> Cast:
+    """An amount in hundredths, as an integer, per row (then summed exactly even on SQLite)."""
+    return Cast(Round(F(name) * 100), BigIntegerField())
 
 
 def _invoice_mismatches(invoice: dict, lines: list[dict], payments: list[dict]) -> Iterator[str]:

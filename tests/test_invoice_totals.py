@@ -17,6 +17,7 @@ from django.db import connection
 from invoices.models import Invoice, InvoiceTotals
 from invoices.services import invoice_mark_overdue
 from payments.ledger import ledger_mismatches, totals_mismatches
+from payments.services import payment_record
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
 from tests.invoice_helpers import INVOICES, SUMMARY, create_invoice, invoice_url, line, send_invoice
@@ -112,13 +113,19 @@ def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
 
 @pytest.mark.django_db
 def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_customer):
+    # Amounts whose hundredths a float gets wrong (0.29 * 100 = 28.999...): SQLite stores REAL.
+    sent = {}
     for owner in (alice, bob):
-        for amount in ("10.00", "20.05", "0.01"):
+        sent[owner] = [
             make_invoice(
                 owner, amount=amount, issue_date=datetime.date(2026, 1, 1), due_date=datetime.date(2026, 1, 2)
             )
+            for amount in ("0.29", "1.15", "4.35")
+        ]
         make_invoice(owner, amount="7.77", send=False)
+    payment_record(owner=alice, invoice_id=sent[alice][2].pk, amount=Decimal("1.15"), method="card")
     assert_totals_exact()
+    assert sum(InvoiceTotals.objects.filter(owner_id=alice.pk).values_list("paid_cents", flat=True)) == 115
 
     assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 6  # one UPDATE over both owners
     assert_totals_exact()
@@ -131,7 +138,7 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
     assert_totals_exact()
     assert not InvoiceTotals.objects.filter(owner_id=bob.pk).exclude(count=0).exists()
     overdue = InvoiceTotals.objects.filter(owner_id=alice.pk, currency="EUR", status="overdue")
-    assert sum(overdue.values_list("total_cents", flat=True)) == 3006
+    assert sum(overdue.values_list("total_cents", flat=True)) == 29 + 115 + 435
 
 
 @pytest.mark.django_db
@@ -205,6 +212,27 @@ def test_the_migrations_fill_rebuilds_the_table_from_the_invoices(alice, bob, ma
 
 
 @pytest.mark.django_db
+def test_the_invoice_table_has_its_totals_triggers():
+    """SQLite drops a table's triggers when a migration rebuilds the table (most changes to Invoice
+    do): such a migration must create them again, or this fails."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'invoices_invoice'"
+            )
+        else:
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'invoices_invoice'::regclass AND NOT tgisinternal "
+                "AND tgenabled = 'O'"
+            )
+        names = {row[0] for row in cursor.fetchall()}
+    expected = {"invoice_totals_insert", "invoice_totals_update", "invoice_totals_delete"}
+    if connection.vendor == "postgresql":
+        expected.add("invoice_totals_truncate")
+    assert names == expected
+
+
+@pytest.mark.django_db
 def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, make_invoice):
     invoice = make_invoice(alice, amount="50.00")
     call_command("verify_ledger")
@@ -222,10 +250,11 @@ def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, mak
 def test_concurrent_payments_creates_and_mark_overdue_keep_the_totals_exact(
     alice, make_invoice, alice_customer
 ):
-    """One owner, one currency: every writer touches the same few rows of the table at once."""
+    """One owner, one currency, and every payer's invoice in the same shard: all writers change the
+    same few rows of the table at once (mark_overdue: all of them, in one statement)."""
     rounds, payers = 3, 6
     for _ in range(rounds):
-        invoices = [
+        made = [
             make_invoice(
                 alice,
                 alice_customer,
@@ -233,8 +262,10 @@ def test_concurrent_payments_creates_and_mark_overdue_keep_the_totals_exact(
                 issue_date=datetime.date(2026, 1, 1),
                 due_date=datetime.date(2026, 1, 2),
             )
-            for _ in range(payers)
+            for _ in range(InvoiceTotals.SHARDS * payers)
         ]
+        invoices = [invoice for invoice in made if invoice.pk % InvoiceTotals.SHARDS == made[0].pk % 16]
+        assert len(invoices) == payers
         clients = [client_for(alice) for _ in range(payers + 2)]
 
         def work(i: int, invoices=invoices, clients=clients):

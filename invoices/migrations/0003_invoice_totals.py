@@ -8,6 +8,12 @@ never lock the same rows in opposite orders). An update that changes none of the
 (notes, dates) writes nothing. SQLite: row-level triggers (it has no other kind; writes are
 serialized there anyway). The table is filled from the invoices already there, under the triggers'
 own table lock, so no write falls between the two.
+
+Lock order is kept within a statement; a transaction that changes invoices of one owner in several
+statements holds the rows of the first until it commits (every service writes one invoice per
+statement; PostgreSQL would detect a deadlock and abort one side). On SQLite, a later migration
+that rebuilds invoices_invoice drops these triggers with the old table and must create them again
+(tests/test_invoice_totals.py checks that they exist).
 """
 
 from django.db import migrations, models
@@ -131,8 +137,8 @@ SQLITE = [
     f"CREATE TRIGGER invoice_totals_insert AFTER INSERT ON invoices_invoice BEGIN {_sqlite_add('NEW')} END",
     f"CREATE TRIGGER invoice_totals_delete AFTER DELETE ON invoices_invoice BEGIN {_sqlite_take_out('OLD')} END",
     f"""CREATE TRIGGER invoice_totals_update AFTER UPDATE ON invoices_invoice
-    WHEN OLD.owner_id IS NOT NEW.owner_id OR OLD.currency IS NOT NEW.currency OR OLD.status IS NOT NEW.status
-        OR OLD.total IS NOT NEW.total OR OLD.amount_paid IS NOT NEW.amount_paid
+    WHEN OLD.id IS NOT NEW.id OR OLD.owner_id IS NOT NEW.owner_id OR OLD.currency IS NOT NEW.currency
+        OR OLD.status IS NOT NEW.status OR OLD.total IS NOT NEW.total OR OLD.amount_paid IS NOT NEW.amount_paid
     BEGIN {_sqlite_take_out("OLD")} {_sqlite_add("NEW")} END""",
 ]
 
