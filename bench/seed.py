@@ -335,9 +335,7 @@ def seed(conn, plan: Plan) -> dict:
     )
     for table in ("auth_user", "customers_customer", "invoices_invoice", "invoices_line", "payments_payment"):
         cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
-    # The per-owner totals, which the (disabled) triggers would have kept: filled as the migration does.
-    cur.execute("DELETE FROM invoices_invoicetotals")
-    cur.execute(import_module("invoices.migrations.0003_invoice_totals").FILL["postgresql"])
+    refill_totals(cur)  # the (disabled) triggers would have kept them
     cur.execute("SET session_replication_role = DEFAULT")
     conn.commit()
     t1 = time.monotonic()
@@ -417,6 +415,13 @@ def _bench_tables(conn, plan: Plan) -> None:
     }
     cur.execute("INSERT INTO bench_meta VALUES ('seed', %s)", [json.dumps(meta)])
     conn.commit()
+
+
+def refill_totals(cur) -> None:
+    """InvoiceTotals computed afresh from the invoices, as its migration fills it (for when the
+    triggers were off). Run it in a transaction that holds writers off, or with none running."""
+    cur.execute("DELETE FROM invoices_invoicetotals")
+    cur.execute(import_module("invoices.migrations.0003_invoice_totals").FILL["postgresql"])
 
 
 def restore(conn) -> None:

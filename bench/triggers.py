@@ -10,14 +10,14 @@ clients, the row locks of the kept totals included.
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from bench import load
-from bench.config import DB_NAME, WORK, log
+from bench.config import DB_NAME, WORK, _pg, log
+from bench.seed import refill_totals
 
 ENDPOINTS = ("payment", "create")
 
@@ -27,40 +27,26 @@ def trigger_cost(
 ) -> dict:
     """{endpoint: {level: {"on": tps, "off": tps, "cost": 1 - on/off, "p99_on_ms", "p99_off_ms"}}}, the
     median over `rounds`."""
-    import psycopg2
-
-    conn = psycopg2.connect(host=load.PG["host"], port=load.PG["port"], user=load.PG["user"], dbname=DB_NAME)
-    conn.autocommit = True
-    cur = conn.cursor()
     runs: dict = {}
-    try:
-        for _ in range(rounds):
-            for state in ("on", "off"):
-                cur.execute(
-                    f"ALTER TABLE invoices_invoice {'ENABLE' if state == 'on' else 'DISABLE'} TRIGGER USER"
-                )
-                for name in ENDPOINTS:
-                    for level in levels:
-                        defines = scripts[name]["defines"] | {"bk_n": 0, "bk_nonce": f"trg{time.time_ns()}"}
-                        if name == "payment":
-                            defines |= {"bk_clients": level}
-                        out = load.pgbench(
-                            script=scripts[name]["script"],
-                            connections=level,
-                            duration=duration,
-                            dbname=DB_NAME,
-                            defines=defines,
-                            workdir=workdir,
-                        )
-                        runs.setdefault((name, level, state), []).append(out)
-    finally:
-        cur.execute("BEGIN")
-        cur.execute("ALTER TABLE invoices_invoice ENABLE TRIGGER USER")
-        cur.execute("LOCK TABLE invoices_invoice IN SHARE MODE")
-        cur.execute("DELETE FROM invoices_invoicetotals")
-        cur.execute(importlib.import_module("invoices.migrations.0003_invoice_totals").FILL["postgresql"])
-        cur.execute("COMMIT")
-        conn.close()
+    with _pg(DB_NAME) as conn:
+        cur = conn.cursor()
+        try:
+            for _ in range(rounds):
+                for state in ("on", "off"):
+                    cur.execute(
+                        f"ALTER TABLE invoices_invoice {'ENABLE' if state == 'on' else 'DISABLE'} TRIGGER USER"
+                    )
+                    for name in ENDPOINTS:
+                        for level in levels:
+                            runs.setdefault((name, level, state), []).append(
+                                _pgbench(scripts[name], name, level, duration, workdir)
+                            )
+        finally:
+            cur.execute("BEGIN")
+            cur.execute("ALTER TABLE invoices_invoice ENABLE TRIGGER USER")
+            cur.execute("LOCK TABLE invoices_invoice IN SHARE MODE")
+            refill_totals(cur)
+            cur.execute("COMMIT")
     result: dict = {}
     for name in ENDPOINTS:
         for level in levels:
@@ -77,16 +63,27 @@ def trigger_cost(
     return result
 
 
+def _pgbench(script: dict, name: str, level: int, duration: int, workdir: Path) -> dict:
+    defines = script["defines"] | {"bk_n": 0, "bk_nonce": f"trg{time.time_ns()}"}
+    if name == "payment":
+        defines |= {"bk_clients": level}
+    return load.pgbench(
+        script=script["script"],
+        connections=level,
+        duration=duration,
+        dbname=DB_NAME,
+        defines=defines,
+        workdir=workdir,
+    )
+
+
 def main() -> int:
     """On the dataset in billing_bench, with the scripts of the last run (bench/.work)."""
-    import psycopg2
-
     workdir = max(WORK.iterdir(), key=lambda p: p.stat().st_mtime)
-    conn = psycopg2.connect(host=load.PG["host"], port=load.PG["port"], user=load.PG["user"], dbname=DB_NAME)
-    cur = conn.cursor()
-    cur.execute("SELECT count(*) FROM bench_pool WHERE kind = 'pay'")
-    pool = cur.fetchone()[0]
-    conn.close()
+    with _pg(DB_NAME) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM bench_pool WHERE kind = 'pay'")
+        pool = cur.fetchone()[0]
     scripts = {
         "payment": {"script": workdir / "payment.sql", "defines": {"bk_pool": pool}},
         "create": {"script": workdir / "create.sql", "defines": {}},

@@ -61,6 +61,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
                 errors[param] = ["A positive integer is required."]
         if errors:
             raise ValidationError(errors)
-        if count is not None:
-            self.django_paginator_class = partial(CountedPaginator, count=count)
+        self.django_paginator_class = (
+            type(self).django_paginator_class if count is None else partial(CountedPaginator, count=count)
+        )
         return super().paginate_queryset(queryset, request, view)

@@ -75,7 +75,7 @@ def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
             shard=F("id") % InvoiceTotals.SHARDS
         )
         .values_list("owner_id", "currency", "status", "shard")
-        .annotate(n=Count("*"), total=Sum(_cents("total")), paid=Sum(_cents("amount_paid")))
+        .annotate(n=Count("*"), total=Sum(_hundredths("total")), paid=Sum(_hundredths("amount_paid")))
         .iterator(CHUNK)
     }
     kept = {
@@ -93,7 +93,7 @@ def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
             )
 
 
-def _cents(name: str) -> Cast:
+def _hundredths(name: str) -> Cast:
     """An amount in hundredths, as an integer, per row (then summed exactly even on SQLite)."""
     return Cast(Round(F(name) * 100), BigIntegerField())
 
