@@ -8,8 +8,8 @@ Services and models raise `BillingError` subclasses; views never catch them. Eac
 
 import logging
 
+from django.core.exceptions import ObjectDoesNotExist, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
@@ -45,6 +45,12 @@ class NotEditable(BillingError):
     """The object is locked against this change (a paid invoice, a sent invoice's lines)."""
 
     code = "not_editable"
+
+
+class StaleWrite(BillingError):
+    """A write based on a read that is no longer current (the row changed since); read again."""
+
+    code = "stale_write"
 
 
 class InUse(BillingError):
@@ -89,16 +95,7 @@ def exception_handler(exc, context):
             status=status.HTTP_409_CONFLICT,
         )
     if isinstance(exc, IntegrityError):
-        # The constraints are the last line of defence; the services turn the expected ones
-        # into field errors. Reaching here means a concurrent change won a race.
-        logger.warning("integrity error turned into 409: %s", exc)
-        return Response(
-            {
-                "detail": "The request conflicts with the current state of the data; retry it.",
-                "code": "conflict",
-            },
-            status=status.HTTP_409_CONFLICT,
-        )
+        return _integrity_response(exc)
     if isinstance(exc, SuspiciousOperation):
         # Raised while the view reads the request, e.g. more query parameters than
         # DATA_UPLOAD_MAX_NUMBER_FIELDS: Django would answer with its HTML 400 page.
@@ -109,7 +106,8 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=_django_validation_detail(exc))
-    elif isinstance(exc, Http404):
+    elif isinstance(exc, (Http404, ObjectDoesNotExist)):
+        # Also a row that vanished under the request (deleted by a concurrent one): 404, not 500.
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -121,6 +119,71 @@ def exception_handler(exc, context):
         if code and "code" not in response.data:
             response.data["code"] = code
     return response
+
+
+def _integrity_response(exc: IntegrityError) -> Response:
+    """A refusal by the database. The models and services check every rule first, with a clear
+    error, so reaching here means either a rule the code let through (a CHECK: 400, the request can
+    never succeed as sent, so it is not worth retrying) or a race on a unique key or a reference that
+    a concurrent request won (409 `conflict`: the same request may succeed when retried). Only the
+    constraint's name is logged: the error text of some databases carries the row's values."""
+    kind, constraint = integrity_violation(exc)
+    logger.warning("database refused a write: %s %s", kind, constraint or "(unnamed)")
+    if kind in ("check", "not_null"):
+        return Response(
+            {
+                "detail": f"The request breaks the rule {constraint or 'of the data'}; it cannot be "
+                "accepted as sent.",
+                "code": "constraint_violation",
+            },
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    return Response(
+        {
+            "detail": "The request conflicts with a concurrent change of the data; retry it.",
+            "code": "conflict",
+        },
+        status=status.HTTP_409_CONFLICT,
+    )
+
+
+# PostgreSQL's SQLSTATEs of the integrity class (the invoice delete trigger raises restrict_violation
+# with its name).
+_PG_KINDS = {
+    "23514": "check",
+    "23505": "unique",
+    "23503": "foreign_key",
+    "23001": "restrict",
+    "23502": "not_null",
+}
+
+
+def integrity_violation(exc: IntegrityError) -> tuple[str, str | None]:
+    """(kind, constraint name) of a database refusal: kind is check, unique, foreign_key, restrict,
+    not_null or unknown."""
+    cause = exc.__cause__
+    pgcode = getattr(cause, "pgcode", None)
+    if pgcode is not None:
+        return _PG_KINDS.get(pgcode, "unknown"), getattr(
+            getattr(cause, "diag", None), "constraint_name", None
+        )
+    # SQLite: "CHECK constraint failed: name", "UNIQUE constraint failed: table.col, ...",
+    # "FOREIGN KEY constraint failed", or one of our triggers' RAISE(ABORT, '<kind>: <name>').
+    message = str(exc)
+    for prefix, kind in (
+        ("CHECK constraint failed: ", "check"),
+        ("UNIQUE constraint failed: ", "unique"),
+        ("NOT NULL constraint failed: ", "not_null"),
+        ("FOREIGN KEY constraint failed", "foreign_key"),
+        ("foreign_key: ", "foreign_key"),
+        ("restrict: ", "restrict"),
+    ):
+        if message.startswith(prefix):
+            name = message[len(prefix) :].strip()
+            if prefix in ("UNIQUE constraint failed: ", "NOT NULL constraint failed: "):
+                name = ""  # SQLite names the columns there, not the constraint
+            return kind, name or None
+    return "unknown", None
 
 
 def _django_validation_detail(exc: DjangoValidationError):

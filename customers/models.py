@@ -18,6 +18,9 @@ class Customer(OwnedModel):
         ]
         constraints = [
             models.CheckConstraint(condition=~models.Q(name=""), name="customer_name_not_blank"),
+            # The target of invoices' (customer, owner) reference (invoices migration 0004), by which
+            # the database refuses an invoice for another owner's customer.
+            models.UniqueConstraint(fields=["id", "owner"], name="customer_id_owner_unique"),
         ]
 
     def __str__(self) -> str:

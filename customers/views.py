@@ -1,10 +1,11 @@
-from rest_framework import viewsets
+from rest_framework import status, viewsets
+from rest_framework.response import Response
 
 from billing.tenancy import OwnerScopedViewSetMixin
 from customers.filters import OrderingFilter, SearchFilter
 from customers.models import Customer
 from customers.serializers import CustomerSerializer
-from customers.services import customer_delete
+from customers.services import customer_create, customer_delete, customer_update
 
 
 class CustomerViewSet(OwnerScopedViewSetMixin, viewsets.ModelViewSet):
@@ -18,7 +19,13 @@ class CustomerViewSet(OwnerScopedViewSetMixin, viewsets.ModelViewSet):
     ordering = ["name", "id"]
 
     def perform_create(self, serializer):
-        serializer.save(owner=self.request.user)
+        serializer.instance = customer_create(owner=self.request.user, **serializer.validated_data)
 
-    def perform_destroy(self, instance):
-        customer_delete(customer=instance)
+    def perform_update(self, serializer):
+        serializer.instance = customer_update(
+            owner=self.request.user, customer_id=serializer.instance.pk, **serializer.validated_data
+        )
+
+    def destroy(self, request, *args, **kwargs):
+        customer_delete(owner=request.user, customer_id=self.object_id())
+        return Response(status=status.HTTP_204_NO_CONTENT)

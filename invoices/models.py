@@ -13,11 +13,13 @@ from decimal import Decimal
 from typing import ClassVar
 
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from billing.errors import BusinessRuleViolation, InvalidTransition, NotEditable
+from billing.currencies import CURRENCY_CHOICES, CURRENCY_CODES, is_currency
+from billing.errors import BillingError, BusinessRuleViolation, InvalidTransition, NotEditable
 from billing.money import MAX_AMOUNT, ZERO, quantize
 from billing.tenancy import OwnedModel
 from customers.models import Customer
@@ -38,13 +40,16 @@ class AmountTooLarge(BusinessRuleViolation):
     code = "amount_too_large"
 
 
+class InvoiceStatus(models.TextChoices):
+    DRAFT = "draft"
+    SENT = "sent"
+    OVERDUE = "overdue"
+    PAID = "paid"
+    VOID = "void"
+
+
 class Invoice(OwnedModel):
-    class Status(models.TextChoices):
-        DRAFT = "draft"
-        SENT = "sent"
-        OVERDUE = "overdue"
-        PAID = "paid"
-        VOID = "void"
+    Status = InvoiceStatus
 
     # The fields a client may change, per state. Everything else changes only through a
     # transition method (status, sent_at, paid_at, amount_paid) or a recomputation of the
@@ -72,7 +77,7 @@ class Invoice(OwnedModel):
     number = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
-    currency = models.CharField(max_length=3, default=default_currency)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default=default_currency)
     issue_date = models.DateField(default=timezone.localdate)
     due_date = models.DateField()
     notes = models.TextField(blank=True, max_length=5000)
@@ -82,6 +87,9 @@ class Invoice(OwnedModel):
     amount_paid = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by every write; a save matches the version it read (OwnedModel), so no write is ever
+    # based on a stale read. mark_overdue's bulk UPDATE bumps it too.
+    version = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         # Triggers keep InvoiceTotals (migration 0003). On SQLite a migration that rebuilds this
@@ -89,9 +97,12 @@ class Invoice(OwnedModel):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "number"], name="invoice_owner_number_unique"),
+            # The target of the (invoice, owner) references of lines and payments (migration 0004),
+            # by which the database refuses a line or payment of another owner's invoice.
+            models.UniqueConstraint(fields=["id", "owner"], name="invoice_id_owner_unique"),
+            models.CheckConstraint(condition=Q(status__in=InvoiceStatus.values), name="invoice_status_valid"),
             models.CheckConstraint(
-                condition=Q(status__in=["draft", "sent", "overdue", "paid", "void"]),
-                name="invoice_status_valid",
+                condition=Q(currency__in=sorted(CURRENCY_CODES)), name="invoice_currency_valid"
             ),
             models.CheckConstraint(
                 condition=Q(due_date__gte=F("issue_date")), name="invoice_due_date_gte_issue_date"
@@ -147,16 +158,6 @@ class Invoice(OwnedModel):
 
     # --- state -----------------------------------------------------------------------------
 
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._loaded = {
-            name: value
-            for name, value in zip(field_names, values, strict=True)
-            if value is not models.DEFERRED
-        }
-        return instance
-
     @property
     def loaded_status(self) -> str | None:
         loaded = getattr(self, "_loaded", None)
@@ -187,6 +188,40 @@ class Invoice(OwnedModel):
     @property
     def available_actions(self) -> list[str]:
         return [action for action in self.ACTIONS if getattr(self, f"can_{action}")()]
+
+    # --- rules of the fields ----------------------------------------------------------------
+
+    def check_fields(self) -> None:
+        """The rules on the invoice's own fields, with a clear error on the field they concern; the
+        services call it before every write, and `clean()` (the admin's forms) too, so no path
+        reaches the database's CHECK with a value it would refuse."""
+        if not is_currency(self.currency):
+            raise BusinessRuleViolation(
+                f'"{self.currency}" is not an active ISO 4217 currency code.', field="currency"
+            )
+        if self.issue_date and self.due_date and self.due_date < self.issue_date:
+            raise BusinessRuleViolation(
+                f"The due date ({self.due_date}) cannot be before the issue date ({self.issue_date}).",
+                field="due_date",
+            )
+        if self.customer_id is not None and self.owner_id is not None:
+            # A customer never changes owner (OwnedModel), so one already loaded is as good as a read.
+            if Invoice.customer.is_cached(self):
+                customer_owner = self.customer.owner_id
+            else:
+                customer_owner = (
+                    Customer.objects.filter(pk=self.customer_id).values_list("owner_id", flat=True).first()
+                )
+            if customer_owner != self.owner_id:
+                raise BusinessRuleViolation(
+                    f'Invalid pk "{self.customer_id}" - object does not exist.', field="customer"
+                )
+
+    def clean(self) -> None:
+        try:
+            self.check_fields()
+        except BillingError as exc:
+            raise ValidationError({exc.field: exc.message} if exc.field else exc.message) from None
 
     # --- transitions ----------------------------------------------------------------------
 
@@ -263,7 +298,6 @@ class Invoice(OwnedModel):
         if loaded is not None and not self._state.adding:
             self._check_frozen(loaded)
         super().save(*args, **kwargs)
-        self._loaded = {f.attname: getattr(self, f.attname) for f in self._meta.concrete_fields}
 
     def _check_frozen(self, loaded: dict) -> None:
         """The model-level guard: whatever the caller, a paid or void invoice never changes, and an
@@ -276,7 +310,7 @@ class Invoice(OwnedModel):
         changed = {
             name
             for name, value in loaded.items()
-            if name not in ("updated_at",) and getattr(self, name) != value
+            if name not in ("updated_at", "version") and getattr(self, name) != value
         }
         if not changed or status == self.Status.DRAFT:
             return
@@ -289,9 +323,22 @@ class Invoice(OwnedModel):
             )
 
     def delete(self, *args, **kwargs):
-        if self.loaded_status not in (None, self.Status.DRAFT):
-            raise NotEditable(f"Only a draft can be deleted; this invoice is {self.loaded_status}.")
-        return super().delete(*args, **kwargs)
+        """Delete a draft. The status is read again under the row's lock, whatever this instance was
+        read as: a draft sent since it was read (say, while an admin's confirmation page was open)
+        is refused. On PostgreSQL a trigger refuses deleting an issued invoice too (migration 0004)."""
+        with transaction.atomic(using=kwargs.get("using")):
+            current = (
+                type(self)
+                ._base_manager.select_for_update()
+                .filter(pk=self.pk)
+                .values_list("status", flat=True)
+                .first()
+            )
+            if current is None:
+                raise self.DoesNotExist("This invoice no longer exists.")
+            if current != self.Status.DRAFT:
+                raise NotEditable(f"Only a draft can be deleted; this invoice is {current}.")
+            return super().delete(*args, **kwargs)
 
 
 class Line(models.Model):
@@ -329,15 +376,19 @@ class Line(models.Model):
     def __str__(self) -> str:
         return self.description
 
+    # Lines are written only with their invoice, by invoice_create and invoice_update, which lock
+    # the invoice, replace its lines whole and recompute its totals in the same transaction. One
+    # line saved or deleted on its own would leave the totals wrong, so the model refuses it.
+    WRITTEN_WITH_INVOICE = (
+        "Lines are written only with their invoice (invoice_create, invoice_update), which recomputes "
+        "its totals in the same transaction."
+    )
+
     def save(self, *args, **kwargs) -> None:
-        if self.invoice.status != Invoice.Status.DRAFT:
-            raise NotEditable(f"The lines of a {self.invoice.status} invoice cannot be changed.")
-        super().save(*args, **kwargs)
+        raise NotEditable(self.WRITTEN_WITH_INVOICE)
 
     def delete(self, *args, **kwargs):
-        if self.invoice.status != Invoice.Status.DRAFT:
-            raise NotEditable(f"The lines of a {self.invoice.status} invoice cannot be changed.")
-        return super().delete(*args, **kwargs)
+        raise NotEditable(self.WRITTEN_WITH_INVOICE)
 
     def compute_amounts(self) -> None:
         """amount = quantity x unit_price, tax = amount x rate / 100, each rounded half-up to cents."""
@@ -391,8 +442,11 @@ class InvoiceTotals(models.Model):
     status = models.CharField(max_length=10, choices=Invoice.Status.choices)
     shard = models.SmallIntegerField()
     count = models.BigIntegerField()
-    total_cents = models.BigIntegerField()
-    paid_cents = models.BigIntegerField()
+    # numeric, not bigint: a sum of amounts that each fit their column cannot overflow it (38 digits
+    # hold 2^63 invoices of the largest total), where bigint hundredths overflowed after ~92,000
+    # invoices of the largest total in one row, making every later write of that row fail.
+    total_cents = models.DecimalField(max_digits=38, decimal_places=0)
+    paid_cents = models.DecimalField(max_digits=38, decimal_places=0)
 
     def __str__(self) -> str:
         return f"owner {self.owner_id} {self.currency} {self.status} #{self.shard}: {self.count}"

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from billing.errors import BusinessRuleViolation
+from billing.errors import BillingError, BusinessRuleViolation
 from billing.transactions import service_transaction
 from invoices.models import Invoice, InvoiceSequence, Line
+
+logger = logging.getLogger(__name__)
 
 NUMBER_TAKEN = "An invoice with this number already exists."
 
@@ -58,6 +62,7 @@ def invoice_create(
 ) -> Invoice:
     """Create a draft with its lines and totals, all or nothing."""
     invoice = Invoice(owner=owner, **fields)
+    invoice.check_fields()
     built = _build_lines(invoice=invoice, lines=lines)
     invoice.set_totals(built)
     _save_number_guarded(invoice, force_insert=True)
@@ -82,6 +87,7 @@ def invoice_update(
         return invoice
     for name, value in fields.items():
         setattr(invoice, name, value)
+    invoice.check_fields()
     if "lines" in changed:
         built = _build_lines(invoice=invoice, lines=lines)
         invoice.set_totals(built)
@@ -172,11 +178,48 @@ def invoice_void(*, owner: AbstractBaseUser, invoice_id: int) -> Invoice:
     return invoice
 
 
+class MarkOverdueIncomplete(BillingError):
+    """Some owners' invoices could not be moved; every other owner's were."""
+
+    code = "mark_overdue_incomplete"
+
+    def __init__(self, *, moved: int, failed_owner_ids: list[int]):
+        self.moved, self.failed_owner_ids = moved, failed_owner_ids
+        super().__init__(
+            f"{moved} invoices marked overdue; the invoices of {len(failed_owner_ids)} owner(s) could "
+            f"not be moved (owner ids {', '.join(map(str, failed_owner_ids))}; see the log)."
+        )
+
+
 def invoice_mark_overdue(*, today: datetime.date | None = None) -> int:
     """Move every sent invoice whose due date is before today (in TIME_ZONE) to overdue, in one
     UPDATE statement; returns how many moved. Safe to run concurrently and often: a row is moved
-    once, and a row paid or voided meanwhile no longer matches."""
+    once, and a row paid or voided meanwhile no longer matches.
+
+    If that statement fails, one owner's rows are what made it fail, and no owner may block the
+    others: it is run again once per owner, each in its own transaction, and the owners whose rows
+    still fail are logged and named in `MarkOverdueIncomplete` after all the others have moved.
+    """
     today = today or timezone.localdate()
-    return Invoice.objects.filter(status=Invoice.Status.SENT, due_date__lt=today).update(
-        status=Invoice.Status.OVERDUE, updated_at=timezone.now()
-    )
+    due = Invoice.objects.filter(status=Invoice.Status.SENT, due_date__lt=today)
+    try:
+        with transaction.atomic():
+            return _move_to_overdue(due)
+    except DatabaseError:
+        logger.exception("mark_overdue: the single UPDATE failed; moving the invoices owner by owner")
+    moved, failed = 0, []
+    for owner_id in due.order_by("owner_id").values_list("owner_id", flat=True).distinct():
+        try:
+            with transaction.atomic():
+                moved += _move_to_overdue(due.filter(owner_id=owner_id))
+        except DatabaseError:
+            logger.exception("mark_overdue: the invoices of owner %s could not be moved", owner_id)
+            failed.append(owner_id)
+    if failed:
+        raise MarkOverdueIncomplete(moved=moved, failed_owner_ids=failed)
+    return moved
+
+
+def _move_to_overdue(invoices: QuerySet[Invoice]) -> int:
+    # The version is bumped like any save's, so a write based on a read from before is refused.
+    return invoices.update(status=Invoice.Status.OVERDUE, updated_at=timezone.now(), version=F("version") + 1)

@@ -79,6 +79,7 @@ class InvoiceViewSet(
         return self._update(request, partial=True)
 
     def _update(self, request, *, partial: bool) -> Response:
+        # Read for the serializer's field checks only; the service decides on its own locked read.
         invoice = self.get_object()
         serializer = InvoiceInputSerializer(
             invoice, data=request.data, partial=partial, context=self.get_serializer_context()
@@ -89,15 +90,13 @@ class InvoiceViewSet(
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
-        invoice = self.get_object()
-        services.invoice_delete(owner=request.user, invoice_id=invoice.pk)
+        services.invoice_delete(owner=request.user, invoice_id=self.object_id())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=InvoiceDetailSerializer, summary="Send a draft (draft → sent)")
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
-        invoice = self.get_object()
-        services.invoice_send(owner=request.user, invoice_id=invoice.pk)
+        invoice = services.invoice_send(owner=request.user, invoice_id=self.object_id())
         return self._detail(invoice.pk)
 
     @extend_schema(
@@ -105,8 +104,7 @@ class InvoiceViewSet(
     )
     @action(detail=True, methods=["post"])
     def void(self, request, pk=None):
-        invoice = self.get_object()
-        services.invoice_void(owner=request.user, invoice_id=invoice.pk)
+        invoice = services.invoice_void(owner=request.user, invoice_id=self.object_id())
         return self._detail(invoice.pk)
 
     @extend_schema(

@@ -79,7 +79,7 @@ def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
         .iterator(CHUNK)
     }
     kept = {
-        (owner, currency, status, shard): (n, total, paid)
+        (owner, currency, status, shard): (n, int(total), int(paid))
         for owner, currency, status, shard, n, total, paid in rows.values_list(
             "owner_id", "currency", "status", "shard", "count", "total_cents", "paid_cents"
         ).iterator(CHUNK)

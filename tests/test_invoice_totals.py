@@ -7,6 +7,7 @@ compares the two paths, and checks every row of the table against a fresh aggreg
 UPDATEs and DELETEs, concurrent payments beside mark_overdue.
 """
 
+import contextlib
 import datetime
 from decimal import Decimal
 
@@ -111,6 +112,19 @@ def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
     }
 
 
+@contextlib.contextmanager
+def issued_invoices_deletable():
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE invoices_invoice DISABLE TRIGGER invoice_issued_never_deleted")
+        try:
+            yield
+        finally:
+            cursor.execute("ALTER TABLE invoices_invoice ENABLE TRIGGER invoice_issued_never_deleted")
+
+
 @pytest.mark.django_db
 def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_customer):
     # Amounts whose hundredths a float gets wrong (0.29 * 100 = 28.999...): SQLite stores REAL.
@@ -134,7 +148,10 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
     assert Invoice.objects.filter(status="draft").delete()[0] >= 2
     assert_totals_exact()
 
-    assert Invoice.objects.filter(owner=bob).delete()[0] >= 3  # sent and overdue ones too, in bulk
+    # Sent and overdue ones too, in bulk: PostgreSQL refuses deleting issued invoices (a trigger),
+    # so this stands for an operator's deliberate erasure with the guard switched off.
+    with issued_invoices_deletable():
+        assert Invoice.objects.filter(owner=bob).delete()[0] >= 3
     assert_totals_exact()
     assert not InvoiceTotals.objects.filter(owner_id=bob.pk).exclude(count=0).exists()
     overdue = InvoiceTotals.objects.filter(owner_id=alice.pk, currency="EUR", status="overdue")
@@ -225,7 +242,7 @@ def test_the_invoice_table_has_its_totals_triggers():
                 "SELECT tgname FROM pg_trigger WHERE tgrelid = 'invoices_invoice'::regclass AND NOT tgisinternal "
                 "AND tgenabled = 'O'"
             )
-        names = {row[0] for row in cursor.fetchall()}
+        names = {row[0] for row in cursor.fetchall() if row[0].startswith("invoice_totals_")}
     expected = {"invoice_totals_insert", "invoice_totals_update", "invoice_totals_delete"}
     if connection.vendor == "postgresql":
         expected.add("invoice_totals_truncate")

@@ -1,11 +1,18 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from invoices.services import invoice_mark_overdue
+from invoices.services import MarkOverdueIncomplete, invoice_mark_overdue
 
 
 class Command(BaseCommand):
-    help = "Move every sent invoice whose due date has passed (in TIME_ZONE) to overdue, in one UPDATE."
+    help = (
+        "Move every sent invoice whose due date has passed (in TIME_ZONE) to overdue, in one UPDATE "
+        "(owner by owner if that fails, so no owner blocks another; exits non-zero naming the owners "
+        "whose invoices could not be moved)."
+    )
 
     def handle(self, *args, **options):
-        moved = invoice_mark_overdue()
+        try:
+            moved = invoice_mark_overdue()
+        except MarkOverdueIncomplete as incomplete:
+            raise CommandError(incomplete.message) from None
         self.stdout.write(f"{moved} invoice{'s' if moved != 1 else ''} marked overdue")
