@@ -1,14 +1,26 @@
 from django.contrib import admin
 
+from billing.admin import ServiceWriteAdmin
 from customers.models import Customer
+from customers.services import customer_create, customer_delete, customer_update
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ServiceWriteAdmin):
     list_display = ["name", "email", "owner", "tax_id", "created_at"]
     list_filter = ["owner", "created_at"]
     search_fields = ["name", "email", "tax_id", "owner__username"]
     list_select_related = ["owner"]
     readonly_fields = ["created_at", "updated_at"]
-    autocomplete_fields = []
     raw_id_fields = ["owner"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            customer_update(owner=obj.owner, customer_id=obj.pk, **changed)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name != "owner"}
+            obj.pk = customer_create(owner=obj.owner, **fields).pk
+
+    def delete_model(self, request, obj):
+        customer_delete(owner=obj.owner, customer_id=obj.pk)

@@ -1,7 +1,14 @@
 from django.contrib import admin, messages
 
+from billing.admin import ServiceWriteAdmin
 from invoices.models import Invoice, Line
-from invoices.services import invoice_mark_overdue
+from invoices.services import (
+    MarkOverdueIncomplete,
+    invoice_create,
+    invoice_delete,
+    invoice_mark_overdue,
+    invoice_update,
+)
 
 
 class LineInline(admin.TabularInline):
@@ -18,7 +25,11 @@ class LineInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(ServiceWriteAdmin):
+    """Operators change what an invoice's state allows (a draft everything but its lines, an issued
+    one its notes); `invoice_update` decides on the locked row, so a change the state no longer
+    allows (the draft was sent while the form was open) is refused, never written."""
+
     list_display = ["__str__", "customer", "owner", "status", "currency", "total", "amount_paid", "due_date"]
     list_filter = ["status", "currency", "issue_date", "due_date"]
     search_fields = ["number", "customer__name", "owner__username"]
@@ -43,12 +54,27 @@ class InvoiceAdmin(admin.ModelAdmin):
         if obj is None:
             return self.money_and_state
         editable = obj.editable_fields() - {"lines"}
-        return [f.name for f in Invoice._meta.concrete_fields if f.name not in editable]
+        return [f.name for f in Invoice._meta.concrete_fields if f.name not in editable and f.editable]
 
     def has_delete_permission(self, request, obj=None):
         return obj is None or obj.can_delete()
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            invoice_update(owner=obj.owner, invoice_id=obj.pk, **changed)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name != "owner"}
+            obj.pk = invoice_create(owner=obj.owner, **fields).pk
+
+    def delete_model(self, request, obj):
+        invoice_delete(owner=obj.owner, invoice_id=obj.pk)
+
     @admin.action(description="Mark overdue now (all owners, as the cron job does)")
     def mark_overdue_now(self, request, queryset):
-        moved = invoice_mark_overdue()
+        try:
+            moved = invoice_mark_overdue()
+        except MarkOverdueIncomplete as incomplete:
+            self.message_user(request, incomplete.message, messages.ERROR)
+            return
         self.message_user(request, f"{moved} invoices marked overdue.", messages.SUCCESS)

@@ -118,11 +118,14 @@ def issued_invoices_deletable():
         yield
         return
     with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending deferred checks under ALTER TABLE
         cursor.execute("ALTER TABLE invoices_invoice DISABLE TRIGGER invoice_issued_never_deleted")
         try:
             yield
         finally:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute("ALTER TABLE invoices_invoice ENABLE TRIGGER invoice_issued_never_deleted")
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 @pytest.mark.django_db

@@ -1,0 +1,46 @@
+"""What every model admin of the project shares: writes go through the services.
+
+The admin reads an object to build its form without a lock, so it must never write that read back.
+Its saves and deletes call the services (`save_model` / `delete_model` in each admin), which lock the
+row, decide on its current state and write only what changed. When the state moved meanwhile (a
+payment landed, the draft was sent) the service refuses; here that refusal becomes a message on
+the page, with everything of the request rolled back (the admin runs each change in a transaction),
+instead of a 500. The bulk "delete selected" action, which deletes a queryset without the
+services, is not offered.
+"""
+
+from django.contrib import admin, messages
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import HttpResponseRedirect
+
+from billing.errors import BillingError
+
+
+class ServiceWriteAdmin(admin.ModelAdmin):
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and "owner" not in readonly:
+            readonly.append("owner")  # an object never moves to another owner
+        return readonly
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (BillingError, ObjectDoesNotExist) as refused:
+            return self._refused(request, refused)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except (BillingError, ObjectDoesNotExist) as refused:
+            return self._refused(request, refused)
+
+    def _refused(self, request, refused: Exception) -> HttpResponseRedirect:
+        message = refused.message if isinstance(refused, BillingError) else "It no longer exists."
+        self.message_user(request, f"Not saved: {message}", messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
