@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.http import JsonResponse
 
+from billing.parsers import UNSUPPORTED_CHARSET, text_encoding
+
 request_logger = logging.getLogger("billing.request")
 
 
@@ -34,6 +36,25 @@ class RequestSizeLimitMiddleware:
                 },
                 status=413,
             )
+        return self.get_response(request)
+
+
+class RequestCharsetMiddleware:
+    """Refuse a request whose Content-Type names a charset that is not a text encoding, with 415.
+
+    Django and DRF decode the query string, the form fields and the JSON body with whatever codec the
+    charset parameter names (`billing.parsers.TEXT_ENCODINGS` says why that is dangerous). Refused
+    here, before anything reads the request, no path of the project (the API, the admin's forms)
+    decodes with one; an unknown charset is refused too, rather than silently read as UTF-8.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        charset = (request.content_params or {}).get("charset")
+        if charset is not None and text_encoding(charset) is None:
+            return JsonResponse({"detail": UNSUPPORTED_CHARSET, "code": "unsupported_media_type"}, status=415)
         return self.get_response(request)
 
 

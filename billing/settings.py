@@ -93,6 +93,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "billing.middleware.RequestLogMiddleware",
     "billing.middleware.RequestSizeLimitMiddleware",
+    "billing.middleware.RequestCharsetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -191,6 +192,11 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# How many proxies in front of the app append the address they received a request from to
+# X-Forwarded-For. 0: the header is the client's to write, so the client is REMOTE_ADDR.
+TRUSTED_PROXIES = env_int("DJANGO_TRUSTED_PROXIES", 0)
+if TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(f"DJANGO_TRUSTED_PROXIES must be 0 or more, not {TRUSTED_PROXIES}")
 if env_bool("DJANGO_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
@@ -219,6 +225,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "billing.schema.BillingAutoSchema",
     "EXCEPTION_HANDLER": "billing.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE},
+    # The same trust for DRF's own client identity (LoginRateThrottle has its own, from TRUSTED_PROXIES):
+    # unset, DRF would take the whole X-Forwarded-For header, which the client writes, as the identity.
+    "NUM_PROXIES": TRUSTED_PROXIES,
     "COERCE_DECIMAL_TO_STRING": True,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -247,18 +256,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# The default cache is per process. The login throttle's counts must be shared by every worker and
-# every app server (counted per process, N workers would allow N times the rate), so they live in the
-# database, in a table that `migrate` creates (users/migrations/0001_throttle_cache_table.py).
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "throttle": {
-        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-        "LOCATION": "throttle_cache",
-        # Culling forgets counts; keep it for when the table is really large.
-        "OPTIONS": {"MAX_ENTRIES": 100_000},
-    },
-}
+# The default cache is per process. Nothing shared lives in a cache: the login throttle's counts are
+# rows of users.ThrottleCounter, shared by every worker and every app server.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Logs go to stderr: JSON records (one per line, for a log pipeline) unless LOG_FORMAT=plain;
 # `make run` (DJANGO_DEBUG=1) defaults to plain. Request records come from RequestLogMiddleware

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from billing.views import HealthView
+from users.views import admin_login
 
 api_patterns = [
     path("", include("users.urls")),
@@ -17,6 +18,8 @@ api_patterns = [
 
 urlpatterns = [
     path("api/", include(api_patterns)),
+    # Ahead of the admin's own login URL: the same page, its POSTs throttled like the API's login.
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]
 

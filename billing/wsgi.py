@@ -1,7 +1,11 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+django.setup(set_prefix=False)
 
-application = get_wsgi_application()
+from billing.handlers import BillingWSGIHandler  # noqa: E402 - needs the settings set up first
+
+# Django's get_wsgi_application(), with the project's request class (billing/handlers.py).
+application = BillingWSGIHandler()

@@ -12,21 +12,22 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(autouse=True)
-def _fast_hashing_and_fresh_throttles(settings):
+def _fast_hashing_and_fresh_throttles(settings, monkeypatch):
+    import time
+
+    from users.throttling import LoginRateThrottle
+
     # A cheap hasher keeps the suite fast; the production hasher is Django's default (PBKDF2).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Throttle counts in this process's memory, fresh for each test (tests without a database, and
-    # transactional ones, whose flush would not empty the cache table). The production cache, a
-    # database table, has its own test in test_auth.py.
-    settings.CACHES = {
-        **settings.CACHES,
-        "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
-    }
-    for alias in ("default", "throttle"):
-        caches[alias].clear()
+    # Throttle counts are rows of users.ThrottleCounter, emptied by each test's rollback (or flush, for
+    # transactional tests). Their windows are fixed, aligned to the clock: the throttle's clock stands
+    # still, so that a test's requests never fall on both sides of a window's end (a test of windows
+    # moves it itself). The default cache is per process: fresh for each test.
+    now = time.time()
+    monkeypatch.setattr(LoginRateThrottle, "timer", staticmethod(lambda: now))
+    caches["default"].clear()
     yield
-    for alias in ("default", "throttle"):
-        caches[alias].clear()
+    caches["default"].clear()
 
 
 @pytest.fixture
