@@ -12,6 +12,7 @@ services, is not offered.
 from django.contrib import admin, messages
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from billing.errors import BillingError
 
@@ -32,15 +33,21 @@ class ServiceWriteAdmin(admin.ModelAdmin):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except (BillingError, ObjectDoesNotExist) as refused:
-            return self._refused(request, refused)
+            return self._refused(request, refused, object_id)
 
     def delete_view(self, request, object_id, extra_context=None):
         try:
             return super().delete_view(request, object_id, extra_context)
         except (BillingError, ObjectDoesNotExist) as refused:
-            return self._refused(request, refused)
+            return self._refused(request, refused, object_id)
 
-    def _refused(self, request, refused: Exception) -> HttpResponseRedirect:
+    def _refused(self, request, refused: Exception, object_id) -> HttpResponseRedirect:
+        """Say why, and show the object as it now is (or the list, if it is gone)."""
         message = refused.message if isinstance(refused, BillingError) else "It no longer exists."
         self.message_user(request, f"Not saved: {message}", messages.ERROR)
-        return HttpResponseRedirect(request.get_full_path())
+        opts = self.opts
+        if object_id is not None and self.get_queryset(request).filter(pk=object_id).exists():
+            url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+        else:
+            url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        return HttpResponseRedirect(url)

@@ -31,9 +31,10 @@ class OwnedModel(models.Model):
     """
 
     # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
-    # the lookups by owner, and a redundant index would only slow every write.
+    # the lookups by owner, and a redundant index would only slow every write. PROTECT: an owner's
+    # books are never deleted by deleting the user (the admin shows what stands in the way).
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

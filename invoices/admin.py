@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from billing.admin import ServiceWriteAdmin
-from invoices.models import Invoice, Line
+from invoices.models import Invoice
 from invoices.services import (
     MarkOverdueIncomplete,
     invoice_create,
@@ -9,19 +11,6 @@ from invoices.services import (
     invoice_mark_overdue,
     invoice_update,
 )
-
-
-class LineInline(admin.TabularInline):
-    model = Line
-    fields = ["position", "description", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    ordering = ["position"]
-
-    def has_add_permission(self, request, obj=None):
-        # Lines are written through the API, which recomputes the totals in the same transaction.
-        return False
 
 
 @admin.register(Invoice)
@@ -35,7 +24,6 @@ class InvoiceAdmin(ServiceWriteAdmin):
     search_fields = ["number", "customer__name", "owner__username"]
     list_select_related = ["customer", "owner"]
     date_hierarchy = "issue_date"
-    inlines = [LineInline]
     raw_id_fields = ["owner", "customer"]
     actions = ["mark_overdue_now"]
     money_and_state = [
@@ -48,13 +36,33 @@ class InvoiceAdmin(ServiceWriteAdmin):
         "paid_at",
         "created_at",
         "updated_at",
+        "lines_table",
     ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return self.money_and_state
         editable = obj.editable_fields() - {"lines"}
-        return [f.name for f in Invoice._meta.concrete_fields if f.name not in editable and f.editable]
+        frozen = [f.name for f in Invoice._meta.concrete_fields if f.name not in editable and f.editable]
+        return [*frozen, "lines_table"]
+
+    @admin.display(description="lines")
+    def lines_table(self, obj):
+        # Shown, never a form: lines are written through the API, which replaces them whole and
+        # recomputes the totals in the same transaction (an inline formset would post line ids a
+        # concurrent replacement has already deleted).
+        if obj is None or obj.pk is None:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (ln.description, ln.quantity, ln.unit_price, ln.tax_rate, ln.amount, ln.tax_amount)
+                for ln in obj.lines.order_by("position")
+            ),
+        )
+        header = "<tr><th>description</th><th>quantity</th><th>unit price</th><th>tax %</th><th>amount</th><th>tax</th></tr>"
+        return format_html("<table>{}{}</table>", mark_safe(header), rows)  # noqa: S308 - a constant
 
     def has_delete_permission(self, request, obj=None):
         return obj is None or obj.can_delete()

@@ -60,7 +60,35 @@ def ledger_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
                 yield f"payment(s) of invoice {next_payments[0]} have no invoice"
             next_payments = next(payment_groups, None)
         yield from _invoice_mismatches(invoice, own_lines, own_payments)
+    yield from owner_mismatches(owner_id=owner_id)
     yield from totals_mismatches(owner_id=owner_id)
+
+
+def owner_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
+    """Rows whose references belong to another owner (the database refuses them; an old database,
+    or one whose constraints were dropped, could still hold some)."""
+    checks = [
+        (
+            Invoice.objects.exclude(customer__owner_id=F("owner_id")),
+            "invoice {} ({}): its customer {} belongs to another owner",
+            ("pk", "number", "customer_id"),
+        ),
+        (
+            Line.objects.exclude(invoice__owner_id=F("owner_id")),
+            "line {} of invoice {}: the invoice belongs to another owner",
+            ("pk", "invoice_id"),
+        ),
+        (
+            Payment.objects.exclude(invoice__owner_id=F("owner_id")),
+            "payment {} of invoice {}: the invoice belongs to another owner",
+            ("pk", "invoice_id"),
+        ),
+    ]
+    for queryset, message, fields in checks:
+        if owner_id is not None:
+            queryset = queryset.filter(owner_id=owner_id)
+        for row in queryset.order_by("pk").values_list(*fields).iterator(CHUNK):
+            yield message.format(*row)
 
 
 def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:

@@ -10,6 +10,7 @@ again at the end.
 
 import importlib
 
+import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
@@ -213,6 +214,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="invoice",
+            name="owner",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
+        ),
         migrations.RunPython(refuse_unknown_currencies, migrations.RunPython.noop),
         migrations.AddField(
             model_name="invoice",

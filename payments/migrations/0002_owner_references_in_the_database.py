@@ -15,7 +15,9 @@ SQLite a later migration that rebuilds one of these tables drops its triggers an
 again (tests/test_owner_references.py checks that they exist).
 """
 
-from django.db import migrations
+import django.db.models.deletion
+from django.conf import settings
+from django.db import migrations, models
 
 REFERENCES = [
     # (constraint, table, columns, referenced table)
@@ -88,6 +90,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="payment",
+            name="owner",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
+        ),
         migrations.RunPython(
             _run({"postgresql": POSTGRES, "sqlite": SQLITE}),
             _run({"postgresql": POSTGRES_REVERSE, "sqlite": SQLITE_REVERSE}),
