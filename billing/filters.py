@@ -1,8 +1,10 @@
 """Filter building blocks shared by every list: strict forms for dates, numbers and ids (a value
 the schema does not allow is a 400, never silently ignored), owned choices, money bounds, an
-ordering made stable by the id, and a backend that skips the filter form when no filter is named."""
+ordering made stable by the id, one value per parameter unless it is repeatable, and a backend
+that skips the filter form when no filter is named."""
 
 import re
+from collections.abc import Iterable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import django_filters
@@ -11,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django_filters import fields
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
+from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from billing.money import CENT, MAX_AMOUNT
 from billing.serializers import DATE_RE
@@ -57,6 +60,19 @@ class _IsoDateRangeField(fields.DateRangeField):
 class _NumberRangeField(fields.RangeField):
     def __init__(self, *args, **kwargs):
         super().__init__((_NumberField(), _NumberField()), *args, **kwargs)
+
+
+class _RepeatableChoiceField(fields.MultipleChoiceField):
+    def to_python(self, value):
+        # An empty value is no filter, as for every other filter: `?status=` is all statuses, and
+        # `?status=&status=sent` the sent ones (an empty repetition adds nothing).
+        return [item for item in super().to_python(value) if item not in self.empty_values]
+
+
+class RepeatableChoiceFilter(django_filters.MultipleChoiceFilter):
+    """`?status=sent&status=overdue`: any of the choices given (an empty value is none given)."""
+
+    field_class = _RepeatableChoiceField
 
 
 class OwnedChoiceFilter(django_filters.ModelChoiceFilter):
@@ -123,14 +139,57 @@ class FilterBackend(DjangoFilterBackend):
     the queryset as given (`tests/test_representation.py` pins that for each filter set). Building
     and validating the form anyway (a deep copy of every filter, a form class made on the fly) was
     a tenth of a plain list request and of every detail request, which DRF filters too. A filter set
-    with a required filter always takes the full path, so a missing value is still a 400.
+    with a required filter always takes the full path, so a missing value is still a 400. A key
+    that takes one value and is given twice is a 400 on either path.
     """
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is not None and filters_nothing(request, filterset_class):
-            return queryset
+        if filterset_class is not None:
+            single = [key for key, repeatable in query_keys(filterset_class).items() if not repeatable]
+            refuse_repeated(request.query_params, single)
+            if filters_nothing(request, filterset_class):
+                return queryset
         return super().filter_queryset(request, queryset, view)
+
+
+REPEATED = "Give this parameter only once (it was given {count} times)."
+
+
+def refuse_repeated(params, keys: Iterable[str]) -> None:
+    """A 400 on each of `keys` that the query string gives more than once.
+
+    Django's QueryDict answers `get()` with the last value, so `?total_min=abc&total_min=1` would
+    pass as `total_min=1`: which of two values a client meant is not for the server to guess.
+    """
+    errors = {}
+    for key in keys:
+        count = len(params.getlist(key))
+        if count > 1:
+            errors[key] = [REPEATED.format(count=count)]
+    if errors:
+        raise DRFValidationError(errors)
+
+
+def query_keys(filterset_class) -> dict[str, bool]:
+    """Each query key a filter of `filterset_class` reads, and whether it may be repeated.
+
+    The same reading as the schema's (drf-spectacular's django-filter extension): a multiple-choice
+    filter is an exploded array, repeatable (`?status=sent&status=paid`); a CSV filter such as the
+    ordering is one comma-separated value; a range filter is one value per suffix.
+    """
+    keys = {}
+    for name, filter_ in filterset_class.base_filters.items():
+        if isinstance(filter_, django_filters.BaseCSVFilter):
+            keys[name] = False
+        elif isinstance(filter_, django_filters.MultipleChoiceFilter):
+            keys[name] = True
+        elif isinstance(filter_, django_filters.RangeFilter):
+            suffixes = getattr(filter_.field_class.widget, "suffixes", ["min", "max"])
+            keys.update({f"{name}_{suffix}" if suffix else name: False for suffix in suffixes})
+        else:
+            keys[name] = False
+    return keys
 
 
 def filters_nothing(request, filterset_class) -> bool:

@@ -4,6 +4,8 @@ from django.core.paginator import Paginator
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 
+from billing.filters import refuse_repeated
+
 
 class CountedPaginator(Paginator):
     """Django's paginator, given the number of objects when the caller already knows it.
@@ -29,8 +31,8 @@ class CountedPaginator(Paginator):
 class PageNumberPagination(pagination.PageNumberPagination):
     """`?page=` and `?page_size=` (default 20, at most 100; a larger one is capped at 100).
 
-    A page or page_size that is not a positive integer is a 400 rather than being silently
-    replaced; a page past the end is a 404, as in DRF.
+    A page or page_size that is not a positive integer, or that is given twice, is a 400 rather
+    than being silently replaced; a page past the end is a 404, as in DRF.
     """
 
     page_size = 20
@@ -52,6 +54,7 @@ class PageNumberPagination(pagination.PageNumberPagination):
     def paginate_queryset(self, queryset, request, view=None, *, count: int | None = None):
         """DRF's pagination; `count`, when given, is the number of objects in `queryset` (one
         that the caller read more cheaply than a COUNT over the queryset)."""
+        refuse_repeated(request.query_params, (self.page_query_param, self.page_size_query_param))
         errors = {}
         for param in (self.page_query_param, self.page_size_query_param):
             raw = request.query_params.get(param)

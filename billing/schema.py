@@ -229,10 +229,9 @@ class BillingAutoSchema(AutoSchema):
         base_filters = getattr(filterset_class, "base_filters", {})
         for parameter in parameters:
             schema = parameter.get("schema", {})
-            # An empty value is no filter; but a repeatable parameter (`status`, explode=true) refuses
-            # it, "" not being one of its choices. (`ordering=`, a comma-separated list, is no ordering.)
-            repeatable = schema.get("type") == "array" and parameter.get("explode") is not False
-            if filterset_class is not None and parameter["in"] == "query" and not repeatable:
+            # An empty value is no filter, a repeatable one's (`?status=`) too; `?ordering=`, a
+            # comma-separated list, is no ordering.
+            if filterset_class is not None and parameter["in"] == "query":
                 parameter["allowEmptyValue"] = True
             filter_ = base_filters.get(parameter["name"])
             if (

@@ -4,6 +4,7 @@ from rest_framework import filters
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import CharField
 
+from billing.filters import refuse_repeated
 from billing.schema import NO_NUL_PATTERN
 
 
@@ -12,12 +13,13 @@ class SearchFilter(filters.SearchFilter):
 
     DRF answers a NUL character with a bare list (`["Null characters are not allowed."]`), which is
     not the documented `{"field": ["message"]}`; a term is also limited to 200 characters, as the
-    invoice search is.
+    invoice search is, and given once (DRF would take the last of two).
     """
 
     max_length = 200
 
     def get_search_terms(self, request):
+        refuse_repeated(request.query_params, [self.search_param])
         value = request.query_params.get(self.search_param, "")
         field = CharField(trim_whitespace=False, allow_blank=True, max_length=self.max_length)
         try:
@@ -30,15 +32,17 @@ class SearchFilter(filters.SearchFilter):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             parameter["schema"].update(maxLength=self.max_length, pattern=NO_NUL_PATTERN)
+            parameter["allowEmptyValue"] = True  # no search: every customer
         return parameters
 
 
 class OrderingFilter(filters.OrderingFilter):
     """DRF's `?ordering=name,-created_at`, with an unknown field a 400 on `ordering` rather than
-    silently ignored, ties broken by id, and the choices in the schema (as the invoice and payment
-    lists do)."""
+    silently ignored, the parameter given once (several fields are comma-separated in one value),
+    ties broken by id, and the choices in the schema (as the invoice and payment lists do)."""
 
     def get_ordering(self, request, queryset, view):
+        refuse_repeated(request.query_params, [self.ordering_param])
         param = request.query_params.get(self.ordering_param)
         if param:
             valid = {name for name, _ in self.get_valid_fields(queryset, view, {"request": request})}

@@ -1,7 +1,13 @@
 import django_filters
 from django.db.models import Q
 
-from billing.filters import IsoDateRangeFilter, MoneyRangeFilter, OwnedChoiceFilter, StableOrderingFilter
+from billing.filters import (
+    IsoDateRangeFilter,
+    MoneyRangeFilter,
+    OwnedChoiceFilter,
+    RepeatableChoiceFilter,
+    StableOrderingFilter,
+)
 from billing.tenancy import owned_by_caller
 from customers.models import Customer
 from invoices.models import Invoice
@@ -10,7 +16,7 @@ from invoices.models import Invoice
 class InvoiceFilterSet(django_filters.FilterSet):
     """The filters of the invoice list, shared by the summary so both always agree."""
 
-    status = django_filters.MultipleChoiceFilter(choices=Invoice.Status.choices)
+    status = RepeatableChoiceFilter(choices=Invoice.Status.choices)
     customer = OwnedChoiceFilter(queryset=owned_by_caller(Customer))
     issue_date = IsoDateRangeFilter()
     due_date = IsoDateRangeFilter()

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -15,7 +16,30 @@ from customers.models import Customer
 from invoices.models import MAX_LINES, Invoice, Line
 from payments.serializers import InvoicePaymentSerializer
 
-STATUS_READ_ONLY = "Status changes only through actions (send, void, payments)."
+STATUS_READ_ONLY = (
+    'This invoice is "{current}": a status changes only through actions (send, void, payments).'
+)
+NEW_INVOICE_STATUS = (
+    'A new invoice is a "draft": a status changes only through actions (send, void, payments).'
+)
+
+# What an invoice number may not hold, spelled out so that the schema says exactly the same
+# (`\p{...}` classes differ between regex engines and Unicode versions): control characters, the
+# invisible ones that reorder or hide text (bidi controls, zero-width and soft hyphens, the byte
+# order mark) and every space but the ASCII one. The number is printed on a legal document as
+# given, so what does not print as itself is refused, as is a space at either end (" INV-1" would
+# print like "INV-1" and still be another number); it is never trimmed.
+_NOT_PRINTED = (
+    r"\u0000-\u001f\u007f-\u00a0\u00ad\u061c\u1680\u180e\u2000-\u200f\u2028-\u202f"
+    r"\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb"
+)
+NUMBER_VALIDATOR = RegexValidator(
+    rf"^(?:[^ {_NOT_PRINTED}](?:[^{_NOT_PRINTED}]*[^ {_NOT_PRINTED}])?)?\Z",
+    message=(
+        "An invoice number is kept as given: printable characters, with spaces only between them "
+        "(no space at either end, no control or invisible character)."
+    ),
+)
 
 
 @extend_schema_field({"type": "string", "enum": sorted(CURRENCY_CODES)})
@@ -43,7 +67,18 @@ class LineInputSerializer(serializers.Serializer):
 class InvoiceInputSerializer(serializers.Serializer):
     """The fields a client writes. Shape and values only; the lifecycle rules are the model's."""
 
-    number = StrictCharField(max_length=32, required=False, allow_null=True, allow_blank=True)
+    number = StrictCharField(
+        max_length=32,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        validators=[NUMBER_VALIDATOR],
+        help_text=(
+            "Kept as given: printable characters, spaces only between them. Null or empty leaves a "
+            "draft unnumbered (it is numbered when sent)."
+        ),
+    )
     customer = OwnedPrimaryKeyRelatedField(queryset=Customer.objects.all())
     currency = CurrencyField(
         required=False, help_text="An active ISO 4217 code, e.g. USD, EUR, JPY.", min_length=3, max_length=3
@@ -63,7 +98,16 @@ class InvoiceInputSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         if "status" in self.initial_data:
-            raise serializers.ValidationError({"status": [STATUS_READ_ONLY]})
+            # Read-only, but sent with its current value (a PUT of the invoice as read) it is no
+            # change; a new invoice is a draft. Any other value is refused, never ignored.
+            current = self.instance.status if self.instance is not None else Invoice.Status.DRAFT
+            if self.initial_data["status"] != current:
+                message = (
+                    STATUS_READ_ONLY.format(current=current)
+                    if self.instance is not None
+                    else NEW_INVOICE_STATUS
+                )
+                raise serializers.ValidationError({"status": [message]})
         instance = self.instance
         issue_date = attrs.get("issue_date", instance.issue_date if instance else None)
         due_date = attrs.get("due_date", instance.due_date if instance else None)

@@ -42,13 +42,25 @@ class RegisterSerializer(StrictModelSerializer):
         model = User
         fields = ["id", "username", "password", "email"]
         read_only_fields = ["id"]
-        # The username as sent, as login compares it: " alice" is refused, not trimmed to "alice".
+        # Not trimmed, as login does not trim: " alice" is refused, not taken as "alice".
         extra_kwargs = {"username": {"trim_whitespace": False}}
 
     def get_fields(self):
         fields = super().get_fields()
         fields["password"] = _password_field()  # the validators in force now (settings may change)
         return fields
+
+    def validate_username(self, value: str) -> str:
+        """The username as it is stored and as login looks it up: in NFKC form (Django's
+        `normalize_username`, which `create_user` applies), so a fullwidth "nfvhahp" is "nfvhahp".
+        Its form is checked as sent; its length once normalized too (a few characters expand)."""
+        username = User.normalize_username(value)
+        max_length = User._meta.get_field(User.USERNAME_FIELD).max_length
+        if len(username) > max_length:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {max_length} characters once normalized (NFKC)."
+            )
+        return username
 
     def validate(self, attrs):
         candidate = User(username=attrs["username"], email=attrs.get("email", ""))
