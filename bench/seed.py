@@ -173,7 +173,7 @@ def _invoice_rows(
     out_inv.append(
         f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{rng.choice(CURRENCIES)}\t"
         f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{_cents(subtotal)}\t{_cents(tax_total)}\t"
-        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{owner_id}\n"
+        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{owner_id}\t0\n"
     )
 
 
@@ -259,7 +259,7 @@ class _Progress:
 
 INVOICE_COLS = (
     "id, created_at, updated_at, number, status, currency, issue_date, due_date, notes, subtotal, "
-    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, owner_id"
+    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, owner_id, version"
 )
 LINE_COLS = (
     "id, position, description, quantity, unit_price, tax_rate, amount, tax_amount, invoice_id, owner_id"

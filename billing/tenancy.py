@@ -12,9 +12,12 @@
 from django.conf import settings
 from django.db import models
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 
 from billing.errors import NotEditable, StaleWrite
 from billing.serializers import json_integer
+
+MAX_ID = 2**63 - 1  # bigint
 
 
 class OwnedModel(models.Model):
@@ -118,15 +121,17 @@ class OwnedModel(models.Model):
 class OwnerScopedViewSetMixin:
     """Scope `queryset` to the authenticated caller; subclasses call `super().get_queryset()`.
 
-    Detail routes match integer ids only; a write passes `object_id()` to its service, whose locked,
-    owner-scoped read is the only read that decides (another owner's or a vanished row is
-    `DoesNotExist`, answered with 404 by the exception handler).
+    A write passes `object_id()` to its service, whose locked, owner-scoped read is the only read
+    that decides (another owner's or a vanished row is `DoesNotExist`, answered with 404 by the
+    exception handler).
     """
 
-    lookup_value_regex = r"[0-9]{1,19}"
-
     def object_id(self) -> int:
-        return int(self.kwargs[self.lookup_url_kwarg or self.lookup_field])
+        """The id in the URL; one that cannot be an id (not an integer, beyond bigint) is 404."""
+        raw = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
+            raise NotFound()
+        return int(raw)
 
     def get_queryset(self):
         queryset = super().get_queryset()

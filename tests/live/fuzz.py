@@ -79,7 +79,10 @@ NOT_YOURS = r'Invalid pk "-?\d+" - object does not exist\.'
 NOT_A_CHOICE = r"Select a valid choice\. That choice is not one of the available choices\."
 INVOICE_WRITE_RULES = {
     "customer": [NOT_YOURS],  # another user's or no customer: 400 on the field
-    "due_date": [r"The due date cannot be before the issue date\."],
+    "due_date": [
+        r"The due date cannot be before the issue date\.",  # the serializer, when both are given
+        r"The due date \(\d{4}-\d\d-\d\d\) cannot be before the issue date \(\d{4}-\d\d-\d\d\)\.",  # the model
+    ],
     "number": [r"An invoice with this number already exists\."],  # unique per owner
     "lines": [r"(A line amount|The invoice total) would exceed 999999999999\.99\."],
 }
