@@ -13,7 +13,10 @@ What it does, in order:
    in its own process group and waits for /api/health/.
 3. Starts the client processes (tests/live/chaos_client.py): invoices with 1-5 lines, sent, paid in
    1-3 partial payments, every create with an Idempotency-Key, every unknown outcome retried as the
-   same request, some keys replayed on purpose. Every 2xx goes to a journal.
+   same request, some keys replayed on purpose. Every 2xx goes to a journal. Beside them an
+   operator (tests/live/chaos_operator.py) works in the Django admin: saves the clients' invoices
+   from forms read before the race, deletes drafts in the admin while the API sends them, and
+   deletes drafts through the API from two threads at once.
 4. Meanwhile, every `--kill-every MIN MAX` seconds, SIGKILLs a random worker (the master forks a
    new one) or, now and then (and at least once per run), the master with its whole process group,
    and starts gunicorn again.
@@ -53,11 +56,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import chaos_client
+import chaos_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_chaos"
 USERS = ("alice", "bob")
+OPERATOR = ("chaos-operator", "chaos-operator-password-0123")
 SETUP_BUDGET = 60  # seconds for database, fixtures and the first start of gunicorn
 CLIENT_GRACE = 15  # seconds the clients have after the deadline to finish their invoice
 BOOT_TIMEOUT = 30
@@ -152,6 +157,7 @@ def prepare_database(env: dict[str, str]) -> list[tuple[int, str, list[int]]]:
     from customers.models import Customer
 
     call_command("migrate", verbosity=0, interactive=False)
+    get_user_model().objects.create_superuser(OPERATOR[0], "operator@example.com", OPERATOR[1])
     users = []
     for name in USERS:
         user = get_user_model().objects.create_user(username=f"chaos-{name}")
@@ -391,9 +397,12 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         )
 
     # Every invoice in the database: one per request (key), with the lines and total it asked for.
+    for invoice in invoices.values():  # the operator's mark is not part of the client's key
+        invoice["notes"] = invoice["notes"].split(chaos_operator.OPERATOR_MARK)[0]
     invoices_by_key = defaultdict(list)
     for invoice in invoices.values():
-        invoices_by_key[invoice["notes"]].append(invoice)
+        if not invoice["notes"].startswith(chaos_operator.OPERATOR_DRAFT):  # the operator's own drafts
+            invoices_by_key[invoice["notes"]].append(invoice)
     for key, found in invoices_by_key.items():
         ids = [invoice["pk"] for invoice in found]
         attempt = invoice_attempts.get(key)
@@ -579,6 +588,23 @@ def main(argv: list[str] | None = None) -> int:
                     name=f"chaos-client-{index}",
                 )
             )
+        user_id, token, customers = users[0]
+        journals.append(workdir / "operator.jsonl")
+        clients.append(
+            context.Process(
+                target=chaos_operator.operator_main,
+                args=(
+                    f"http://127.0.0.1:{args.port}",
+                    *OPERATOR,
+                    token,
+                    customers[0],
+                    str(journals[-1]),
+                    args.seed * 1000 + 999,
+                    deadline,
+                ),
+                name="chaos-operator",
+            )
+        )
         for process in clients:
             process.start()
 
@@ -643,6 +669,9 @@ def report(
         "5xx answers": totals["server_errors"],
         "invoices acknowledged / in the database": f"{len(acked_invoices)} / {Invoice.objects.count()}",
         "payments acknowledged / in the database": f"{len(acked_payments)} / {Payment.objects.count()}",
+        "operator: admin saves of client invoices": sum(r["t"] == "operator_save" for r in records),
+        "operator: admin deletes racing API sends": sum(r["t"] == "operator_delete_race" for r in records),
+        "operator: concurrent API deletes": sum(r["t"] == "operator_double_delete" for r in records),
         "worker kills": kills["worker kills"],
         "master kills": kills["master kills"],
         "restarts": kills["restarts"],
