@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -25,6 +26,24 @@ from billing.tenancy import OwnedModel
 from customers.models import Customer
 
 MAX_LINES = 500
+
+# What an invoice number may not hold, spelled out so that the schema says exactly the same
+# (`\p{...}` classes differ between regex engines and Unicode versions): control characters, the
+# invisible ones that reorder or hide text (bidi controls, zero-width and soft hyphens, the byte
+# order mark) and every space but the ASCII one. The number is printed on a legal document as
+# given, so what does not print as itself is refused, as is a space at either end (" INV-1" would
+# print like "INV-1" and still be another number); it is never trimmed.
+_NOT_PRINTED = (
+    r"\u0000-\u001f\u007f-\u00a0\u00ad\u061c\u1680\u180e\u2000-\u200f\u2028-\u202f"
+    r"\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb"
+)
+NUMBER_VALIDATOR = RegexValidator(
+    rf"^(?:[^ {_NOT_PRINTED}](?:[^{_NOT_PRINTED}]*[^ {_NOT_PRINTED}])?)?\Z",
+    message=(
+        "An invoice number is kept as given: printable characters, with spaces only between them "
+        "(no space at either end, no control or invisible character)."
+    ),
+)
 HALF_CENT = Decimal("0.005")
 
 
@@ -74,7 +93,7 @@ class Invoice(OwnedModel):
     ACTIONS = ("edit", "delete", "send", "void", "pay")
 
     # NULL, not "": many drafts may be unnumbered while (owner, number) stays unique.
-    number = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    number = models.CharField(max_length=32, null=True, blank=True, validators=[NUMBER_VALIDATOR])  # noqa: DJ001
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default=default_currency)
@@ -195,6 +214,13 @@ class Invoice(OwnedModel):
         """The rules on the invoice's own fields, with a clear error on the field they concern; the
         services call it before every write, and `clean()` (the admin's forms) too, so no path
         reaches the database's CHECK with a value it would refuse."""
+        # The number as given; checked when it is written (a number stored before this rule stays
+        # readable and its invoice editable).
+        if self.number is not None and (self._state.adding or "number" in self.changed_fields()):
+            try:
+                NUMBER_VALIDATOR(self.number)
+            except ValidationError as exc:
+                raise BusinessRuleViolation(exc.messages[0], field="number") from None
         if not is_currency(self.currency):
             raise BusinessRuleViolation(
                 f'"{self.currency}" is not an active ISO 4217 currency code.', field="currency"

@@ -1,6 +1,5 @@
 from decimal import Decimal
 
-from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,7 +12,7 @@ from billing.serializers import (
 )
 from billing.tenancy import OwnedPrimaryKeyRelatedField
 from customers.models import Customer
-from invoices.models import MAX_LINES, Invoice, Line
+from invoices.models import MAX_LINES, NUMBER_VALIDATOR, Invoice, Line
 from payments.serializers import InvoicePaymentSerializer
 
 STATUS_READ_ONLY = (
@@ -21,24 +20,6 @@ STATUS_READ_ONLY = (
 )
 NEW_INVOICE_STATUS = (
     'A new invoice is a "draft": a status changes only through actions (send, void, payments).'
-)
-
-# What an invoice number may not hold, spelled out so that the schema says exactly the same
-# (`\p{...}` classes differ between regex engines and Unicode versions): control characters, the
-# invisible ones that reorder or hide text (bidi controls, zero-width and soft hyphens, the byte
-# order mark) and every space but the ASCII one. The number is printed on a legal document as
-# given, so what does not print as itself is refused, as is a space at either end (" INV-1" would
-# print like "INV-1" and still be another number); it is never trimmed.
-_NOT_PRINTED = (
-    r"\u0000-\u001f\u007f-\u00a0\u00ad\u061c\u1680\u180e\u2000-\u200f\u2028-\u202f"
-    r"\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb"
-)
-NUMBER_VALIDATOR = RegexValidator(
-    rf"^(?:[^ {_NOT_PRINTED}](?:[^{_NOT_PRINTED}]*[^ {_NOT_PRINTED}])?)?\Z",
-    message=(
-        "An invoice number is kept as given: printable characters, with spaces only between them "
-        "(no space at either end, no control or invisible character)."
-    ),
 )
 
 

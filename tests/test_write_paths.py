@@ -332,6 +332,32 @@ def test_the_database_refuses_deleting_an_issued_invoice(alice, make_invoice):
     assert Invoice.objects.filter(pk=invoice.pk).exists()
 
 
+@pytest.mark.django_db
+def test_deleting_a_user_who_owns_invoices_is_refused_in_the_admin(alice, make_invoice):
+    invoice = make_invoice(alice)
+    operator = operator_client()
+
+    response = operator.post(delete_url(alice), {"post": "yes"})
+
+    assert response.status_code == 200  # Django's "cannot delete: protected objects" page
+    assert "protected" in response.content.decode().lower()
+    assert Invoice.objects.filter(pk=invoice.pk).exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_an_invoice_number_that_does_not_print_as_itself(alice, make_invoice):
+    draft = make_invoice(alice, send=False)
+    operator = operator_client()
+    data = change_form_data(operator, draft, number=" INV-1")
+
+    response = operator.post(change_url(draft), data)
+
+    assert response.status_code == 200
+    assert "number" in response.context["adminform"].form.errors
+    draft.refresh_from_db()
+    assert draft.number is None
+
+
 # --- 7. references never cross owners -----------------------------------------------------------
 
 

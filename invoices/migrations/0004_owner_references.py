@@ -10,6 +10,7 @@ again at the end.
 
 import importlib
 
+import django.core.validators
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
@@ -225,6 +226,21 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(refuse_unknown_currencies, migrations.RunPython.noop),
+        migrations.AlterField(
+            model_name="invoice",
+            name="number",
+            field=models.CharField(
+                blank=True,
+                max_length=32,
+                null=True,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^(?:[^ \\u0000-\\u001f\\u007f-\\u00a0\\u00ad\\u061c\\u1680\\u180e\\u2000-\\u200f\\u2028-\\u202f\\u205f-\\u2064\\u2066-\\u206f\\u3000\\ufeff\\ufff9-\\ufffb](?:[^\\u0000-\\u001f\\u007f-\\u00a0\\u00ad\\u061c\\u1680\\u180e\\u2000-\\u200f\\u2028-\\u202f\\u205f-\\u2064\\u2066-\\u206f\\u3000\\ufeff\\ufff9-\\ufffb]*[^ \\u0000-\\u001f\\u007f-\\u00a0\\u00ad\\u061c\\u1680\\u180e\\u2000-\\u200f\\u2028-\\u202f\\u205f-\\u2064\\u2066-\\u206f\\u3000\\ufeff\\ufff9-\\ufffb])?)?\\Z",
+                        message="An invoice number is kept as given: printable characters, with spaces only between them (no space at either end, no control or invisible character).",
+                    )
+                ],
+            ),
+        ),
         migrations.AddField(
             model_name="invoice",
             name="version",
