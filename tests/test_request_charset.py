@@ -247,7 +247,9 @@ def test_only_utf8_utf16_and_utf32_are_text_encodings_for_a_request(charset, enc
     assert text_encoding(charset) == encoding
 
 
-@pytest.mark.parametrize("content_type", ["application/json; charset=rot13", "text/plain; charset*=nosuch''x"])
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=rot13", "text/plain; charset*=nosuch''x"]
+)
 def test_the_server_refuses_a_non_text_charset_with_a_query_string_instead_of_crashing(content_type):
     """Django's own request class re-reads the query string with the charset's codec while the
     request object is built, before any middleware: the project's entry point (billing.wsgi) must
