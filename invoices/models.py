@@ -230,7 +230,7 @@ class Invoice(OwnedModel):
                 f"The due date ({self.due_date}) cannot be before the issue date ({self.issue_date}).",
                 field="due_date",
             )
-        if self.customer_id is not None and self.owner_id is not None:
+        if self.customer_id is not None and (self._state.adding or "customer_id" in self.changed_fields()):
             # A customer never changes owner (OwnedModel), so one already loaded is as good as a read.
             if Invoice.customer.is_cached(self):
                 customer_owner = self.customer.owner_id
