@@ -10,7 +10,7 @@ services, is not offered.
 """
 
 from django.contrib import admin, messages
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
@@ -23,6 +23,27 @@ class ServiceWriteAdmin(admin.ModelAdmin):
         if obj is not None and "owner" not in readonly:
             readonly.append("owner")  # an object never moves to another owner
         return readonly
+
+    # Each admin names its services: create(owner, fields) -> the new object, update(obj, changed)
+    # with only the fields the operator changed, delete(obj).
+    def create_object(self, owner, fields: dict):
+        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
+
+    def update_object(self, obj, changed: dict) -> None:
+        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
+
+    def delete_object(self, obj) -> None:
+        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            self.update_object(obj, {name: form.cleaned_data[name] for name in form.changed_data})
+        else:
+            fields = {name: value for name, value in form.cleaned_data.items() if name != "owner"}
+            obj.pk = self.create_object(obj.owner, fields).pk
+
+    def delete_model(self, request, obj):
+        self.delete_object(obj)
 
     def get_actions(self, request):
         actions = super().get_actions(request)

@@ -14,13 +14,11 @@ class CustomerAdmin(ServiceWriteAdmin):
     readonly_fields = ["created_at", "updated_at"]
     raw_id_fields = ["owner"]
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            customer_update(owner=obj.owner, customer_id=obj.pk, **changed)
-        else:
-            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name != "owner"}
-            obj.pk = customer_create(owner=obj.owner, **fields).pk
+    def create_object(self, owner, fields):
+        return customer_create(owner=owner, **fields)
 
-    def delete_model(self, request, obj):
+    def update_object(self, obj, changed):
+        customer_update(owner=obj.owner, customer_id=obj.pk, **changed)
+
+    def delete_object(self, obj):
         customer_delete(owner=obj.owner, customer_id=obj.pk)

@@ -67,15 +67,13 @@ class InvoiceAdmin(ServiceWriteAdmin):
     def has_delete_permission(self, request, obj=None):
         return obj is None or obj.can_delete()
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            invoice_update(owner=obj.owner, invoice_id=obj.pk, **changed)
-        else:
-            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name != "owner"}
-            obj.pk = invoice_create(owner=obj.owner, **fields).pk
+    def create_object(self, owner, fields):
+        return invoice_create(owner=owner, **fields)
 
-    def delete_model(self, request, obj):
+    def update_object(self, obj, changed):
+        invoice_update(owner=obj.owner, invoice_id=obj.pk, **changed)
+
+    def delete_object(self, obj):
         invoice_delete(owner=obj.owner, invoice_id=obj.pk)
 
     @admin.action(description="Mark overdue now (all owners, as the cron job does)")
