@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
-WORKERS ?= $(shell echo $$(( $$(nproc) * 2 + 1 )))
+# gevent workers (gunicorn.conf.py): one a core, plus one; each serves many connections at once
+WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 .PHONY: run test serve lint format clean fuzz chaos bench bench-full
 
@@ -27,13 +28,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## make serve: production-style, gunicorn with DJANGO_DEBUG=0 (needs DJANGO_SECRET_KEY)
+## make serve: production-style, DJANGO_DEBUG=0 (needs DJANGO_SECRET_KEY): gunicorn as ./gunicorn.conf.py
+## sets it up (gevent workers, request slots, deadlines for slow clients); WORKERS=N to change the count
 serve: $(STAMP)
 	@test -n "$$DJANGO_SECRET_KEY" || { echo "Set DJANGO_SECRET_KEY first (see README)."; exit 1; }
 	DJANGO_DEBUG=0 $(PY) manage.py migrate --noinput
 	DJANGO_DEBUG=0 $(PY) manage.py collectstatic --noinput --verbosity 0
 	DJANGO_DEBUG=0 $(VENV)/bin/gunicorn billing.wsgi:application --bind $(HOST):$(PORT) \
-		--workers $(WORKERS) --access-logfile - --max-requests 10000 --max-requests-jitter 1000
+		--workers $(WORKERS) --access-logfile -
+
+## make slow-clients: gunicorn as `make serve` runs it, 50 + 50 connections trickling bodies and headers;
+## /api/health/ must still answer within 1 s, and the tricklers must be cut at their deadlines
+.PHONY: slow-clients
+slow-clients: $(STAMP)
+	$(PY) tests/live/slow_clients.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,8 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 
 class Gunicorn:
-    """gunicorn (sync workers, as `make serve` runs it) in its own session, stopped by its pid."""
+    """gunicorn as `make serve` runs it (gunicorn.conf.py: gevent workers, request slots) in its own session,
+    stopped by its pid."""
 
     def __init__(self, *, workers: int, env: dict, log: Path):
         self.workers, self.env, self.log = workers, env, log

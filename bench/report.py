@@ -138,7 +138,7 @@ def _machine(m: dict) -> str:
         f"{m['nproc']} x {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}; {m['postgresql']} "
         f"(shared_buffers {_pages(pg.get('shared_buffers'))}, synchronous_commit {pg.get('synchronous_commit')}, "
         f"jit {pg.get('jit')}); Python {m['python']}, Django {m['django']}, DRF {m['djangorestframework']}, "
-        f"gunicorn {m['gunicorn']} ({m.get('gunicorn_workers')} sync workers); {m['wrk']}; {m['pgbench']}. "
+        f"gunicorn {m['gunicorn']} ({m.get('gunicorn_workers')} workers, gunicorn.conf.py); {m['wrk']}; {m['pgbench']}. "
         f"Load average {_load(m.get('load_average_at_start'))} at start, "
         f"{_load(m.get('load_average_at_end'))} at the end."
     )

@@ -307,7 +307,7 @@ def main() -> int:
             "warmup_s": profile.warmup,
             "plan": asdict(profile.plan),
             "compare": asdict(profile.compare) if profile.compare else None,
-            "gunicorn": "sync workers, 127.0.0.1:8301, DB_CONN_MAX_AGE default (persistent), CONN_HEALTH_CHECKS on",
+            "gunicorn": "gunicorn.conf.py (gevent workers, request slots), 127.0.0.1:8301, DB_CONN_MAX_AGE default (persistent), CONN_HEALTH_CHECKS on",
             "pgbench": "-M simple, one connection per client, same client count as wrk connections",
         },
         "datasets": {},

@@ -1,0 +1,426 @@
+#!/usr/bin/env python
+"""Slow clients: connections trickling their request must not stall the server.
+
+    .venv/bin/python tests/live/slow_clients.py     # `make slow-clients`; a step of .ci/run (< 60 s)
+
+What it does, in order:
+
+1. Creates the PostgreSQL database if it is missing (`billing_slow_clients` by default; it is never
+   dropped) and migrates it.
+2. Starts gunicorn as `make serve` does: `gunicorn billing.wsgi:application --bind 127.0.0.1:<port>
+   --workers N` in the project root, so that ./gunicorn.conf.py configures it (worker class, slots,
+   deadlines), with DJANGO_DEBUG=0; then waits for /api/health/.
+3. Opens `--body-clients` connections that POST /api/login/ with `Content-Length: 1000` and send one
+   byte of the body a second, and `--head-clients` connections that send a request line and then one
+   byte of a header a second.
+4. With all of them open, times GET /api/health/ ten times, each on a new connection: every one must
+   be a 200 within `--max-latency` seconds (1). It also checks that complete requests still work: a
+   login with a wrong password is the API's 400 (its body went through gunicorn's buffering), and a
+   body sent slowly but faster than the minimum rate (GUNICORN_BODY_MIN_RATE) is not cut; and that
+   the trickling clients hold no database connection (at most workers x request slots are open).
+5. Waits for the deadlines of gunicorn.conf.py: every head trickler must be closed by the server
+   within `keepalive` seconds (plus slack), every body trickler answered 408 within
+   GUNICORN_BODY_TIMEOUT (plus slack).
+6. Stops gunicorn and exits 1 on any failure (2 if the run overran its time limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_slow_clients"
+BOOT_TIMEOUT = 30
+TIME_LIMIT = 120  # seconds for the whole run, setup included
+SLACK = 4.0  # seconds a deadline may be late (a busy machine, the worker's one-second ticks)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--body-clients", type=int, default=50, help="connections trickling a body (50)")
+    parser.add_argument("--head-clients", type=int, default=50, help="connections trickling headers (50)")
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)) + 1, help="as `make serve`"
+    )
+    parser.add_argument("--max-latency", type=float, default=1.0, help="seconds /api/health/ may take (1)")
+    parser.add_argument("--port", type=int, default=8202)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--keep-log", action="store_true", help="keep the server log")
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"[slow-clients] {message}", flush=True)
+
+
+def server_environment(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "billing.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "slow-clients-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": args.database_url,
+        "LOGIN_THROTTLE_RATE": "100000/min",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def gunicorn_config() -> dict:
+    """The values ./gunicorn.conf.py gives gunicorn (with this environment)."""
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def ensure_database(url: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
+    connection = psycopg2.connect(admin_url, connect_timeout=5)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        connection.close()
+
+
+def database_sessions(url: str) -> int:
+    """Sessions open on the test database, other than this one."""
+    import psycopg2
+
+    connection = psycopg2.connect(url, connect_timeout=5)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+    finally:
+        connection.close()
+
+
+# --- the trickling clients --------------------------------------------------------------------------
+
+
+class Trickler:
+    """One connection that sends the start of a request and then one byte a second, forever."""
+
+    def __init__(self, kind: str, port: int):
+        self.kind = kind
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setblocking(False)
+        self.opened = time.monotonic()
+        self.closed_at: float | None = None
+        self.answer = b""
+        if kind == "body":
+            start = (
+                b"POST /api/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"username": "'
+            )
+        else:
+            start = b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+        self.sock.sendall(start)
+
+    def tick(self) -> None:
+        try:
+            self.sock.send(b"a")
+        except OSError:
+            self.close()
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.answer += data
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    @property
+    def lifetime(self) -> float | None:
+        return None if self.closed_at is None else self.closed_at - self.opened
+
+
+def trickle(tricklers: list[Trickler], stop: threading.Event) -> None:
+    """Until `stop` or every connection is closed: a byte a second on each, and read what comes."""
+    selector = selectors.DefaultSelector()
+    for trickler in tricklers:
+        selector.register(trickler.sock, selectors.EVENT_READ, trickler)
+    next_tick = time.monotonic() + 1
+    while not stop.is_set() and any(t.closed_at is None for t in tricklers):
+        for key, _ in selector.select(timeout=max(0.0, min(0.2, next_tick - time.monotonic()))):
+            key.data.readable()
+            if key.data.closed_at is not None:
+                selector.unregister(key.fileobj)
+        if time.monotonic() >= next_tick:
+            next_tick += 1
+            for trickler in tricklers:
+                if trickler.closed_at is None:
+                    trickler.tick()
+                    if trickler.closed_at is not None:
+                        selector.unregister(trickler.sock)
+    selector.close()
+
+
+# --- the probes -------------------------------------------------------------------------------------
+
+
+def timed_request(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 15
+) -> tuple[int, float, bytes]:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, time.monotonic() - started, data
+    finally:
+        connection.close()
+
+
+def slow_honest_login(port: int, rate: float) -> tuple[int, float]:
+    """A login body of 3 KB sent at twice `rate` bytes a second: slow, but not cut."""
+    body = json.dumps({"username": "nobody", "password": "x" * 3000}).encode()
+    chunk = max(1, int(rate * 2 / 10))  # ten writes a second
+    started = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(
+            b"POST /api/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        for offset in range(0, len(body), chunk):
+            sock.sendall(body[offset : offset + chunk])
+            time.sleep(0.1)
+        answer = b""
+        while chunk_read := sock.recv(65536):
+            answer += chunk_read
+    finally:
+        sock.close()
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+    return status, time.monotonic() - started
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def start_server(args: argparse.Namespace, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            [
+                str(VENV_BIN / "gunicorn"),
+                "billing.wsgi:application",
+                f"--bind=127.0.0.1:{args.port}",
+                f"--workers={args.workers}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_server(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def wait_healthy(process: subprocess.Popen, port: int, timeout: float) -> bool:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            return False
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if timed_request(port, "GET", "/api/health/")[0] == 200:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = server_environment(args)
+    config = gunicorn_config()
+    keepalive, body_timeout = config["keepalive"], config["BODY_TIMEOUT"]
+    min_rate, slots = config["BODY_MIN_RATE"], config["REQUEST_SLOTS"]
+    workdir = Path(tempfile.mkdtemp(prefix="billing-slow-clients-"))
+    log_path = workdir / "gunicorn.log"
+    server: subprocess.Popen | None = None
+    stop = threading.Event()
+
+    def overrun() -> None:
+        log(f"the run overran its time limit of {TIME_LIMIT} s: stopping everything")
+        stop_server(server)
+        os._exit(2)
+
+    watchdog = threading.Timer(TIME_LIMIT, overrun)
+    watchdog.daemon = True
+    watchdog.start()
+    failures: list[str] = []
+    try:
+        started = time.monotonic()
+        ensure_database(args.database_url)
+        subprocess.run(
+            [str(VENV_BIN / "python"), "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+                log(f"FAIL: 127.0.0.1:{args.port} is already in use")
+                return 1
+        server = start_server(args, env, log_path)
+        if not wait_healthy(server, args.port, BOOT_TIMEOUT):
+            log("FAIL: gunicorn did not answer /api/health/; its log:")
+            print(log_path.read_text(errors="replace")[-5000:])
+            return 1
+        log(
+            f"gunicorn up after {time.monotonic() - started:.1f} s, {args.workers} workers; gunicorn.conf.py: "
+            f"{config['worker_class']}, {slots} request slots a worker, keepalive {keepalive} s, "
+            f"body deadline {body_timeout:g} s + 1 s per {min_rate:g} bytes"
+        )
+
+        tricklers = [Trickler("body", args.port) for _ in range(args.body_clients)]
+        tricklers += [Trickler("head", args.port) for _ in range(args.head_clients)]
+        storm_started = time.monotonic()
+        feeder = threading.Thread(target=trickle, args=(tricklers, stop), daemon=True)
+        feeder.start()
+        time.sleep(1.5)  # every trickler has sent its first bytes, and one more
+        log(f"{args.body_clients} body and {args.head_clients} head tricklers open; timing /api/health/")
+
+        latencies = []
+        for attempt in range(10):
+            try:
+                status, elapsed, _ = timed_request(args.port, "GET", "/api/health/", timeout=5)
+            except (OSError, http.client.HTTPException) as error:
+                status, elapsed = f"no answer ({error})", float("inf")
+            latencies.append(elapsed)
+            if status != 200 or elapsed > args.max_latency:
+                failures.append(f"/api/health/ #{attempt + 1}: {status} after {elapsed:.3f} s")
+                if len(failures) == 3:
+                    failures.append("gave up timing /api/health/ after three failures")
+                    break
+            time.sleep(0.2)
+        finite = [latency for latency in latencies if latency != float("inf")] or [float("inf")]
+        log(
+            f"/api/health/ under the storm: max {max(latencies):.3f} s, median {statistics.median(finite):.3f} s"
+        )
+
+        login = json.dumps({"username": "nobody", "password": "wrong"}).encode()
+        try:
+            status, _, data = timed_request(args.port, "POST", "/api/login/", login, timeout=5)
+        except (OSError, http.client.HTTPException) as error:
+            status, data = f"no answer ({error})", b""
+        if status != 400:
+            failures.append(f"a complete login got {status} {data[:200]!r}, not the API's 400")
+        sessions = database_sessions(args.database_url)
+        if sessions > args.workers * slots:
+            failures.append(
+                f"{sessions} database sessions with the tricklers open (at most {args.workers} x {slots})"
+            )
+        try:
+            slow_status, elapsed = slow_honest_login(args.port, min_rate)
+        except OSError as error:
+            slow_status, elapsed = f"no answer ({error})", float("inf")
+        if slow_status != 400:
+            failures.append(f"a login body sent at {2 * min_rate:g} bytes/s got {slow_status}, not 400")
+        log(
+            f"complete login: {status}; slow honest login: {slow_status} after {elapsed:.1f} s; "
+            f"{sessions} database sessions"
+        )
+
+        body_deadline = storm_started + body_timeout + SLACK
+        while time.monotonic() < body_deadline and any(t.closed_at is None for t in tricklers):
+            time.sleep(0.5)
+        stop.set()
+        feeder.join(5)
+        for kind, limit in (("head", keepalive), ("body", body_timeout)):
+            group = [t for t in tricklers if t.kind == kind]
+            if not group:
+                continue
+            open_ones = [t for t in group if t.closed_at is None]
+            late = [t for t in group if t.lifetime is not None and t.lifetime > limit + SLACK]
+            lifetimes = [t.lifetime for t in group if t.lifetime is not None]
+            span = f"{min(lifetimes):.1f}-{max(lifetimes):.1f} s" if lifetimes else "none closed"
+            log(f"{kind} tricklers cut after {span} (deadline {limit:g} s)")
+            if open_ones or late:
+                failures.append(
+                    f"{len(open_ones)} {kind} trickler(s) still open and {len(late)} cut late "
+                    f"(deadline {limit:g} s + {SLACK:g} s)"
+                )
+            if kind == "body":
+                not_408 = [t.answer[:40] for t in group if not t.answer.startswith(b"HTTP/1.1 408 ")]
+                if not_408:
+                    failures.append(f"{len(not_408)} body trickler(s) got no 408, e.g. {not_408[0]!r}")
+        for trickler in tricklers:
+            trickler.close()
+
+        stop_server(server)
+        server_log = log_path.read_text(errors="replace")
+        if "Traceback" in server_log:
+            failures.append(
+                f"tracebacks in the server log ({log_path if args.keep_log else 'use --keep-log'})"
+            )
+        for line in failures:
+            print(f"  FAILURE {line}")
+        log(f"{'FAIL' if failures else 'OK'} after {time.monotonic() - started:.1f} s")
+        return 1 if failures else 0
+    finally:
+        watchdog.cancel()
+        stop.set()
+        stop_server(server)
+        if not args.keep_log:
+            for path in workdir.iterdir():
+                path.unlink()
+            workdir.rmdir()
+        else:
+            log(f"server log kept: {log_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
