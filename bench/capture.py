@@ -250,7 +250,7 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
         if req.idempotency_key:
             lines.append(r"\set bk_lock random(1, 4000000000000000000)")
             defines |= {"bk_n": 0, "bk_nonce": f"pgb{time.time_ns()}"}
-        counts = {"invoice": 0, "key": 0, "lock": 0, "amount_paid": 0, "created": 0}
+        counts = {"invoice": 0, "key": 0, "lock": 0, "amount_paid": 0, "created": 0, "version": 0}
         statements = 0
         for kind, sql in events:
             if kind == "health":
@@ -274,6 +274,15 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
             if name == "payment" and text.startswith('UPDATE "invoices_invoice"'):
                 text, n = re.subn(r'"amount_paid" = [\d.]+', '"amount_paid" = "amount_paid" + 0.01', text)
                 counts["amount_paid"] += n
+                # The compare-and-set on the version read (OwnedModel): every replay must match its
+                # row as the request did, so the version is bumped and compared to itself.
+                text, n = re.subn(r'"version" = \d+ WHERE', '"version" = "version" + 1 WHERE', text)
+                text, m = re.subn(
+                    r'"invoices_invoice"\."version" = \d+',
+                    '"invoices_invoice"."version" = "invoices_invoice"."version"',
+                    text,
+                )
+                counts["version"] += min(n, m)
             if created is not None:
                 if text.startswith('INSERT INTO "invoices_invoice"'):
                     lines.append(f"{text} \\gset bk_")
@@ -282,7 +291,7 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
                 counts["created"] += n
             lines.append(f"{text};")
         expected = {
-            "payment": {"invoice": 3, "key": 2, "lock": 1, "amount_paid": 1},
+            "payment": {"invoice": 3, "key": 2, "lock": 1, "amount_paid": 1, "version": 1},
             "detail": {"invoice": 3},
             "create": {"key": 2, "lock": 1, "created": 1},
         }.get(name, {})

@@ -61,11 +61,13 @@ def count_queries(client: APIClient, req: Req, expect: int = 200) -> int:
 
 
 def count_mark_overdue_queries() -> int:
-    """mark_overdue's statements, inside a transaction that is rolled back (nothing moves)."""
+    """mark_overdue's statements, inside a transaction that is rolled back (nothing moves). The
+    savepoint around its UPDATE is there only because of that transaction (from cron, in autocommit,
+    there is none), so it is not counted."""
     with transaction.atomic(), CaptureQueriesContext(connection) as ctx:
         invoice_mark_overdue()
         transaction.set_rollback(True)
-    return len(ctx.captured_queries)
+    return sum("SAVEPOINT" not in query["sql"].upper() for query in ctx.captured_queries)
 
 
 def server_time(client: APIClient, req: Req, *, repeat: int, warmup: int = 2) -> dict:
