@@ -138,6 +138,11 @@ def _integrity_response(exc: IntegrityError) -> Response:
             },
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if kind == "restrict":  # the database refuses the change itself (deleting an issued invoice)
+        return Response(
+            {"detail": "The database refuses this change to the object.", "code": NotEditable.code},
+            status=status.HTTP_409_CONFLICT,
+        )
     return Response(
         {
             "detail": "The request conflicts with a concurrent change of the data; retry it.",
@@ -176,7 +181,6 @@ def integrity_violation(exc: IntegrityError) -> tuple[str, str | None]:
         ("NOT NULL constraint failed: ", "not_null"),
         ("FOREIGN KEY constraint failed", "foreign_key"),
         ("foreign_key: ", "foreign_key"),
-        ("restrict: ", "restrict"),
     ):
         if message.startswith(prefix):
             name = message[len(prefix) :].strip()

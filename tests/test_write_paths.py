@@ -644,3 +644,20 @@ def test_mark_overdue_moves_every_other_owner_when_one_owners_rows_fail(alice, b
     status = {owner: Invoice.objects.get(pk=inv.pk).status for owner, inv in invoices.items()}
     assert status == {alice: "overdue", bob: "sent", carol: "overdue"}
     assert_books_balance()
+
+
+@pytest.mark.django_db
+def test_a_refused_delete_of_an_issued_invoice_reaching_the_handler_is_409_not_editable(alice, make_invoice):
+    from billing.errors import exception_handler
+
+    invoice = make_invoice(alice)
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":  # the trigger (payments migration 0002) refuses
+                Invoice.objects.filter(pk=invoice.pk).delete()
+            else:  # SQLite has no trigger: the model's locked guard refuses
+                Invoice.objects.get(pk=invoice.pk).delete()
+    except (IntegrityError, NotEditable) as exc:
+        response = exception_handler(exc, {})
+    assert response.status_code == 409
+    assert response.data["code"] == "not_editable"
