@@ -14,7 +14,8 @@ from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from billing.errors import BillingError
+from billing.exceptions import BillingError
+from billing.models import IdempotencyKey
 
 
 class ServiceWriteAdmin(admin.ModelAdmin):
@@ -72,3 +73,24 @@ class ServiceWriteAdmin(admin.ModelAdmin):
         else:
             url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
         return HttpResponseRedirect(url)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Operators can look, never write: these rows are the ledger."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    list_display = ["key", "owner", "operation", "response_status", "created_at"]
+    list_filter = ["operation", "response_status"]
+    search_fields = ["key", "owner__username"]
+    list_select_related = ["owner"]

@@ -1,6 +1,6 @@
-"""Domain errors, and the one place where every error becomes an HTTP response.
+"""The one place where every error becomes an HTTP response.
 
-Services and models raise `BillingError` subclasses; views never catch them. Each carries a stable
+Services and models raise the domain errors of `billing.exceptions`; views never catch them. Each carries a stable
 `code` a client can branch on and the HTTP status it maps to. Errors about one field of the request
 (an overpayment names `amount`) come back in DRF's field-error shape; the others as
 `{"detail": ..., "code": ...}`.
@@ -18,65 +18,18 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from billing.exceptions import (  # noqa: F401 - re-exported: the handler's vocabulary
+    BillingError,
+    BusinessRuleViolation,
+    IdempotencyKeyReused,
+    InUse,
+    InvalidTransition,
+    NotEditable,
+    RequestInProgress,
+    StaleWrite,
+)
+
 logger = logging.getLogger(__name__)
-
-
-class BillingError(Exception):
-    """Base of every domain error. Subclasses set `code` and `status_code`."""
-
-    code = "billing_error"
-    status_code = status.HTTP_409_CONFLICT
-    field: str | None = None
-
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        if field is not None:
-            self.field = field
-
-
-class InvalidTransition(BillingError):
-    """The object's state forbids the action (send a sent invoice, pay a draft, ...)."""
-
-    code = "invalid_transition"
-
-
-class NotEditable(BillingError):
-    """The object is locked against this change (a paid invoice, a sent invoice's lines)."""
-
-    code = "not_editable"
-
-
-class StaleWrite(BillingError):
-    """A write based on a read that is no longer current (the row changed since); read again."""
-
-    code = "stale_write"
-
-
-class InUse(BillingError):
-    """The object is referenced by others and cannot be deleted (a customer with invoices)."""
-
-    code = "in_use"
-
-
-class RequestInProgress(BillingError):
-    """An idempotent request with the same key is still running; retry later."""
-
-    code = "request_in_progress"
-
-
-class BusinessRuleViolation(BillingError):
-    """A well-formed request that a business limit refuses (overpayment, empty invoice)."""
-
-    code = "business_rule_violation"
-    status_code = status.HTTP_400_BAD_REQUEST
-
-
-class IdempotencyKeyReused(BillingError):
-    """The same idempotency key was sent with another body or to another endpoint."""
-
-    code = "idempotency_key_reused"
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
 
 
 def _body(exc: BillingError) -> dict:

@@ -69,6 +69,30 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(value)
 
 
+MAX_ID = 2**63 - 1  # bigint
+
+
+class ReferenceField(serializers.IntegerField):
+    """The id of another object, as a JSON integer: the shape only. Whether it names one of the
+    caller's objects is the service's check (another owner's reads as one that does not exist)."""
+
+    default_error_messages = {
+        "incorrect_type": "Incorrect type. Expected pk value, received {data_type}.",
+        "does_not_exist": 'Invalid pk "{pk_value}" - object does not exist.',
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+    def to_internal_value(self, data):
+        value = json_integer(data)
+        if value is None:
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if not 1 <= value <= MAX_ID:
+            self.fail("does_not_exist", pk_value=value)
+        return value
+
+
 class StrictDecimalField(serializers.DecimalField):
     """A decimal string of digits with an optional point, such as "12.50" — never a JSON number.
 

@@ -1,6 +1,6 @@
 from django.db import models
 
-from billing.tenancy import OwnedModel
+from billing.models import OwnedModel
 
 
 class Customer(OwnedModel):

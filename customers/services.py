@@ -1,43 +1,60 @@
 """Writes to customers. Each public function is one transaction; an existing customer is locked
-(`select_for_update`) before it is changed or deleted, so that the API and the admin decide on its
+(`customers.locks`) before it is changed or deleted, so that the API and the admin decide on its
 current row, and a customer deleted meanwhile is `DoesNotExist` (404), never written back."""
 
-from typing import Any
+from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 from django.db.models import ProtectedError
 
-from billing.errors import InUse
-from billing.transactions import service_transaction
+from billing.exceptions import InUse
+from billing.unset import UNSET, Unset
+from customers.locks import lock_customer
 from customers.models import Customer
 
 
-def _locked(*, owner: AbstractBaseUser, customer_id: int) -> Customer:
-    return Customer.objects.select_for_update().get(owner=owner, pk=customer_id)
-
-
-@service_transaction
-def customer_create(*, owner: AbstractBaseUser, **fields: Any) -> Customer:
+@transaction.atomic
+def customer_create(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    email: str = "",
+    phone: str = "",
+    address: str = "",
+    tax_id: str = "",
+) -> Customer:
     """Create a customer of `owner`."""
-    customer = Customer(owner=owner, **fields)
+    customer = Customer(owner=owner, name=name, email=email, phone=phone, address=address, tax_id=tax_id)
     customer.save()
     return customer
 
 
-@service_transaction
-def customer_update(*, owner: AbstractBaseUser, customer_id: int, **fields: Any) -> Customer:
-    """Change a customer's details; only the fields that change are written."""
-    customer = _locked(owner=owner, customer_id=customer_id)
-    for name, value in fields.items():
-        setattr(customer, name, value)
+@transaction.atomic
+def customer_update(
+    *,
+    owner: AbstractBaseUser,
+    customer_id: int,
+    name: str | Unset = UNSET,
+    email: str | Unset = UNSET,
+    phone: str | Unset = UNSET,
+    address: str | Unset = UNSET,
+    tax_id: str | Unset = UNSET,
+) -> Customer:
+    """Change a customer's details; only the fields given and different are written."""
+    customer = lock_customer(owner_id=owner.pk, customer_id=customer_id)
+    given = {"name": name, "email": email, "phone": phone, "address": address, "tax_id": tax_id}
+    for field, value in given.items():
+        if value is not UNSET:
+            setattr(customer, field, value)
     customer.save()
     return customer
 
 
-@service_transaction
+@transaction.atomic
 def customer_delete(*, owner: AbstractBaseUser, customer_id: int) -> None:
     """Delete a customer; one who has invoices is kept (the foreign key PROTECTs them: 409 in_use)."""
-    customer = _locked(owner=owner, customer_id=customer_id)
+    customer = lock_customer(owner_id=owner.pk, customer_id=customer_id)
     try:
         customer.delete()
     except ProtectedError:

@@ -67,11 +67,18 @@ class InvoiceAdmin(ServiceWriteAdmin):
     def has_delete_permission(self, request, obj=None):
         return obj is None or obj.can_delete()
 
+    @staticmethod
+    def _service_fields(fields: dict) -> dict:
+        fields = dict(fields)
+        if "customer" in fields:
+            fields["customer_id"] = fields.pop("customer").pk
+        return fields
+
     def create_object(self, owner, fields):
-        return invoice_create(owner=owner, **fields)
+        return invoice_create(owner=owner, **self._service_fields(fields))
 
     def update_object(self, obj, changed):
-        invoice_update(owner=obj.owner, invoice_id=obj.pk, **changed)
+        invoice_update(owner=obj.owner, invoice_id=obj.pk, **self._service_fields(changed))
 
     def delete_object(self, obj):
         invoice_delete(owner=obj.owner, invoice_id=obj.pk)

@@ -1,13 +1,17 @@
 """Invoices and their lines: the totals, the lifecycle and the rules that keep them exact.
 
-The lifecycle (draft -> sent -> overdue -> paid, and void) lives here and only here: every
-transition is a method that checks its guard (`can_send()`, `can_void()`, ...), the API's
-`available_actions` is derived from the same guards, and `save()` refuses to change an invoice
-its state has frozen. The database repeats the invariants as named constraints.
+The lifecycle (draft -> sent -> overdue -> paid, and void) lives here and only here: every status
+change goes through `_set_status()`, which checks it against `TRANSITIONS` (the bulk move to
+overdue too, `InvoiceQuerySet.move_to_overdue`); each transition method checks its guard
+(`can_send()`, `can_void()`, ...), from which the API's `available_actions` is derived; `save()`
+refuses a change the invoice's state has frozen (derived from `EDITABLE_FIELDS` and
+`STATE_FIELDS`) and records every status change in `InvoiceStatusChange`, in the same transaction.
+The database repeats the invariants as named constraints.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import ClassVar
@@ -20,9 +24,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.currencies import CURRENCY_CHOICES, CURRENCY_CODES, is_currency
-from billing.errors import BillingError, BusinessRuleViolation, InvalidTransition, NotEditable
+from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTransition, NotEditable
+from billing.models import OwnedModel
 from billing.money import MAX_AMOUNT, ZERO, quantize
-from billing.tenancy import OwnedModel
 from customers.models import Customer
 
 MAX_LINES = 500
@@ -67,6 +71,55 @@ class InvoiceStatus(models.TextChoices):
     VOID = "void"
 
 
+PAYABLE = (InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
+
+
+class InvoiceQuerySet(models.QuerySet):
+    def move_to_overdue(self, *, now: datetime.datetime | None = None) -> int:
+        """Move the sent invoices of this queryset to overdue, recording each change; returns how
+        many moved. The transition is the model's (`TRANSITIONS`), made in bulk: on PostgreSQL one
+        statement (an UPDATE ... RETURNING feeding the history insert), on SQLite, whose write
+        transactions are serialized, the history insert then the UPDATE of the same rows. Both are
+        exact: a row paid or voided meanwhile no longer matches and is neither moved nor recorded.
+        """
+        Invoice._check_transition(InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
+        now = now or timezone.now()
+        due = self.filter(status=InvoiceStatus.SENT).order_by()
+        with transaction.atomic(using=self.db, savepoint=False):
+            connection = transaction.get_connection(self.db)
+            select_sql, select_params = due.values("pk").query.sql_with_params()
+            invoice, history = Invoice._meta.db_table, InvoiceStatusChange._meta.db_table
+            q = connection.ops.quote_name
+            columns = "invoice_id, owner_id, from_status, to_status, actor_id, changed_at"
+            if connection.vendor == "postgresql":
+                sql = (
+                    f"WITH moved AS (UPDATE {q(invoice)} SET status = %s, updated_at = %s, "  # noqa: S608
+                    f"version = version + 1 WHERE id IN ({select_sql}) AND status = %s "
+                    "RETURNING id, owner_id) "
+                    f"INSERT INTO {q(history)} ({columns}) "
+                    "SELECT id, owner_id, %s, %s, NULL, %s FROM moved"
+                )
+                params = [
+                    InvoiceStatus.OVERDUE,
+                    now,
+                    *select_params,
+                    InvoiceStatus.SENT,
+                    InvoiceStatus.SENT,
+                    InvoiceStatus.OVERDUE,
+                    now,
+                ]
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    return cursor.rowcount
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {q(history)} ({columns}) "  # noqa: S608
+                    f"SELECT id, owner_id, %s, %s, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql})",
+                    [InvoiceStatus.SENT, InvoiceStatus.OVERDUE, now, *select_params],
+                )
+            return due.update(status=InvoiceStatus.OVERDUE, updated_at=now, version=F("version") + 1)
+
+
 class Invoice(OwnedModel):
     Status = InvoiceStatus
 
@@ -81,6 +134,15 @@ class Invoice(OwnedModel):
         Status.PAID: frozenset(),
         Status.VOID: frozenset(),
     }
+    # What changes with the state itself, never by a client: the fields a transition out of the
+    # state sets (a send numbers and dates the draft; money received settles a payable invoice).
+    STATE_FIELDS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.DRAFT: frozenset({"status", "number", "sent_at"}),
+        Status.SENT: frozenset({"status", "amount_paid", "paid_at"}),
+        Status.OVERDUE: frozenset({"status", "amount_paid", "paid_at"}),
+        Status.PAID: frozenset(),
+        Status.VOID: frozenset(),
+    }
     # The lifecycle graph; every status change, through whatever path, must be one of these edges.
     TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
         Status.DRAFT: frozenset({Status.SENT}),
@@ -89,7 +151,7 @@ class Invoice(OwnedModel):
         Status.PAID: frozenset(),
         Status.VOID: frozenset(),
     }
-    PAYABLE = (Status.SENT, Status.OVERDUE)
+    PAYABLE = PAYABLE
     ACTIONS = ("edit", "delete", "send", "void", "pay")
 
     # NULL, not "": many drafts may be unnumbered while (owner, number) stays unique.
@@ -109,6 +171,8 @@ class Invoice(OwnedModel):
     # Bumped by every write; a save matches the version it read (OwnedModel), so no write is ever
     # based on a stale read. mark_overdue's bulk UPDATE bumps it too.
     version = models.PositiveIntegerField(default=0, editable=False)
+
+    objects = InvoiceQuerySet.as_manager()
 
     class Meta:
         # Triggers keep InvoiceTotals (migration 0003). On SQLite a migration that rebuilds this
@@ -143,15 +207,15 @@ class Invoice(OwnedModel):
             ),
             # Money is received only while an invoice is payable; a paid invoice is settled in full.
             models.CheckConstraint(
-                condition=Q(amount_paid=0) | Q(status__in=["sent", "overdue", "paid"]),
+                condition=Q(amount_paid=0) | Q(status__in=[*PAYABLE, InvoiceStatus.PAID]),
                 name="invoice_payments_only_when_issued",
             ),
             models.CheckConstraint(
-                condition=~Q(status="paid") | Q(amount_paid=F("total"), paid_at__isnull=False),
+                condition=~Q(status=InvoiceStatus.PAID) | Q(amount_paid=F("total"), paid_at__isnull=False),
                 name="invoice_paid_is_settled",
             ),
             models.CheckConstraint(
-                condition=Q(status="draft") | Q(number__isnull=False, sent_at__isnull=False),
+                condition=Q(status=InvoiceStatus.DRAFT) | Q(number__isnull=False, sent_at__isnull=False),
                 name="invoice_issued_has_number",
             ),
             models.CheckConstraint(condition=~Q(number=""), name="invoice_number_not_blank"),
@@ -169,7 +233,9 @@ class Invoice(OwnedModel):
                 name="invoice_owner_summary",
             ),
             # mark_overdue scans sent invoices across every owner.
-            models.Index(fields=["due_date"], condition=Q(status="sent"), name="invoice_sent_due"),
+            models.Index(
+                fields=["due_date"], condition=Q(status=InvoiceStatus.SENT), name="invoice_sent_due"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -252,7 +318,7 @@ class Invoice(OwnedModel):
     # --- transitions ----------------------------------------------------------------------
 
     def check_changes(self, changed: Iterable[str]) -> None:
-        """Refuse a change to fields the invoice's state has frozen."""
+        """Refuse a client's change to fields the invoice's state has frozen."""
         changed = set(changed)
         if not changed:
             return
@@ -266,29 +332,38 @@ class Invoice(OwnedModel):
                 f"it refuses changes to {', '.join(forbidden)}."
             )
 
-    def check_delete(self) -> None:
-        if not self.can_delete():
-            raise NotEditable(f"Only a draft can be deleted; this invoice is {self.status}.")
+    @classmethod
+    def _check_transition(cls, current: str, new: str) -> None:
+        if new not in cls.TRANSITIONS[current]:
+            raise InvalidTransition(f"An invoice cannot go from {current} to {new}.")
 
-    def send(self, *, number: str | None = None) -> None:
+    def _set_status(self, new: str, *, actor=None) -> None:
+        """The one way a status changes (Oscar's `set_status`): along an edge of `TRANSITIONS`.
+        `save()` records the change, with `actor` (the user who made it; None for the system)."""
+        self._check_transition(self.status, new)
+        self.status = new
+        self._status_actor = actor
+
+    def send(self, *, number: str | None = None, actor=None) -> None:
         if not self.can_send():
             raise InvalidTransition(f"Only a draft can be sent; this invoice is {self.status}.")
         if not self.total > 0:
             raise InvoiceIncomplete("An invoice needs at least one line and a total above zero to be sent.")
         if self.number is None:
             self.number = number
-        self.status, self.sent_at = self.Status.SENT, timezone.now()
+        self._set_status(self.Status.SENT, actor=actor)
+        self.sent_at = timezone.now()
 
-    def void(self) -> None:
+    def void(self, *, actor=None) -> None:
         if not self.can_void():
             if self.status in self.PAYABLE:
                 raise InvalidTransition("An invoice that has received payments cannot be voided.")
             raise InvalidTransition(
                 f"Only a sent or overdue invoice can be voided; this invoice is {self.status}."
             )
-        self.status = self.Status.VOID
+        self._set_status(self.Status.VOID, actor=actor)
 
-    def apply_payment(self, amount: Decimal) -> None:
+    def apply_payment(self, amount: Decimal, *, actor=None) -> None:
         """Take `amount` off the balance; settle the invoice when the balance reaches zero."""
         if not self.can_pay():
             raise InvalidTransition(
@@ -302,11 +377,9 @@ class Invoice(OwnedModel):
                 field="amount",
             )
         self.amount_paid += amount
-        self.mark_paid_if_settled()
-
-    def mark_paid_if_settled(self) -> None:
-        if self.status in self.PAYABLE and self.amount_paid == self.total:
-            self.status, self.paid_at = self.Status.PAID, timezone.now()
+        if self.amount_paid == self.total:
+            self._set_status(self.Status.PAID, actor=actor)
+            self.paid_at = timezone.now()
 
     def set_totals(self, lines: Iterable[Line]) -> None:
         """Recompute the totals from `lines`, whose own amounts are computed here too."""
@@ -319,39 +392,69 @@ class Invoice(OwnedModel):
             raise AmountTooLarge(f"The invoice total would exceed {MAX_AMOUNT}.", field="lines")
         self.subtotal, self.tax_total, self.total = subtotal, tax_total, subtotal + tax_total
 
+    # --- writes ---------------------------------------------------------------------------
+
     def save(self, *args, **kwargs) -> None:
+        """Save, refusing what the loaded state forbids, and record a status change in the same
+        transaction (whatever made it: a transition method, the admin, a shell)."""
         loaded = getattr(self, "_loaded", None)
+        previous = None
         if loaded is not None and not self._state.adding:
             self._check_frozen(loaded)
-        super().save(*args, **kwargs)
+            previous = loaded.get("status")
+        if previous is None or previous == self.status:
+            super().save(*args, **kwargs)
+            return
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            super().save(*args, **kwargs)
+            InvoiceStatusChange.objects.create(
+                owner_id=self.owner_id,
+                invoice=self,
+                from_status=previous,
+                to_status=self.status,
+                actor=getattr(self, "_status_actor", None),
+                changed_at=self.updated_at,
+            )
+        self._status_actor = None
+
+    # Client fields by their column names (the lines are the totals' columns).
+    _COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "customer": ("customer_id",),
+        "lines": ("subtotal", "tax_total", "total"),
+    }
+
+    @classmethod
+    def _writable_columns(cls, status: str) -> frozenset[str]:
+        """What a save may change on an invoice loaded in `status`: its editable fields (as
+        columns) and what the transitions out of that state set; derived, never listed twice."""
+        columns = set(cls.STATE_FIELDS[status])
+        for name in cls.EDITABLE_FIELDS[status]:
+            columns.update(cls._COLUMNS.get(name, (name,)))
+        return frozenset(columns)
 
     def _check_frozen(self, loaded: dict) -> None:
         """The model-level guard: whatever the caller, a paid or void invoice never changes, and an
         issued one changes only its notes and what its transitions set."""
         status = loaded.get("status")
-        if status is not None and self.status != status and self.status not in self.TRANSITIONS[status]:
-            raise InvalidTransition(f"An invoice cannot go from {status} to {self.status}.")
+        if status is None:
+            return
+        if self.status != status:
+            self._check_transition(status, self.status)
         if "amount_paid" in loaded and self.amount_paid < loaded["amount_paid"]:
             raise NotEditable("Money received is never taken back from an invoice.")
-        changed = {
-            name
-            for name, value in loaded.items()
-            if name not in ("updated_at", "version") and getattr(self, name) != value
-        }
-        if not changed or status == self.Status.DRAFT:
+        changed = self.changed_fields() - {"updated_at", "version"}
+        if not changed:
             return
-        if status in (self.Status.PAID, self.Status.VOID):
+        if not self.EDITABLE_FIELDS[status] and not self.STATE_FIELDS[status]:
             raise NotEditable(f"A {status} invoice cannot be changed.")
-        transition_fields = {"status", "amount_paid", "paid_at", "notes"}
-        if changed - transition_fields:
-            raise NotEditable(
-                f"A {status} invoice cannot change {', '.join(sorted(changed - transition_fields))}."
-            )
+        frozen = changed - self._writable_columns(status)
+        if frozen:
+            raise NotEditable(f"A {status} invoice cannot change {', '.join(sorted(frozen))}.")
 
     def delete(self, *args, **kwargs):
         """Delete a draft. The status is read again under the row's lock, whatever this instance was
         read as: a draft sent since it was read (say, while an admin's confirmation page was open)
-        is refused. On PostgreSQL a trigger refuses deleting an issued invoice too (migration 0004)."""
+        is refused. On PostgreSQL a trigger refuses deleting an issued invoice too."""
         with transaction.atomic(using=kwargs.get("using")):
             current = (
                 type(self)
@@ -365,6 +468,49 @@ class Invoice(OwnedModel):
             if current != self.Status.DRAFT:
                 raise NotEditable(f"Only a draft can be deleted; this invoice is {current}.")
             return super().delete(*args, **kwargs)
+
+
+class InvoiceStatusChange(models.Model):
+    """One status change of an invoice: from, to, who and when. Written in the transaction of the
+    change by `Invoice.save()` and, in bulk, by `InvoiceQuerySet.move_to_overdue`; never changed.
+    A row with no actor was made by the system (`mark_overdue`)."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    # An invoice with status changes is issued, and an issued invoice is never deleted.
+    invoice = models.ForeignKey(
+        "Invoice", on_delete=models.CASCADE, related_name="status_changes", db_index=False
+    )
+    from_status = models.CharField(max_length=10, choices=InvoiceStatus.choices)
+    to_status = models.CharField(max_length=10, choices=InvoiceStatus.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["invoice", "changed_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(from_status__in=InvoiceStatus.values, to_status__in=InvoiceStatus.values),
+                name="status_change_statuses_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(from_status=F("to_status")), name="status_change_changes_status"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "invoice", "changed_at"], name="status_change_owner_invoice"),
+        ]
+
+    def __str__(self) -> str:
+        return f"invoice {self.invoice_id}: {self.from_status} -> {self.to_status}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise NotEditable("A status change is history: it is never changed.")
+        super().save(*args, **kwargs)
 
 
 class Line(models.Model):
@@ -401,20 +547,6 @@ class Line(models.Model):
 
     def __str__(self) -> str:
         return self.description
-
-    # Lines are written only with their invoice, by invoice_create and invoice_update, which lock
-    # the invoice, replace its lines whole and recompute its totals in the same transaction. One
-    # line saved or deleted on its own would leave the totals wrong, so the model refuses it.
-    WRITTEN_WITH_INVOICE = (
-        "Lines are written only with their invoice (invoice_create, invoice_update), which recomputes "
-        "its totals in the same transaction."
-    )
-
-    def save(self, *args, **kwargs) -> None:
-        raise NotEditable(self.WRITTEN_WITH_INVOICE)
-
-    def delete(self, *args, **kwargs):
-        raise NotEditable(self.WRITTEN_WITH_INVOICE)
 
     def compute_amounts(self) -> None:
         """amount = quantity x unit_price, tax = amount x rate / 100, each rounded half-up to cents."""

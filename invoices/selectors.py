@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import connections, router
-from django.db.models import Count, DecimalField, QuerySet, Sum
+from django.db.models import Count, DecimalField, Prefetch, QuerySet, Sum, prefetch_related_objects
 
 from billing.money import ZERO
 from invoices.models import Invoice, InvoiceTotals
@@ -96,3 +96,23 @@ def _summary(groups: Iterable[tuple[str, str, int, Decimal, Decimal]]) -> dict:
         if status == S.OVERDUE:
             money["overdue"] += total - paid
     return {"count": sum(by_status.values()), "by_status": by_status, "totals": list(totals.values())}
+
+
+def with_lines_and_payments(invoice: Invoice) -> Invoice:
+    """`invoice` with its lines and payments loaded, reading only those a write did not already
+    fill in (`invoices.services`): the one read that follows a write, for its response."""
+    cache = getattr(invoice, "_prefetched_objects_cache", {})
+    missing = [name for name in ("lines", "payments") if name not in cache]
+    if missing:
+        prefetch_related_objects([invoice], *(detail_prefetch(name) for name in missing))
+    return invoice
+
+
+def detail_prefetch(name: str) -> Prefetch:
+    """How the detail reads an invoice's lines (by position) or payments (as received).
+
+    The payments are the payments app's rows, reached through the reverse relation: this app sits
+    below payments and does not import it (DESIGN.md, imports go one way)."""
+    related = Invoice._meta.get_field(name).related_model
+    ordering = ("position",) if name == "lines" else ("paid_at", "id")
+    return Prefetch(name, queryset=related.objects.order_by(*ordering))

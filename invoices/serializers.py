@@ -6,18 +6,13 @@ from rest_framework import serializers
 from billing.currencies import CURRENCY_CODES, is_currency
 from billing.serializers import (
     PlainRepresentationMixin,
+    ReferenceField,
     StrictCharField,
     StrictDateField,
     StrictDecimalField,
 )
-from billing.tenancy import OwnedPrimaryKeyRelatedField
-from customers.models import Customer
 from invoices.models import MAX_LINES, NUMBER_VALIDATOR, Invoice, Line
-from payments.serializers import InvoicePaymentSerializer
 
-STATUS_READ_ONLY = (
-    'This invoice is "{current}": a status changes only through actions (send, void, payments).'
-)
 NEW_INVOICE_STATUS = (
     'A new invoice is a "draft": a status changes only through actions (send, void, payments).'
 )
@@ -60,7 +55,7 @@ class InvoiceInputSerializer(serializers.Serializer):
             "draft unnumbered (it is numbered when sent)."
         ),
     )
-    customer = OwnedPrimaryKeyRelatedField(queryset=Customer.objects.all())
+    customer = ReferenceField(help_text="One of your customers.")
     currency = CurrencyField(
         required=False, help_text="An active ISO 4217 code, e.g. USD, EUR, JPY.", min_length=3, max_length=3
     )
@@ -78,23 +73,20 @@ class InvoiceInputSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
+        # Read-only: on an existing invoice the service compares it with the current status (a PUT
+        # of the invoice as read is no change); a new invoice is a draft.
         if "status" in self.initial_data:
-            # Read-only, but sent with its current value (a PUT of the invoice as read) it is no
-            # change; a new invoice is a draft. Any other value is refused, never ignored.
-            current = self.instance.status if self.instance is not None else Invoice.Status.DRAFT
-            if self.initial_data["status"] != current:
-                message = (
-                    STATUS_READ_ONLY.format(current=current)
-                    if self.instance is not None
-                    else NEW_INVOICE_STATUS
-                )
-                raise serializers.ValidationError({"status": [message]})
-        instance = self.instance
-        issue_date = attrs.get("issue_date", instance.issue_date if instance else None)
-        due_date = attrs.get("due_date", instance.due_date if instance else None)
-        if issue_date and due_date and due_date < issue_date:
-            raise serializers.ValidationError({"due_date": ["The due date cannot be before the issue date."]})
+            status = self.initial_data["status"]
+            if not self.for_update:
+                if status != Invoice.Status.DRAFT:
+                    raise serializers.ValidationError({"status": [NEW_INVOICE_STATUS]})
+            else:
+                attrs["status"] = status
         return attrs
+
+    @property
+    def for_update(self) -> bool:
+        return self.context.get("for_update", False)
 
 
 class LineSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
@@ -108,6 +100,7 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     """An invoice as the list shows it: everything but its lines and payments."""
 
     customer_name = serializers.CharField(source="customer.name", read_only=True)
+    currency = CurrencyField(read_only=True)  # the input's enum in the schema
     balance_due = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
     available_actions = serializers.SerializerMethodField()
 
@@ -141,6 +134,22 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
         return invoice.available_actions
 
 
+@extend_schema_field({"$ref": "#/components/schemas/MethodEnum"})
+class _PaymentMethodField(serializers.CharField):
+    """The payment's method, documented as the payments' own enum (this app does not import it)."""
+
+
+class InvoicePaymentSerializer(PlainRepresentationMixin, serializers.Serializer):
+    """A payment as listed inside its invoice (the payments app's rows, read through the relation)."""
+
+    id = serializers.IntegerField(read_only=True)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    method = _PaymentMethodField(read_only=True)
+    reference = serializers.CharField(read_only=True)
+    paid_at = serializers.DateField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
 class InvoiceDetailSerializer(InvoiceSerializer):
     """An invoice with its lines and payments."""
 
@@ -157,7 +166,7 @@ def _money(**kwargs) -> serializers.DecimalField:
 
 
 class CurrencyTotalsSerializer(PlainRepresentationMixin, serializers.Serializer):
-    currency = serializers.CharField()
+    currency = CurrencyField()
     invoiced = _money(help_text="Σ total of sent, overdue and paid invoices.")
     collected = _money(help_text="Σ amount paid.")
     outstanding = _money(help_text="Σ balance due of sent and overdue invoices.")

@@ -1,23 +1,28 @@
-from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from billing.filters import FilterBackend, filters_nothing
+from billing.idempotency import idempotent
 from billing.tenancy import OwnerScopedViewSetMixin
 from invoices import services
 from invoices.filters import InvoiceFilterSet
-from invoices.models import Invoice, Line
-from invoices.selectors import invoice_summary, owner_invoice_count, owner_summary
+from invoices.models import Invoice
+from invoices.selectors import (
+    detail_prefetch,
+    invoice_summary,
+    owner_invoice_count,
+    owner_summary,
+    with_lines_and_payments,
+)
 from invoices.serializers import (
     InvoiceDetailSerializer,
     InvoiceInputSerializer,
     InvoiceSerializer,
     InvoiceSummarySerializer,
 )
-from payments.idempotency import idempotent
-from payments.models import Payment
 
 
 class InvoiceViewSet(
@@ -36,10 +41,7 @@ class InvoiceViewSet(
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action not in ("list", "summary"):
-            queryset = queryset.prefetch_related(
-                Prefetch("lines", queryset=Line.objects.order_by("position")),
-                Prefetch("payments", queryset=Payment.objects.order_by("paid_at", "id")),
-            )
+            queryset = queryset.prefetch_related(detail_prefetch("lines"), detail_prefetch("payments"))
         return queryset
 
     def _unfiltered(self) -> bool:
@@ -56,37 +58,50 @@ class InvoiceViewSet(
     def get_serializer_class(self):
         return InvoiceSerializer if self.action == "list" else InvoiceDetailSerializer
 
-    def _detail(self, invoice_id: int) -> Response:
-        """The invoice as it now is, read back with its lines and payments."""
-        invoice = self.get_queryset().get(pk=invoice_id)
-        return Response(InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data)
+    def _detail(self, invoice: Invoice, *, status_code: int = status.HTTP_200_OK) -> Response:
+        """The invoice a service returned, with what it did not already load read once."""
+        invoice = with_lines_and_payments(invoice)
+        data = InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data
+        return Response(data, status=status_code)
+
+    def _input(self, *, partial: bool = False, for_update: bool = False) -> dict:
+        context = {**self.get_serializer_context(), "for_update": for_update}
+        serializer = InvoiceInputSerializer(data=self.request.data, partial=partial, context=context)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if "customer" in data:
+            data["customer_id"] = data.pop("customer")
+        return data
 
     @extend_schema(request=InvoiceInputSerializer, responses={201: InvoiceDetailSerializer})
-    @idempotent("POST /api/invoices/")
+    @idempotent("invoice_create")
     def create(self, request):
-        serializer = InvoiceInputSerializer(data=request.data, context=self.get_serializer_context())
-        serializer.is_valid(raise_exception=True)
-        invoice = services.invoice_create(owner=request.user, **serializer.validated_data)
-        data = InvoiceDetailSerializer(invoice, context=self.get_serializer_context()).data
-        return Response(data, status=status.HTTP_201_CREATED)
+        data = self._input()
+        data.pop("status", None)
+        invoice = services.invoice_create(owner=request.user, **data)
+        return self._detail(invoice, status_code=status.HTTP_201_CREATED)
 
     @extend_schema(request=InvoiceInputSerializer, responses=InvoiceDetailSerializer)
     def update(self, request, pk=None):
-        return self._update(request, partial=False)
+        return self._update(partial=False)
 
     @extend_schema(request=InvoiceInputSerializer, responses=InvoiceDetailSerializer)
     def partial_update(self, request, pk=None):
-        return self._update(request, partial=True)
+        return self._update(partial=True)
 
-    def _update(self, request, *, partial: bool) -> Response:
-        # Read for the serializer's field checks only; the service decides on its own locked read.
-        invoice = self.get_object()
-        serializer = InvoiceInputSerializer(
-            invoice, data=request.data, partial=partial, context=self.get_serializer_context()
-        )
-        serializer.is_valid(raise_exception=True)
-        services.invoice_update(owner=request.user, invoice_id=invoice.pk, **serializer.validated_data)
-        return self._detail(invoice.pk)
+    def _update(self, *, partial: bool) -> Response:
+        # The service's locked read is the only read before the write (a vanished or another
+        # owner's invoice is its DoesNotExist: 404).
+        invoice_id = self.object_id()
+        try:
+            data = self._input(partial=partial, for_update=True)
+        except ValidationError:
+            # Not the caller's invoice: 404 whatever the body (an extra read on this path only).
+            if not self.get_queryset().filter(pk=invoice_id).exists():
+                raise Invoice.DoesNotExist from None
+            raise
+        invoice = services.invoice_update(owner=self.request.user, invoice_id=invoice_id, **data)
+        return self._detail(invoice)
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
@@ -96,16 +111,16 @@ class InvoiceViewSet(
     @extend_schema(request=None, responses=InvoiceDetailSerializer, summary="Send a draft (draft → sent)")
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
-        invoice = services.invoice_send(owner=request.user, invoice_id=self.object_id())
-        return self._detail(invoice.pk)
+        invoice = services.invoice_send(owner=request.user, invoice_id=self.object_id(), actor=request.user)
+        return self._detail(invoice)
 
     @extend_schema(
         request=None, responses=InvoiceDetailSerializer, summary="Void an unpaid sent or overdue invoice"
     )
     @action(detail=True, methods=["post"])
     def void(self, request, pk=None):
-        invoice = services.invoice_void(owner=request.user, invoice_id=self.object_id())
-        return self._detail(invoice.pk)
+        invoice = services.invoice_void(owner=request.user, invoice_id=self.object_id(), actor=request.user)
+        return self._detail(invoice)
 
     @extend_schema(
         responses=InvoiceSummarySerializer,

@@ -1,23 +1,24 @@
-from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.errors import NotEditable
-from billing.tenancy import OwnedModel
+from billing.exceptions import BusinessRuleViolation, NotEditable
+from billing.models import OwnedModel
 from invoices.models import Invoice
+
+
+class PaymentMethod(models.TextChoices):
+    BANK_TRANSFER = "bank_transfer"
+    CARD = "card"
+    CASH = "cash"
+    CHECK = "check"
+    OTHER = "other"
 
 
 class Payment(OwnedModel):
     """Money received against an invoice. Written once, never changed or deleted."""
 
-    class Method(models.TextChoices):
-        BANK_TRANSFER = "bank_transfer"
-        CARD = "card"
-        CASH = "cash"
-        CHECK = "check"
-        OTHER = "other"
+    Method = PaymentMethod
 
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
@@ -30,7 +31,7 @@ class Payment(OwnedModel):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
             models.CheckConstraint(
-                condition=Q(method__in=["bank_transfer", "card", "cash", "check", "other"]),
+                condition=Q(method__in=PaymentMethod.values),
                 name="payment_method_valid",
             ),
         ]
@@ -43,6 +44,13 @@ class Payment(OwnedModel):
     def __str__(self) -> str:
         return f"{self.amount} on invoice {self.invoice_id}"
 
+    def check_fields(self) -> None:
+        """The rules on the payment's own fields, with an error on the field they concern."""
+        if self.paid_at > timezone.localdate():
+            raise BusinessRuleViolation("A payment cannot be dated in the future.", field="paid_at")
+        if self.method not in PaymentMethod.values:
+            raise BusinessRuleViolation(f'"{self.method}" is not a valid choice.', field="method")
+
     def save(self, *args, **kwargs) -> None:
         if not self._state.adding:
             raise NotEditable("A payment is never changed; record a new one instead.")
@@ -50,30 +58,3 @@ class Payment(OwnedModel):
 
     def delete(self, *args, **kwargs):
         raise NotEditable("A payment is never deleted.")
-
-
-class IdempotencyKey(models.Model):
-    """The outcome of the first completed request made with an `Idempotency-Key`.
-
-    Written in the same transaction as the request's own writes, so a key exists exactly when its
-    request took effect (or was refused with a 4xx); a crash leaves neither behind.
-    """
-
-    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
-    # the lookups by owner, and a redundant index would only slow every write.
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
-    )
-    key = models.CharField(max_length=255)
-    endpoint = models.CharField(max_length=100)
-    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request body.")
-    response_status = models.PositiveSmallIntegerField()
-    response_body = models.JSONField(encoder=DjangoJSONEncoder)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique")]
-        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
-
-    def __str__(self) -> str:
-        return f"{self.key} ({self.endpoint})"

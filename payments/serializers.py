@@ -1,6 +1,5 @@
 from decimal import Decimal
 
-from django.utils import timezone
 from rest_framework import serializers
 
 from billing.serializers import (
@@ -10,6 +9,7 @@ from billing.serializers import (
     StrictDecimalField,
     StrictIntegerField,
 )
+from invoices.models import InvoiceStatus
 from payments.models import Payment
 
 
@@ -25,11 +25,6 @@ class PaymentInputSerializer(serializers.Serializer):
     reference = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     paid_at = StrictDateField(required=False, help_text="The day the money was received; defaults to today.")
 
-    def validate_paid_at(self, value):
-        if value > timezone.localdate():
-            raise serializers.ValidationError("A payment cannot be dated in the future.")
-        return value
-
 
 class PaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     class Meta:
@@ -41,20 +36,13 @@ class PaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
 class PaymentResultSerializer(PaymentSerializer):
     """A payment with the state of its invoice after it."""
 
-    invoice_status = serializers.CharField(source="invoice.status", read_only=True)
+    invoice_status = serializers.ChoiceField(
+        source="invoice.status", choices=InvoiceStatus.choices, read_only=True
+    )  # the invoice's own `status` enum in the schema
     invoice_balance_due = serializers.DecimalField(
         source="invoice.balance_due", max_digits=14, decimal_places=2, read_only=True
     )
 
     class Meta(PaymentSerializer.Meta):
         fields = [*PaymentSerializer.Meta.fields, "invoice_status", "invoice_balance_due"]
-        read_only_fields = fields
-
-
-class InvoicePaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
-    """A payment as listed inside its invoice."""
-
-    class Meta:
-        model = Payment
-        fields = ["id", "amount", "method", "reference", "paid_at", "created_at"]
         read_only_fields = fields

@@ -1,16 +1,20 @@
+"""Writes of payments: one function, one transaction, under the invoice's row lock."""
+
+from __future__ import annotations
+
 import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.utils import timezone
+from django.db import transaction
 
-from billing.errors import BusinessRuleViolation
-from billing.transactions import service_transaction
+from billing.exceptions import BusinessRuleViolation
+from invoices.locks import lock_invoice
 from invoices.models import Invoice
 from payments.models import Payment
 
 
-@service_transaction
+@transaction.atomic
 def payment_record(
     *,
     owner: AbstractBaseUser,
@@ -19,6 +23,7 @@ def payment_record(
     method: str,
     reference: str = "",
     paid_at: datetime.date | None = None,
+    actor: AbstractBaseUser | None = None,
 ) -> Payment:
     """Record a payment against one of the owner's invoices.
 
@@ -29,19 +34,16 @@ def payment_record(
     payment that brings the balance to zero moves the invoice to paid.
     """
     try:
-        invoice = Invoice.objects.select_for_update().get(owner=owner, pk=invoice_id)
+        invoice = lock_invoice(owner_id=owner.pk, invoice_id=invoice_id, with_customer=False)
     except Invoice.DoesNotExist:
         raise BusinessRuleViolation(
             f'Invalid pk "{invoice_id}" - object does not exist.', field="invoice"
         ) from None
-    invoice.apply_payment(amount)
-    payment = Payment.objects.create(
-        owner=owner,
-        invoice=invoice,
-        amount=amount,
-        method=method,
-        reference=reference,
-        paid_at=paid_at or timezone.localdate(),
-    )
+    payment = Payment(owner=owner, invoice=invoice, amount=amount, method=method, reference=reference)
+    if paid_at is not None:
+        payment.paid_at = paid_at
+    payment.check_fields()
+    invoice.apply_payment(amount, actor=actor)
+    payment.save()
     invoice.save(update_fields=["amount_paid", "status", "paid_at", "updated_at"])
     return payment

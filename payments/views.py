@@ -3,9 +3,9 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
 from billing.filters import FilterBackend
+from billing.idempotency import idempotent
 from billing.tenancy import OwnerScopedViewSetMixin
 from payments.filters import PaymentFilterSet
-from payments.idempotency import idempotent
 from payments.models import Payment
 from payments.serializers import PaymentInputSerializer, PaymentResultSerializer
 from payments.services import payment_record
@@ -22,7 +22,7 @@ class PaymentViewSet(
     filterset_class = PaymentFilterSet
 
     @extend_schema(request=PaymentInputSerializer, responses={201: PaymentResultSerializer})
-    @idempotent("POST /api/payments/")
+    @idempotent("payment_record")
     def create(self, request):
         serializer = PaymentInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -34,5 +34,6 @@ class PaymentViewSet(
             method=data["method"],
             reference=data["reference"],
             paid_at=data.get("paid_at"),
+            actor=request.user,
         )
         return Response(PaymentResultSerializer(payment).data, status=status.HTTP_201_CREATED)

@@ -95,7 +95,7 @@ def make_invoice(make_customer):
         customer = customer or make_customer(owner)
         fields.setdefault("due_date", datetime.date(2030, 1, 31))
         lines = [{"description": "Services", "quantity": Decimal("1"), "unit_price": Decimal(amount)}]
-        invoice = invoice_create(owner=owner, customer=customer, lines=lines, **fields)
+        invoice = invoice_create(owner=owner, customer_id=customer.pk, lines=lines, **fields)
         if send:
             invoice = invoice_send(owner=owner, invoice_id=invoice.pk)
         return invoice

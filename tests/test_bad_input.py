@@ -7,7 +7,7 @@ from django.apps import apps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.tenancy import OwnedModel
+from billing.models import OwnedModel
 from customers.models import Customer
 
 pytestmark = pytest.mark.django_db

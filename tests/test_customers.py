@@ -145,7 +145,7 @@ def test_page_past_the_end_is_404(alice_api, alice_customer):
 def test_customer_with_invoices_cannot_be_deleted(alice_api, alice, alice_customer):
     from invoices.services import invoice_create
 
-    invoice_create(owner=alice, customer=alice_customer, due_date=datetime.date(2030, 1, 1))
+    invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=datetime.date(2030, 1, 1))
 
     response = alice_api.delete(f"/api/customers/{alice_customer.id}/")
 

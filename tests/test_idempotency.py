@@ -5,8 +5,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from billing.models import IdempotencyKey
 from invoices.models import Invoice, Line
-from payments.models import IdempotencyKey, Payment
+from payments.models import Payment
 
 pytestmark = pytest.mark.django_db
 

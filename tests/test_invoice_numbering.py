@@ -23,7 +23,7 @@ ONE_LINE = [
 
 
 def draft(owner, customer, **fields):
-    return invoice_create(owner=owner, customer=customer, due_date=DUE, lines=ONE_LINE, **fields)
+    return invoice_create(owner=owner, customer_id=customer.pk, due_date=DUE, lines=ONE_LINE, **fields)
 
 
 @pytest.mark.django_db

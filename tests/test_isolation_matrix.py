@@ -14,7 +14,7 @@ import pytest
 from django.apps import apps
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from billing.tenancy import OwnedModel
+from billing.models import OwnedModel
 from customers.models import Customer
 from invoices.models import Invoice
 from payments.models import Payment

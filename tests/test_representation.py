@@ -28,13 +28,14 @@ from invoices.models import Invoice, Line
 from invoices.selectors import invoice_summary, owner_summary
 from invoices.serializers import (
     InvoiceDetailSerializer,
+    InvoicePaymentSerializer,
     InvoiceSerializer,
     InvoiceSummarySerializer,
     LineSerializer,
 )
 from payments.filters import PaymentFilterSet
 from payments.models import Payment
-from payments.serializers import InvoicePaymentSerializer, PaymentResultSerializer, PaymentSerializer
+from payments.serializers import PaymentResultSerializer, PaymentSerializer
 from payments.services import payment_record
 from tests.invoice_helpers import INVOICES, SUMMARY, invoice_url
 

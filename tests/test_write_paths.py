@@ -172,10 +172,8 @@ def test_lines_and_payments_are_read_only_in_the_admin(alice, make_invoice):
     assert operator.post(change_url(payment), {"amount": "9.00"}).status_code == 403
     assert operator.post(delete_url(payment), {"post": "yes"}).status_code == 403
     assert operator.get(add_url(Payment)).status_code == 403
-    with pytest.raises(NotEditable):
-        Line.objects.get(invoice=invoice).save()
-    with pytest.raises(NotEditable):
-        Line.objects.get(invoice=invoice).delete()
+    # Lines have no admin of their own: the invoice's page shows them, the services write them.
+    assert operator.get(add_url(Line)).status_code == 404
     assert Payment.objects.get(pk=payment.pk).amount == D("1.00")
 
 
@@ -603,8 +601,12 @@ def test_the_kept_totals_hold_sums_beyond_bigint(alice, alice_customer, make_inv
     first = make_invoice(alice, amount="999999999999.99")
     row = InvoiceTotals.objects.filter(owner_id=alice.pk, status="sent", shard=first.pk % 16)
     row.update(total_cents=9_223_372_036_854_775_000)  # next to bigint's maximum
-    # Another invoice of the largest total in the same row (the same shard: id modulo 16).
-    make_invoice(alice, alice_customer, amount="999999999999.99", id=first.pk + 16 * 1000)
+    # Another invoice of the largest total in the same row (the same shard: id modulo 16); drafts
+    # take the ids in between.
+    while make_invoice(alice, alice_customer, send=False).pk % 16 != (first.pk - 1) % 16:
+        pass
+    second = make_invoice(alice, alice_customer, amount="999999999999.99")
+    assert second.pk % 16 == first.pk % 16
 
     kept = row.get().total_cents
     if connection.vendor == "postgresql":

@@ -1,25 +1,46 @@
+"""Writes of accounts: registration and login. Domain errors only (`billing.exceptions`), whatever
+the caller; the API's exception handler turns them into responses."""
+
+from http import HTTPStatus
+
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.signals import user_logged_in
 from django.db import IntegrityError, transaction
 from knox.models import AuthToken
-from rest_framework.exceptions import ValidationError
+
+from billing.exceptions import BillingError, BusinessRuleViolation
 
 User = get_user_model()
 
 INVALID_CREDENTIALS = "Unable to log in with the provided credentials."
 
 
+class RegistrationClosed(BillingError):
+    """REGISTRATION_OPEN=0: this deployment takes no sign-ups."""
+
+    code = "registration_closed"
+    status_code = HTTPStatus.FORBIDDEN
+
+
+class InvalidCredentials(BusinessRuleViolation):
+    code = "invalid_credentials"
+
+
 def user_register(*, username: str, password: str, email: str = "") -> User:
-    """Create a user; a username taken by a concurrent request is a 400 on `username`.
+    """Create a user, if this deployment takes sign-ups (REGISTRATION_OPEN); a username taken by a
+    concurrent request is a 400 on `username`.
 
     `create_user` stores the username in NFKC form (`User.normalize_username`), which is the form
     `user_login` looks it up in: either spelling of a name reaches the same account.
     """
+    if not settings.REGISTRATION_OPEN:
+        raise RegistrationClosed("Registration is closed.")
     try:
         with transaction.atomic():
             return User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError:
-        raise ValidationError({"username": ["A user with that username already exists."]}) from None
+        raise BusinessRuleViolation("A user with that username already exists.", field="username") from None
 
 
 def user_login(*, request, username: str, password: str) -> tuple[AuthToken, str]:
@@ -33,7 +54,7 @@ def user_login(*, request, username: str, password: str) -> tuple[AuthToken, str
     username = User.normalize_username(username)
     user = authenticate(request=request, username=username, password=password)
     if user is None:
-        raise ValidationError({"non_field_errors": [INVALID_CREDENTIALS]}, code="invalid_credentials")
+        raise InvalidCredentials(INVALID_CREDENTIALS, field="non_field_errors")
     instance, token = AuthToken.objects.create(user=user)
     user_logged_in.send(sender=user.__class__, request=request, user=user)
     return instance, token

@@ -1,6 +1,5 @@
 import math
 
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.signals import user_logged_out
 from django.http import JsonResponse
@@ -8,7 +7,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import PermissionDenied, Throttled
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,8 +33,6 @@ class RegisterView(APIView):
         summary="Create an account",
     )
     def post(self, request):
-        if not settings.REGISTRATION_OPEN:
-            raise PermissionDenied("Registration is closed.", code="registration_closed")
         serializer = RegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = user_register(**serializer.validated_data)

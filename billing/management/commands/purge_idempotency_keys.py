@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from payments.models import IdempotencyKey
+from billing.models import IdempotencyKey
 
 
 class Command(BaseCommand):

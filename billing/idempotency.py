@@ -1,10 +1,10 @@
-"""Idempotency keys for creating endpoints (`POST /api/invoices/`, `POST /api/payments/`).
+"""Idempotency keys for the operations that create something (`invoice_create`, `payment_record`).
 
 A request with an `Idempotency-Key` header runs at most once per owner and key:
 
-- the same key, endpoint and body again returns the stored status and body, with no second write
+- the same key, operation and body again returns the stored status and body, with no second write
   (and an `Idempotent-Replayed: true` header);
-- the same key with another body or on another endpoint is 422;
+- the same key with another body or for another operation is 422;
 - while the first request with a key is still running, a duplicate is 409 and may retry;
 - 5xx outcomes are not stored, so the request can be retried with the same key.
 
@@ -12,6 +12,11 @@ The key row is inserted in the same transaction as the request's writes. On Post
 transaction-scoped advisory lock on (owner, key) tells a duplicate, without waiting, that the first
 is still running; on SQLite every write transaction is already serialized (BEGIN IMMEDIATE), so a
 duplicate waits and then finds the stored outcome. The unique (owner, key) constraint is the last line.
+
+The transaction is this module's own: the claim, the view's writes and the stored outcome commit
+together or not at all. The services the view calls open their own `transaction.atomic()` inside
+it, which is a savepoint there; that costs two statements on an idempotent request and keeps every
+service's transaction the plain, documented Django one whoever calls it.
 """
 
 import functools
@@ -22,9 +27,9 @@ from django.db import IntegrityError, connection, transaction
 from rest_framework import status
 from rest_framework.response import Response
 
-from billing.errors import BusinessRuleViolation, IdempotencyKeyReused, RequestInProgress, exception_handler
-from billing.transactions import all_or_nothing
-from payments.models import IdempotencyKey
+from billing.errors import exception_handler
+from billing.exceptions import BusinessRuleViolation, IdempotencyKeyReused, RequestInProgress
+from billing.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -34,8 +39,9 @@ class InvalidIdempotencyKey(BusinessRuleViolation):
     code = "invalid_idempotency_key"
 
 
-def idempotent(endpoint: str):
-    """Decorate a DRF view method that creates something; `endpoint` names it in the stored key."""
+def idempotent(operation: str):
+    """Decorate a DRF view method that creates something; `operation` names what it does (the
+    service it calls, e.g. "payment_record"), and a key is bound to that operation."""
 
     def decorator(view_method):
         @functools.wraps(view_method)
@@ -52,12 +58,12 @@ def idempotent(endpoint: str):
             fingerprint = _fingerprint(request.data)
             context = {"view": view, "request": request}
             try:
-                with all_or_nothing():
-                    stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
+                with transaction.atomic():
+                    stored = _claim(owner=request.user, key=key, operation=operation, fingerprint=fingerprint)
                     if stored is not None:
                         return stored
                     response = view_method(view, request, *args, **kwargs)
-                    _store(request.user, key, endpoint, fingerprint, response)
+                    _store(request.user, key, operation, fingerprint, response)
                     return response
             except (RequestInProgress, IdempotencyKeyReused):
                 raise
@@ -66,7 +72,7 @@ def idempotent(endpoint: str):
                     raise
                 # A duplicate slipped past the lock and committed first: answer with its outcome.
                 with transaction.atomic():
-                    stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
+                    stored = _claim(owner=request.user, key=key, operation=operation, fingerprint=fingerprint)
                 if stored is None:
                     raise exc
                 return stored
@@ -77,10 +83,10 @@ def idempotent(endpoint: str):
                 if response is None or response.status_code >= 500:
                     raise
                 with transaction.atomic():
-                    stored = _claim(owner=request.user, key=key, endpoint=endpoint, fingerprint=fingerprint)
+                    stored = _claim(owner=request.user, key=key, operation=operation, fingerprint=fingerprint)
                     if stored is not None:
                         return stored
-                    _store(request.user, key, endpoint, fingerprint, response)
+                    _store(request.user, key, operation, fingerprint, response)
                 return response
 
         wrapper.idempotent = True
@@ -99,7 +105,7 @@ def _advisory_lock_id(owner_id: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _claim(*, owner, key: str, endpoint: str, fingerprint: str) -> Response | None:
+def _claim(*, owner, key: str, operation: str, fingerprint: str) -> Response | None:
     """Inside a transaction: lock the key, then return the stored outcome, or None to proceed."""
     if connection.vendor == "postgresql":
         locked, stored = _lock_and_read(owner.pk, key)
@@ -109,10 +115,10 @@ def _claim(*, owner, key: str, endpoint: str, fingerprint: str) -> Response | No
         stored = IdempotencyKey.objects.filter(owner=owner, key=key).first()
     if stored is None:
         return None
-    if stored.endpoint != endpoint or stored.fingerprint != fingerprint:
+    if stored.operation != operation or stored.fingerprint != fingerprint:
         raise IdempotencyKeyReused(
             f"This {HEADER} was already used for another request "
-            f"({stored.endpoint}); use a new key for a new request."
+            f"({stored.operation}); use a new key for a new request."
         )
     response = Response(stored.response_body, status=stored.response_status)
     response["Idempotent-Replayed"] = "true"
@@ -130,19 +136,19 @@ def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None
     with connection.cursor() as cursor:
         # The table is the model's own, quoted; every value is a bound parameter.
         sql = (
-            "SELECT lock.acquired, key.endpoint, key.fingerprint, key.response_status, key.response_body "  # noqa: S608
+            "SELECT lock.acquired, key.operation, key.fingerprint, key.response_status, key.response_body "  # noqa: S608
             "FROM (SELECT pg_try_advisory_xact_lock(%s) AS acquired) AS lock "
             f"LEFT JOIN {table} AS key ON key.owner_id = %s AND key.key = %s"
         )
         cursor.execute(sql, [_advisory_lock_id(owner_id, key), owner_id, key])
-        acquired, endpoint, fingerprint, response_status, body = cursor.fetchone()
-    if endpoint is None:
+        acquired, stored_operation, fingerprint, response_status, body = cursor.fetchone()
+    if stored_operation is None:
         return acquired, None
     body_field = IdempotencyKey._meta.get_field("response_body")
     stored = IdempotencyKey(
         owner_id=owner_id,
         key=key,
-        endpoint=endpoint,
+        operation=stored_operation,
         fingerprint=fingerprint,
         response_status=response_status,
         response_body=body_field.from_db_value(body, None, connection),
@@ -150,13 +156,13 @@ def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None
     return acquired, stored
 
 
-def _store(owner, key: str, endpoint: str, fingerprint: str, response: Response) -> None:
+def _store(owner, key: str, operation: str, fingerprint: str, response: Response) -> None:
     if response.status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
         return
     IdempotencyKey.objects.create(
         owner=owner,
         key=key,
-        endpoint=endpoint,
+        operation=operation,
         fingerprint=fingerprint,
         response_status=response.status_code,
         response_body=response.data,

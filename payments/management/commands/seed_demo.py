@@ -63,12 +63,12 @@ class Command(BaseCommand):
             _line("Support hours", "2.5", "80.00", "8.25"),
         ]
 
-        invoice_create(owner=user, customer=acme, due_date=today + datetime.timedelta(days=30), lines=hosting)
-        sent = invoice_create(owner=user, customer=acme, issue_date=ago(10), due_date=ago(-20), lines=hosting)
+        invoice_create(owner=user, customer_id=acme.pk, due_date=today + datetime.timedelta(days=30), lines=hosting)
+        sent = invoice_create(owner=user, customer_id=acme.pk, issue_date=ago(10), due_date=ago(-20), lines=hosting)
         invoice_send(owner=user, invoice_id=sent.pk)
         partly = invoice_create(
             owner=user,
-            customer=globex,
+            customer_id=globex.pk,
             issue_date=ago(20),
             due_date=ago(-10),
             lines=[_line("Audit", "1", "1200.00")],
@@ -77,7 +77,7 @@ class Command(BaseCommand):
         payment_record(owner=user, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer")
         late = invoice_create(
             owner=user,
-            customer=initech,
+            customer_id=initech.pk,
             issue_date=ago(45),
             due_date=ago(15),
             lines=[_line("Licences", "12", "19.99")],
@@ -85,7 +85,7 @@ class Command(BaseCommand):
         invoice_send(owner=user, invoice_id=late.pk)
         paid = invoice_create(
             owner=user,
-            customer=umbrella,
+            customer_id=umbrella.pk,
             currency="EUR",
             issue_date=ago(30),
             due_date=ago(0),
@@ -97,7 +97,7 @@ class Command(BaseCommand):
         )
         cancelled = invoice_create(
             owner=user,
-            customer=globex,
+            customer_id=globex.pk,
             issue_date=ago(5),
             due_date=ago(-25),
             lines=[_line("Duplicate", "1", "10")],

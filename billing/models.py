@@ -1,0 +1,137 @@
+"""The cross-app models: the base of every owned table, and the stored outcomes of idempotent requests.
+
+Model-side only: nothing here imports DRF (the API-side tenancy pieces are in `billing.tenancy`).
+"""
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+from billing.exceptions import NotEditable, StaleWrite
+
+
+class OwnedModel(models.Model):
+    """An owned row, written only from what was read.
+
+    `save()` of a row already in the database writes only the columns that differ from what was
+    read (`_loaded`, recorded by `from_db`), never falls back to an INSERT (a row deleted meanwhile
+    is `DoesNotExist`, which the API answers with 404, instead of coming back to life), and never
+    moves a row to another owner. A model with a `version` column is also compare-and-set: the
+    UPDATE matches only the version that was read and bumps it, so a write based on a stale read
+    (an admin form opened before a payment landed) is refused with `StaleWrite` instead of
+    overwriting what happened since. The services read with `select_for_update()`, so under their
+    lock the version cannot move and their writes always match.
+    """
+
+    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
+    # the lookups by owner, and a redundant index would only slow every write. PROTECT: an owner's
+    # books are never deleted by deleting the user (the admin shows what stands in the way).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding:
+            # A new object is inserted, never matched against an existing row by its pk.
+            kwargs.setdefault("force_insert", True)
+            super().save(*args, **kwargs)
+        else:
+            self._save_existing(*args, **kwargs)
+        self._loaded = {
+            f.attname: self.__dict__[f.attname]
+            for f in self._meta.concrete_fields
+            if f.attname in self.__dict__
+        }
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded = {
+            name: value
+            for name, value in zip(field_names, values, strict=True)
+            if value is not models.DEFERRED
+        }
+        return instance
+
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        loaded = getattr(self, "_loaded", None) or {}
+        fresh = kwargs.get("fields") or (args[1] if len(args) > 1 else None)
+        names = {self._meta.get_field(n).attname for n in fresh} if fresh else None
+        for field in self._meta.concrete_fields:
+            if field.attname in self.__dict__ and (names is None or field.attname in names):
+                loaded[field.attname] = self.__dict__[field.attname]
+        self._loaded = loaded
+
+    def changed_fields(self) -> set[str]:
+        """The attnames whose value differs from what was read (nothing read: nothing known)."""
+        loaded = getattr(self, "_loaded", None) or {}
+        return {name for name, value in loaded.items() if getattr(self, name) != value}
+
+    def _save_existing(self, *args, update_fields=None, **kwargs) -> None:
+        changed = self.changed_fields()
+        if "owner_id" in changed:
+            raise NotEditable(f"A {self._meta.verbose_name} never moves to another owner.")
+        fields = set(update_fields) if update_fields is not None else changed
+        fields -= {"updated_at", "version", self._meta.pk.attname}
+        if not fields:
+            return  # nothing changed: nothing to write
+        fields.add("updated_at")
+        has_version = any(f.name == "version" for f in self._meta.concrete_fields)
+        if has_version:
+            self._expected_version = self._loaded["version"]
+            self.version = self._expected_version + 1
+            fields.add("version")
+        try:
+            super().save(*args, update_fields=sorted(fields), **kwargs)
+        except BaseException:
+            if has_version:
+                self.version = self._expected_version
+            raise
+        finally:
+            self._expected_version = None
+
+    def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        expected = getattr(self, "_expected_version", None)
+        if expected is not None:
+            base_qs = base_qs.filter(version=expected)
+        if super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update):
+            return True
+        name = self._meta.verbose_name
+        if type(self)._base_manager.using(using).filter(pk=pk_val).exists():
+            raise StaleWrite(f"This {name} was changed since it was read; read it again and retry.")
+        raise self.DoesNotExist(f"This {name} no longer exists.")
+
+
+class IdempotencyKey(models.Model):
+    """The outcome of the first completed request made with an `Idempotency-Key`.
+
+    Written in the same transaction as the request's own writes, so a key exists exactly when its
+    request took effect (or was refused with a 4xx); a crash leaves neither behind. `operation` names
+    what the request did (`invoice_create`, `payment_record`): the same key used for another
+    operation is refused, whatever URL it came through.
+    """
+
+    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
+    # the lookups by owner, and a redundant index would only slow every write.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    key = models.CharField(max_length=255)
+    operation = models.CharField(max_length=100)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request body.")
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.operation})"
