@@ -218,11 +218,10 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["billing.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "billing.pagination.PageNumberPagination",
-    "DEFAULT_FILTER_BACKENDS": [
-        "billing.filters.FilterBackend",
-        "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
-    ],
+    # One backend, the strict one: every list declares a filterset_class whose filters refuse what
+    # they do not understand (billing.filters); DRF's SearchFilter and OrderingFilter, which ignore
+    # an unknown ordering, are not used.
+    "DEFAULT_FILTER_BACKENDS": ["billing.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "billing.schema.BillingAutoSchema",
     "EXCEPTION_HANDLER": "billing.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE},

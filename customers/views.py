@@ -2,7 +2,7 @@ from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from billing.tenancy import OwnerScopedViewSetMixin
-from customers.filters import OrderingFilter, SearchFilter
+from customers.filters import CustomerFilterSet
 from customers.models import Customer
 from customers.serializers import CustomerSerializer
 from customers.services import customer_create, customer_delete, customer_update
@@ -13,10 +13,7 @@ class CustomerViewSet(OwnerScopedViewSetMixin, viewsets.ModelViewSet):
 
     queryset = Customer.objects.all()
     serializer_class = CustomerSerializer
-    filter_backends = [SearchFilter, OrderingFilter]
-    search_fields = ["name", "email"]
-    ordering_fields = ["name", "created_at"]
-    ordering = ["name", "id"]
+    filterset_class = CustomerFilterSet
 
     def perform_create(self, serializer):
         serializer.instance = customer_create(owner=self.request.user, **serializer.validated_data)

@@ -4,7 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from billing.filters import FilterBackend, filters_nothing
+from billing.filters import filters_nothing
 from billing.idempotency import idempotent
 from billing.tenancy import OwnerScopedViewSetMixin
 from invoices import services
@@ -35,7 +35,6 @@ class InvoiceViewSet(
 
     queryset = Invoice.objects.select_related("customer")
     serializer_class = InvoiceDetailSerializer
-    filter_backends = [FilterBackend]
     filterset_class = InvoiceFilterSet
 
     def get_queryset(self):
@@ -47,7 +46,7 @@ class InvoiceViewSet(
     def _unfiltered(self) -> bool:
         """No filter applies: the caller's invoices are all of them, whose count and summary the
         database keeps in InvoiceTotals (ordering and paging do not change either)."""
-        return self.filter_backends == [FilterBackend] and filters_nothing(self.request, self.filterset_class)
+        return filters_nothing(self.request, self.filterset_class)
 
     def list(self, request):
         queryset = self.filter_queryset(self.get_queryset())

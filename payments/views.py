@@ -2,7 +2,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
-from billing.filters import FilterBackend
 from billing.idempotency import idempotent
 from billing.tenancy import OwnerScopedViewSetMixin
 from payments.filters import PaymentFilterSet
@@ -18,7 +17,6 @@ class PaymentViewSet(
 
     queryset = Payment.objects.select_related("invoice")
     serializer_class = PaymentResultSerializer
-    filter_backends = [FilterBackend]
     filterset_class = PaymentFilterSet
 
     @extend_schema(request=PaymentInputSerializer, responses={201: PaymentResultSerializer})
