@@ -22,6 +22,8 @@ venv: $(STAMP)
 run: $(STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py migrate --noinput
 	DJANGO_DEBUG=1 $(PY) manage.py seed_demo
+	@echo "API:   http://$(HOST):$(PORT)/api/docs/ (the demo user above: POST /api/login/, then Authorize)"
+	@echo "Admin: http://$(HOST):$(PORT)/admin/ (the demo operator above)"
 	DJANGO_DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
 
 ## make test: install and run the whole suite (SQLite unless DATABASE_URL says otherwise)

@@ -5,8 +5,9 @@ Its saves and deletes call the services (`save_model` / `delete_model` in each a
 row, decide on its current state and write only what changed. When the state moved meanwhile (a
 payment landed, the draft was sent) the service refuses; here that refusal becomes a message on
 the page, with everything of the request rolled back (the admin runs each change in a transaction),
-instead of a 500. The bulk "delete selected" action, which deletes a queryset without the
-services, is not offered.
+instead of a 500. A save that changes nothing writes nothing: no service call, no UPDATE, no
+"No fields changed." entry in the admin's log. The bulk "delete selected" action, which deletes a
+queryset without the services, is not offered.
 """
 
 from django.contrib import admin, messages
@@ -38,13 +39,29 @@ class ServiceWriteAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            self.update_object(obj, {name: form.cleaned_data[name] for name in form.changed_data})
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            if changed:
+                self.update_object(obj, changed)
         else:
             fields = {name: value for name, value in form.cleaned_data.items() if name != "owner"}
             obj.pk = self.create_object(obj.owner, fields).pk
 
     def delete_model(self, request, obj):
         self.delete_object(obj)
+
+    def log_change(self, request, obj, message):
+        if not message:  # neither the form nor an inline changed: nothing was written, log nothing
+            obj._admin_saved_nothing = True
+            return None
+        return super().log_change(request, obj, message)
+
+    def response_change(self, request, obj):
+        if not getattr(obj, "_admin_saved_nothing", False):
+            return super().response_change(request, obj)
+        self.message_user(request, f"Nothing changed: {obj} was not saved.", messages.INFO)
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(request.get_full_path())
+        return self.response_post_save_change(request, obj)
 
     def get_actions(self, request):
         actions = super().get_actions(request)

@@ -149,6 +149,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": str(Path(tempfile.gettempdir()) / f"billing_test_{os.getpid()}.sqlite3")
     }
+    # The summary's covering index (Invoice.Meta.indexes "invoice_owner_summary", include=[...])
+    # is PostgreSQL-only on purpose: SQLite builds it on the key columns alone, which is the
+    # fallback we want, so its warning about the ignored INCLUDE columns says nothing to act on.
+    # Silenced only here: on PostgreSQL every check still reports.
+    SILENCED_SYSTEM_CHECKS = ["models.W040"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

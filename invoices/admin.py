@@ -1,9 +1,12 @@
+from django import forms
 from django.contrib import admin, messages
+from django.db.models import F
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from billing.admin import ServiceWriteAdmin
-from invoices.models import Invoice
+from billing.exceptions import NotEditable
+from invoices.models import Invoice, InvoiceStatusChange
 from invoices.services import (
     MarkOverdueIncomplete,
     invoice_create,
@@ -13,25 +16,96 @@ from invoices.services import (
 )
 
 
+class CurrencyInput(forms.TextInput):
+    """A three-letter text input whose datalist holds the currency codes: the browser offers the
+    codes that match what is typed ("eu" -> EUR), where a select of ~180 codes has to be scrolled."""
+
+    choices = ()  # set by the choice field, as for a Select
+
+    def render(self, name, value, attrs=None, renderer=None):
+        attrs = dict(attrs or {})
+        list_id = f"{attrs.get('id') or name}_codes"
+        attrs.update(list=list_id, size=4, maxlength=3, autocomplete="off")
+        options = format_html_join("", '<option value="{}"></option>', ((code,) for code, _ in self.choices))
+        return format_html(
+            '{}<datalist id="{}">{}</datalist>',
+            super().render(name, value, attrs, renderer),
+            list_id,
+            options,
+        )
+
+
+class CurrencyField(forms.TypedChoiceField):
+    """Still a choice field (a code outside the ISO 4217 list is a field error), typed in any case."""
+
+    def to_python(self, value):
+        return super().to_python(value).strip().upper()
+
+
+class InvoiceStatusChangeInline(admin.TabularInline):
+    """The invoice's history, as `Invoice.save()` and `mark_overdue` recorded it; never a form."""
+
+    model = InvoiceStatusChange
+    verbose_name = "status change"
+    verbose_name_plural = "status history"
+    fields = ["changed_at", "from_status", "to_status", "by"]
+    readonly_fields = fields
+    ordering = ["changed_at", "id"]
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description="by")
+    def by(self, change):
+        return change.actor or "system"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(ServiceWriteAdmin):
     """Operators change what an invoice's state allows (a draft everything but its lines, an issued
     one its notes); `invoice_update` decides on the locked row, so a change the state no longer
-    allows (the draft was sent while the form was open) is refused, never written."""
+    allows (the draft was sent while the form was open) is refused, never written. A paid or void
+    invoice is only shown: its page has no save buttons. The page shows the balance due and the
+    status history (and, from payments.admin, the payments)."""
 
-    list_display = ["__str__", "customer", "owner", "status", "currency", "total", "amount_paid", "due_date"]
+    list_display = [
+        "__str__",
+        "customer",
+        "owner",
+        "status",
+        "issue_date",
+        "due_date",
+        "currency",
+        "total",
+        "amount_paid",
+        "balance_due",
+    ]
     list_filter = ["status", "currency", "issue_date", "due_date"]
     search_fields = ["number", "customer__name", "owner__username"]
     list_select_related = ["customer", "owner"]
     date_hierarchy = "issue_date"
     raw_id_fields = ["owner", "customer"]
     actions = ["mark_overdue_now"]
+    # The payments' inline is added by payments.admin (invoices never import payments).
+    inlines = [InvoiceStatusChangeInline]
     money_and_state = [
         "status",
         "subtotal",
         "tax_total",
         "total",
         "amount_paid",
+        "balance_due",
         "sent_at",
         "paid_at",
         "created_at",
@@ -44,7 +118,37 @@ class InvoiceAdmin(ServiceWriteAdmin):
             return self.money_and_state
         editable = obj.editable_fields() - {"lines"}
         frozen = [f.name for f in Invoice._meta.concrete_fields if f.name not in editable and f.editable]
-        return [*frozen, "lines_table"]
+        at = frozen.index("amount_paid") + 1
+        return [*frozen[:at], "balance_due", *frozen[at:], "lines_table"]
+
+    def get_inline_instances(self, request, obj=None):
+        # A new invoice has no history and no payments (and its add form posts no inline data).
+        return super().get_inline_instances(request, obj) if obj is not None else []
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        if db_field.name == "currency":
+            kwargs.update(
+                choices_form_class=CurrencyField,
+                widget=CurrencyInput,
+                help_text="An ISO 4217 code such as USD, EUR or JPY: type it, or pick it from the list.",
+            )
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
+
+    @admin.display(description="balance due", ordering=F("total") - F("amount_paid"))
+    def balance_due(self, obj):
+        return obj.balance_due
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and not obj.can_edit():
+            # A paid or void invoice is shown, never offered for saving (the page keeps its inlines
+            # and "Close"); a POST to it anyway is refused in save_model.
+            context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change and not obj.can_edit():
+            raise NotEditable(f"A {obj.status} invoice cannot be changed.")
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="lines")
     def lines_table(self, obj):

@@ -1,13 +1,72 @@
+"""Payments are the ledger: operators read them, never write them (`payment_record` is the one writer).
+
+The invoice's page shows its payments too. Invoices never import payments (the apps are layered),
+so the inline is added from here, the app above: the invoice admin is registered again as a
+subclass that carries it.
+"""
+
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from billing.admin import ReadOnlyAdmin
+from invoices.admin import InvoiceAdmin
+from invoices.models import Invoice
 from payments.models import Payment
 
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ["id", "invoice", "owner", "amount", "method", "reference", "paid_at", "created_at"]
+    list_display = [
+        "id",
+        "invoice_link",
+        "owner",
+        "amount",
+        "currency",
+        "method",
+        "reference",
+        "paid_at",
+        "created_at",
+    ]
     list_filter = ["method", "paid_at"]
     search_fields = ["reference", "invoice__number", "owner__username"]
     list_select_related = ["invoice", "owner"]
     date_hierarchy = "paid_at"
+
+    @admin.display(description="invoice", ordering="invoice__number")
+    def invoice_link(self, payment):
+        url = reverse("admin:invoices_invoice_change", args=[payment.invoice_id])
+        return format_html('<a href="{}">{}</a>', url, payment.invoice)
+
+    @admin.display(description="currency", ordering="invoice__currency")
+    def currency(self, payment):
+        return payment.invoice.currency
+
+
+class PaymentInline(admin.TabularInline):
+    """The invoice's payments, oldest first, each linked to its own (read-only) page."""
+
+    model = Payment
+    fields = ["paid_at", "amount", "method", "reference", "created_at"]
+    readonly_fields = fields
+    ordering = ["paid_at", "id"]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class InvoiceWithPaymentsAdmin(InvoiceAdmin):
+    inlines = [PaymentInline, *InvoiceAdmin.inlines]
+
+
+admin.site.unregister(Invoice)
+admin.site.register(Invoice, InvoiceWithPaymentsAdmin)

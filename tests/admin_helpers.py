@@ -3,6 +3,7 @@
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from html.parser import HTMLParser
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -46,6 +47,15 @@ def change_form_data(client: Client, obj, **changes) -> dict:
     assert response.status_code == 200, response.status_code
     form = response.context["adminform"].form
     data = {form.add_prefix(name): _form_value(form[name].value()) for name in form.fields}
+    # A field whose model default is callable (the issue date, the currency) is rendered with a
+    # hidden "initial-" copy, which the browser posts back and the form compares with.
+    data.update(
+        {
+            form.add_initial_prefix(name): _form_value(form[name].initial)
+            for name, field in form.fields.items()
+            if field.show_hidden_initial
+        }
+    )
     for inline in response.context["inline_admin_formsets"]:
         formset = inline.formset
         management = formset.management_form
@@ -54,6 +64,55 @@ def change_form_data(client: Client, obj, **changes) -> dict:
             data.update({item.add_prefix(n): _form_value(item[n].value()) for n in item.fields})
     data.update({name: _form_value(value) for name, value in changes.items()})
     return data
+
+
+class _PostedFields(HTMLParser):
+    """What a browser posts from a page: its named inputs (no buttons, checkboxes only when
+    checked), the selected option of each select, the text of each textarea."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        name = attrs.get("name")
+        if tag == "input" and name and attrs.get("type") not in ("submit", "button"):
+            if attrs.get("type") != "checkbox" or "checked" in attrs:
+                self.fields[name] = attrs.get("value") or ""
+        elif tag == "select" and name:
+            self._select = name
+            self.fields.setdefault(name, "")
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.fields[self._select] = attrs.get("value") or ""
+        elif tag == "textarea" and name:
+            self._textarea = name
+            self.fields[name] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea" and self._textarea:
+            # A browser drops the one newline Django writes after the opening tag.
+            text = self.fields[self._textarea]
+            self.fields[self._textarea] = text.removeprefix("\r\n").removeprefix("\n")
+            self._textarea = None
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.fields[self._textarea] += data
+
+
+def form_as_posted(client: Client, obj, **changes) -> dict:
+    """The change page of `obj` as a browser would post it (read from its HTML), with `changes`."""
+    response = client.get(change_url(obj))
+    assert response.status_code == 200, response.status_code
+    parser = _PostedFields()
+    parser.feed(response.content.decode())
+    parser.fields.pop("csrfmiddlewaretoken", None)  # the test client does not check it
+    return {**parser.fields, **{name: _form_value(value) for name, value in changes.items()}}
 
 
 def messages_of(response) -> list[str]:

@@ -2,6 +2,7 @@ import datetime
 import secrets
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -20,6 +21,12 @@ DEMO_CUSTOMERS = [
 ]
 
 
+# The demo operator, for /admin/: a fixed, printed password, so it is made only for a local demo
+# (DEBUG on) unless --force says otherwise.
+OPERATOR_USERNAME = "admin"
+OPERATOR_PASSWORD = "admin-demo"
+
+
 def _line(description: str, quantity: str, unit_price: str, tax_rate: str = "0") -> dict:
     return {
         "description": description,
@@ -30,11 +37,24 @@ def _line(description: str, quantity: str, unit_price: str, tax_rate: str = "0")
 
 
 class Command(BaseCommand):
-    help = "Create (or reset) the demo user with a fresh password, customers and invoices in every state."
+    help = (
+        "Create (or reset) the demo user with a fresh password, customers and invoices in every state, "
+        f"and the demo operator for /admin/ ('{OPERATOR_USERNAME}', a fixed password: only with "
+        "DJANGO_DEBUG=1 unless --force)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Create the demo operator even with DEBUG off (its password is printed and fixed).",
+        )
 
     def handle(self, *args, **options):
         User = get_user_model()
         password = secrets.token_urlsafe(12)
+        make_operator = settings.DEBUG or options["force"]
+        operator_state = None
         with transaction.atomic():
             user, created = User.objects.get_or_create(
                 username="demo", defaults={"email": "demo@example.com"}
@@ -43,11 +63,47 @@ class Command(BaseCommand):
             user.save()
             if not Customer.objects.filter(owner=user).exists():
                 self._seed(user)
+            if make_operator:
+                operator_state = self._operator(User)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo user {'created' if created else 'ready'}: username 'demo', password '{password}'"
             )
         )
+        if operator_state is not None:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo operator {operator_state}: username '{OPERATOR_USERNAME}', "
+                    f"password '{OPERATOR_PASSWORD}' (/admin/)"
+                )
+            )
+        elif not make_operator:
+            self.stderr.write(
+                self.style.WARNING(
+                    "No demo operator: DEBUG is off, and its password is fixed and printed. "
+                    "Pass --force to make it anyway, or create a real one with createsuperuser."
+                )
+            )
+
+    def _operator(self, User) -> str | None:
+        """The staff superuser of the demo, its password set again on every run (as the demo user's
+        is), so the printed login always works. A non-staff user already named so (a sign-up) is
+        never promoted."""
+        operator, created = User.objects.get_or_create(
+            username=OPERATOR_USERNAME,
+            defaults={"email": "admin@example.com", "is_staff": True, "is_superuser": True},
+        )
+        if not created and not operator.is_staff:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"A user '{OPERATOR_USERNAME}' exists and is not staff: no demo operator was made."
+                )
+            )
+            return None
+        operator.is_superuser = operator.is_active = True
+        operator.set_password(OPERATOR_PASSWORD)
+        operator.save()
+        return "created" if created else "ready"
 
     def _seed(self, user) -> None:
         acme, globex, initech, umbrella = Customer.objects.bulk_create(
@@ -63,8 +119,12 @@ class Command(BaseCommand):
             _line("Support hours", "2.5", "80.00", "8.25"),
         ]
 
-        invoice_create(owner=user, customer_id=acme.pk, due_date=today + datetime.timedelta(days=30), lines=hosting)
-        sent = invoice_create(owner=user, customer_id=acme.pk, issue_date=ago(10), due_date=ago(-20), lines=hosting)
+        invoice_create(
+            owner=user, customer_id=acme.pk, due_date=today + datetime.timedelta(days=30), lines=hosting
+        )
+        sent = invoice_create(
+            owner=user, customer_id=acme.pk, issue_date=ago(10), due_date=ago(-20), lines=hosting
+        )
         invoice_send(owner=user, invoice_id=sent.pk)
         partly = invoice_create(
             owner=user,
