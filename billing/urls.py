@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from billing.views import HealthView
+from billing.views import ApiRootView, HealthView
 from users.views import admin_login
 
 api_patterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     path("", include("users.urls")),
     path("", include("customers.urls")),
     path("", include("invoices.urls")),
@@ -13,10 +15,15 @@ api_patterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="billing/redoc.html"),
+        name="redoc",
+    ),
 ]
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="swagger-ui"), name="root"),
     path("api/", include(api_patterns)),
     # Ahead of the admin's own login URL: the same page, its POSTs throttled like the API's login.
     path("admin/login/", admin_login, name="admin-login"),

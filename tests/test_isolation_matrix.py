@@ -28,6 +28,7 @@ NOT_OWNED = {
     "api/logout/": "revokes only the caller's own token",
     "api/me/": "answers only with the caller",
     "api/health/": "no data",
+    "api/": "the entry points' URLs, no data",
     "api/schema/": "no data",
     "api/docs/": "no data",
     "api/redoc/": "no data",

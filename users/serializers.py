@@ -1,11 +1,31 @@
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.password_validation import MinimumLengthValidator
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
+from billing.schema import END_OF_STRING, bmp_class
 from billing.serializers import StrictCharField, StrictEmailField, StrictModelSerializer
 
 User = get_user_model()
+
+# Django's UnicodeUsernameValidator is `^[\w.@+-]+\Z`, with Python's Unicode-aware `\w`. No pattern
+# means that in ECMA-262 without the `u` flag, the dialect the schema's patterns are read in by
+# JavaScript clients: there `\w` is ASCII, `\p{L}` does not exist, and a character beyond U+FFFF is
+# two surrogates. So the rule is the one a portable pattern can state exactly, and registration
+# checks it with this very pattern, the one the schema publishes: the characters Python's `\w`
+# matches in the Basic Multilingual Plane (letters and digits of every script, and "_"), and ".@+-".
+_WORD_CHARACTERS = bmp_class(r"\w")
+USERNAME_PATTERN = f"^[{_WORD_CHARACTERS}.@+-]+{END_OF_STRING}"
+USERNAME_VALIDATOR = RegexValidator(
+    USERNAME_PATTERN,
+    message=(
+        "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ "
+        "characters (up to U+FFFF)."
+    ),
+    code="invalid",
+)
 
 
 def _password_min_length() -> int | None:
@@ -48,6 +68,11 @@ class RegisterSerializer(StrictModelSerializer):
     def get_fields(self):
         fields = super().get_fields()
         fields["password"] = _password_field()  # the validators in force now (settings may change)
+        username = fields["username"]
+        username.validators = [
+            USERNAME_VALIDATOR if isinstance(validator, UnicodeUsernameValidator) else validator
+            for validator in username.validators
+        ]
         return fields
 
     def validate_username(self, value: str) -> str:
@@ -77,5 +102,7 @@ class LoginSerializer(serializers.Serializer):
 
 
 class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+    token = serializers.CharField(
+        help_text="Send it as `Authorization: Bearer <token>` (or, the same, `Authorization: Token <token>`)."
+    )
     expiry = serializers.DateTimeField(help_text="When the token stops working.")
