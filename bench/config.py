@@ -13,7 +13,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +20,18 @@ import psycopg2
 
 from bench import load
 from bench.seed import Plan
+from tests.live.server import logger
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "billing_bench"  # the only database this harness touches
 DB_URL = f"postgres://{load.PG['user']}@{load.PG['host']}:{load.PG['port']}/{DB_NAME}"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "bench" / "results"  # the Markdown summaries, kept in git
+RAW_RESULTS = RESULTS / "raw"  # the full JSON of each run, git-ignored
 WORK = ROOT / "bench" / ".work"
-# One sync worker a core when no sweep chooses. Measured with --sweep-workers on this 2-core machine
-# (ping, list, payment at 16 connections; the full profile sweeps every run): 2 workers beat 4 and 5
-# on every endpoint, since wrk and PostgreSQL share the same cores and a worker waiting on
-# PostgreSQL leaves its core to them (see bench/README.md).
+# One sync worker a core when no sweep chooses: wrk and PostgreSQL run on the same cores as
+# gunicorn, and a worker waiting on PostgreSQL leaves its core to them, so workers beyond one a core
+# have not paid off in the sweeps (--sweep-workers; the full profile sweeps on every run and its
+# results say which count won).
 DEFAULT_WORKERS_PER_CORE = 1
 
 
@@ -86,8 +87,7 @@ ENDPOINTS = ("ping", "list20", "list100", "detail", "summary", "create", "paymen
 TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 8, "create": 10, "mark_overdue": 1}
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = logger("bench", clock=True)  # "[bench HH:MM:SS] message", as tests/live/server.py prints it
 
 
 # --- environment --------------------------------------------------------------------------------

@@ -1,28 +1,37 @@
 """The load side: gunicorn on 127.0.0.1, wrk with bench/lua/bench.lua, pgbench on captured SQL, py-spy.
 
+gunicorn is started by tests/live/server.py (LiveServer), as the live test scripts start it.
 Every external run is bounded in time (its own -d/-T, plus a subprocess timeout as a backstop).
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from tests.live.server import LiveServer
+
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "lua" / "bench.lua"
-HOST, PORT = "127.0.0.1", 8301
 PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+# gunicorn reads ./gunicorn.conf.py (its hooks: the body deadline); these options override the rest.
+# The worker class is sync, which replaces the file's gevent workers (and so its request slots), as
+# in every run in bench/results/ so far.
+WORKER_CLASS = "sync"
+GUNICORN_OPTIONS = (
+    f"--worker-class={WORKER_CLASS}",
+    "--backlog=2048",
+    "--timeout=60",
+    "--graceful-timeout=5",
+    "--log-level=warning",
+)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -32,80 +41,25 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
-class Gunicorn:
-    """gunicorn as `make serve` runs it (gunicorn.conf.py: gevent workers, request slots) in its own session,
-    stopped by its pid."""
-
-    def __init__(self, *, workers: int, env: dict, log: Path):
-        self.workers, self.env, self.log = workers, env, log
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Gunicorn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        with contextlib.closing(__import__("socket").socket()) as s:
-            if s.connect_ex((HOST, PORT)) == 0:
-                raise RuntimeError(f"{HOST}:{PORT} is already in use; stop whatever listens there first")
-        cmd = [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
-            "billing.wsgi:application",
-            "--bind",
-            f"{HOST}:{PORT}",
-            "--workers",
-            str(self.workers),
-            "--worker-class",
-            "sync",
-            "--backlog",
-            "2048",
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "5",
-            "--log-level",
-            "warning",
-        ]
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log}")
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{PORT}/api/health/", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not answer /api/health/ within 30 s; see {self.log}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the session gunicorn was started in
-            self.proc.wait(timeout=5)
+def gunicorn(*, workers: int, port: int, env: dict, log: Path) -> LiveServer:
+    """gunicorn for a load run, on `billing_bench` as it is (bench/dataset.py seeds it: no database
+    set-up, no migrations here); `with` starts it, waits for /api/health/ and stops it."""
+    return LiveServer(
+        env=env,
+        port=port,
+        workers=workers,
+        options=GUNICORN_OPTIONS,
+        log_path=log,
+        database=None,
+        migrate=False,
+        boot_timeout=30,
+        stop_timeout=15,
+    )
 
 
 def wrk(
     *,
+    base_url: str,
     connections: int,
     duration: float,
     mode: str,
@@ -114,7 +68,8 @@ def wrk(
     pool: Path | None = None,
     body: str = "",
 ) -> dict:
-    """One closed-loop wrk run at a fixed number of connections; requests/s and latency percentiles."""
+    """One closed-loop wrk run against `base_url` at a fixed number of connections; requests/s and
+    latency percentiles."""
     threads = min(2, connections)
     env = os.environ | {
         "BENCH_TOKEN": token,
@@ -137,7 +92,7 @@ def wrk(
         "10s",
         "-s",
         str(LUA),
-        f"http://{HOST}:{PORT}{path}",
+        f"{base_url}{path}",
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60, check=False)
     match = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.MULTILINE)

@@ -1,4 +1,5 @@
-"""Results: bench/results/<date>.json (one key per profile) and the Markdown block in bench/README.md."""
+"""Results: bench/results/raw/<date>.json (one key per profile; git-ignored), the Markdown summary
+bench/results/<date>-<profile>.md and the same block in bench/README.md (both kept in git)."""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def add_derived(result: dict) -> None:
 
 def finish(result: dict, root: Path, *, write_readme: bool = True) -> None:
     add_derived(result)
-    out = root / "bench" / "results" / f"{result['date']}.json"
+    out = root / "bench" / "results" / "raw" / f"{result['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.exists() else {}
     data[result["profile"]] = result
     out.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -138,9 +140,15 @@ def _machine(m: dict) -> str:
         f"{m['nproc']} x {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}; {m['postgresql']} "
         f"(shared_buffers {_pages(pg.get('shared_buffers'))}, synchronous_commit {pg.get('synchronous_commit')}, "
         f"jit {pg.get('jit')}); Python {m['python']}, Django {m['django']}, DRF {m['djangorestframework']}, "
-        f"gunicorn {m['gunicorn']} ({m.get('gunicorn_workers')} workers, gunicorn.conf.py); {m['wrk']}; {m['pgbench']}. "
+        f"gunicorn {m['gunicorn']} ({_workers(m)}, gunicorn.conf.py); {m['wrk']}; {m['pgbench']}. "
         f"Load average {_load(m.get('load_average_at_start'))} at start, "
         f"{_load(m.get('load_average_at_end'))} at the end."
+    )
+
+
+def _workers(m: dict) -> str:
+    return " ".join(
+        str(v) for v in (m.get("gunicorn_workers"), m.get("gunicorn_worker_class"), "workers") if v
     )
 
 

@@ -1,11 +1,13 @@
 """The benchmark: seed `billing_bench`, count queries, load-test gunicorn with wrk beside pgbench on
-the same SQL, profile, check the scale targets, write bench/results/<date>.json and bench/README.md.
+the same SQL, profile, check the scale targets, write bench/results/raw/<date>.json (not in git),
+bench/results/<date>-<profile>.md and the results block of bench/README.md.
 
-    .venv/bin/python bench/run.py --profile quick    # make bench: < 5 minutes
+    .venv/bin/python bench/run.py --profile quick    # make bench: 10 x 5k invoices, short runs
     .venv/bin/python bench/run.py --profile full     # make bench-full: 10 x 100k invoices and 1 x 100k
 
 Options: --reseed (drop and seed even when the data is there), --workers N (skip the choice),
---sweep-workers (measure 2, 4 and 5 workers and take the best; always on in full), --no-profile.
+--sweep-workers (measure 2, 4 and 5 workers and take the best; always on in full), --no-profile,
+--port N (gunicorn's port; default: a free one).
 """
 
 # Here: the load run, the scale checks and main. The rest: config.py (profiles, environment),
@@ -38,6 +40,7 @@ from bench.config import (  # noqa: E402
     DEFAULT_WORKERS_PER_CORE,
     ENDPOINTS,
     PROFILES,
+    RAW_RESULTS,
     RESULTS,
     WORK,
     Profile,
@@ -50,11 +53,16 @@ from bench.config import (  # noqa: E402
 from bench.dataset import _db_exists, _same_plan, ensure_dataset, verify_ledger  # noqa: E402
 from bench.seed import Plan, restore, seeded_plan  # noqa: E402
 from bench.triggers import trigger_cost  # noqa: E402
+from tests.live.server import HOST, free_port  # noqa: E402
 
 # --- the load run -------------------------------------------------------------------------------
 
 
 def wrk_spec(name: str, ctx: dict, workdir: Path) -> dict:
+    return {"base_url": f"http://{HOST}:{ctx['port']}", **_request_spec(name, ctx, workdir)}
+
+
+def _request_spec(name: str, ctx: dict, workdir: Path) -> dict:
     token = ctx["tokens"]["bench_t01"]
     if name == "ping":
         return {"mode": "get", "path": "/bench/ping/", "token": token}
@@ -75,6 +83,12 @@ def wrk_spec(name: str, ctx: dict, workdir: Path) -> dict:
     return {"mode": "payment", "path": "/api/payments/", "token": token, "pool": pool, "body": body}
 
 
+def gunicorn(ctx: dict, workers: int, workdir: Path):
+    return load.gunicorn(
+        workers=workers, port=ctx["port"], env=os.environ | bench_env(), log=workdir / "gunicorn.log"
+    )
+
+
 def sweep_workers(ctx: dict, profile: Profile, workdir: Path, rounds: int = 2) -> dict:
     """Throughput of ping, list20 and payment at 16 connections for 2, 4 and 5 workers, in
     interleaved rounds (2, 4, 5, 2, 4, 5) so that a burst of outside load hits every setting alike;
@@ -84,7 +98,7 @@ def sweep_workers(ctx: dict, profile: Profile, workdir: Path, rounds: int = 2) -
     runs: dict[int, list[dict]] = {w: [] for w in candidates}
     for _ in range(rounds):
         for workers in candidates:
-            with load.Gunicorn(workers=workers, env=os.environ | bench_env(), log=workdir / "gunicorn.log"):
+            with gunicorn(ctx, workers, workdir):
                 load.wrk(connections=16, duration=2, **wrk_spec("ping", ctx, workdir))
                 rps = {
                     name: load.wrk(
@@ -109,7 +123,7 @@ def load_run(
 ) -> dict:
     endpoints: dict[str, dict] = {}
     hotspots: dict[str, dict] = {}
-    with load.Gunicorn(workers=workers, env=os.environ | bench_env(), log=workdir / "gunicorn.log") as server:
+    with gunicorn(ctx, workers, workdir) as server:
         load.wrk(connections=max(profile.levels), duration=2, **wrk_spec("ping", ctx, workdir))
         ping_spec = wrk_spec("ping", ctx, workdir)
         pair = max(2, profile.duration // 2)
@@ -145,7 +159,7 @@ def load_run(
             for name in [n for n in ("list20", "payment") if n in only]:
                 spec = wrk_spec(name, ctx, workdir)
                 hotspots[name] = load.py_spy(
-                    pid=server.pid,
+                    pid=server.master_pid,
                     seconds=profile.profile_seconds,
                     out=workdir / f"py-spy-{name}.txt",
                     load=lambda spec=spec, level=level: load.wrk(
@@ -223,11 +237,12 @@ def scale_checks(ctx: dict, profile: Profile, label: str) -> dict:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def context_for(plan: Plan) -> dict:
+def context_for(plan: Plan, port: int) -> dict:
     from customers.models import Customer
 
     return {
         "plan": plan,
+        "port": port,
         "tokens": tokens(),
         "pools": pools(),
         "customer": Customer.objects.filter(owner__username="bench_t01")
@@ -252,6 +267,7 @@ def main() -> int:
         "--sweep-workers", action="store_true", help="measure 2, 4 and 5 workers and take the best"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--port", type=int, help="gunicorn's port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--no-readme", action="store_true", help="write the JSON only, leave bench/README.md")
     parser.add_argument("--duration", type=int, help="seconds per endpoint and level (overrides the profile)")
     parser.add_argument(
@@ -288,6 +304,8 @@ def main() -> int:
     logging.getLogger("billing.request").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="No directory at")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    RAW_RESULTS.mkdir(parents=True, exist_ok=True)
+    port = args.port or free_port()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.seed_only:
         info = ensure_dataset(profile.plan, reseed=args.reseed)
@@ -307,7 +325,8 @@ def main() -> int:
             "warmup_s": profile.warmup,
             "plan": asdict(profile.plan),
             "compare": asdict(profile.compare) if profile.compare else None,
-            "gunicorn": "gunicorn.conf.py (gevent workers, request slots), 127.0.0.1:8301, DB_CONN_MAX_AGE default (persistent), CONN_HEALTH_CHECKS on",
+            "gunicorn": f"gunicorn.conf.py with {' '.join(load.GUNICORN_OPTIONS)}, {HOST}:{port}, "
+            "DB_CONN_MAX_AGE default (persistent), CONN_HEALTH_CHECKS on",
             "pgbench": "-M simple, one connection per client, same client count as wrk connections",
         },
         "datasets": {},
@@ -325,7 +344,7 @@ def main() -> int:
         for role, plan in plans:
             info = ensure_dataset(plan, reseed=args.reseed)
             result["datasets"][role] = info
-            ctx = context_for(plan)
+            ctx = context_for(plan, port)
             if role == "load":
                 if profile.name == "quick" or not info["reused"]:
                     result["verify_ledger_after_seed"] = verify_ledger(owner_id=1)
@@ -341,6 +360,7 @@ def main() -> int:
                     _restore_now()
                 workers = workers or DEFAULT_WORKERS_PER_CORE * (os.cpu_count() or 1)
                 result["machine"]["gunicorn_workers"] = workers
+                result["machine"]["gunicorn_worker_class"] = load.WORKER_CLASS
                 result.update(load_run(ctx, profile, scripts, workers, workdir, not args.no_profile, only))
                 _restore_now()
                 if {"create", "payment"} <= set(only):

@@ -443,7 +443,7 @@ def restore(conn) -> None:
         "UPDATE invoices_invoice i SET status = s.status FROM bench_seed_status s "
         "WHERE i.id = s.id AND i.status <> s.status"
     )
-    cur.execute("DELETE FROM payments_idempotencykey")
+    cur.execute("DELETE FROM billing_idempotencykey")  # billing.models.IdempotencyKey
     conn.commit()
 
 

@@ -1,14 +1,19 @@
+from decimal import Decimal
+
 import pytest
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from billing.models import OwnedModel
 from customers.models import Customer
+from invoices.models import Invoice
+from tests.factories import PASSWORD as PASSWORD  # re-exported: the tests import it from here
+from tests.factories import CustomerFactory, InvoiceFactory, LineFactory, UserFactory
 
 User = get_user_model()
-
-PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +41,8 @@ def api():
 
 
 def make_user(username: str) -> User:
-    return User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.com")
+    """A user who logs in with PASSWORD, whose email is `username@example.com`."""
+    return UserFactory(username=username)
 
 
 def client_for(user: User) -> APIClient:
@@ -68,10 +74,10 @@ def bob_api(bob):
 
 @pytest.fixture
 def make_customer():
+    """`make_customer(owner, **fields)`: a customer of `owner` (CustomerFactory: "Acme Corp")."""
+
     def make(owner: User, **fields) -> Customer:
-        fields.setdefault("name", "Acme Corp")
-        fields.setdefault("email", "billing@acme.test")
-        return Customer.objects.create(owner=owner, **fields)
+        return CustomerFactory(owner=owner, **fields)
 
     return make
 
@@ -82,23 +88,17 @@ def alice_customer(alice, make_customer):
 
 
 @pytest.fixture
-def make_invoice(make_customer):
-    """An invoice of `owner` with one line of `amount`, sent unless `send=False`."""
-    import datetime
-    from decimal import Decimal
-
-    from invoices.services import invoice_create, invoice_send
+def make_invoice():
+    """An invoice of `owner` with one line of `amount`, sent unless `send=False` (InvoiceFactory:
+    through invoice_create and invoice_send); a new customer of `owner` unless one is given."""
 
     def make(
         owner: User, customer: Customer | None = None, *, amount: str = "100.00", send: bool = True, **fields
-    ):
-        customer = customer or make_customer(owner)
-        fields.setdefault("due_date", datetime.date(2030, 1, 31))
-        lines = [{"description": "Services", "quantity": Decimal("1"), "unit_price": Decimal(amount)}]
-        invoice = invoice_create(owner=owner, customer_id=customer.pk, lines=lines, **fields)
-        if send:
-            invoice = invoice_send(owner=owner, invoice_id=invoice.pk)
-        return invoice
+    ) -> Invoice:
+        lines = [LineFactory(description="Services", quantity=Decimal("1"), unit_price=Decimal(amount))]
+        return InvoiceFactory(
+            owner=owner, customer=customer or CustomerFactory(owner=owner), lines=lines, sent=send, **fields
+        )
 
     return make
 
@@ -106,3 +106,11 @@ def make_invoice(make_customer):
 @pytest.fixture
 def other_customer(alice, make_customer):
     return make_customer(alice, name="Globex", email="ap@globex.test")
+
+
+def row_counts() -> dict[str, int]:
+    """How many rows each owned table (and the lines) holds: to show that a refused write wrote nothing."""
+    models = [m for m in apps.get_models() if issubclass(m, OwnedModel)] + [
+        apps.get_model("invoices", "Line")
+    ]
+    return {m._meta.label: m.objects.count() for m in models}

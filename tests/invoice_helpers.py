@@ -1,8 +1,9 @@
 """Helpers for the invoice tests: build invoices through the API and put them into a state.
 
-Drafts, sending and voiding go through the API; overdue, paid and partly paid invoices are made
-by updating the row directly, as `mark_overdue` and payments would (the payment endpoint has its
-own tests in test_payments.py).
+Drafts, sending and voiding go through the API, with lines from `LinePayloadFactory`; overdue,
+paid and partly paid invoices are made by updating the row directly, as `mark_overdue` and payments
+would (the payment endpoint has its own tests in test_payments.py). Invoices made through the
+services rather than the API: `tests.factories.InvoiceFactory`.
 """
 
 from datetime import timedelta
@@ -14,6 +15,7 @@ from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
 from invoices.models import Invoice, Line
+from tests.factories import LinePayloadFactory
 
 INVOICES = "/api/invoices/"
 SUMMARY = "/api/invoices/summary/"
@@ -44,15 +46,11 @@ def iso(value) -> str:
     return DateTimeField().to_representation(value)
 
 
-def line(description="Consulting", quantity="1.000", unit_price="100.00", tax_rate="0.00") -> dict:
-    return {"description": description, "quantity": quantity, "unit_price": unit_price, "tax_rate": tax_rate}
-
-
 def invoice_payload(customer, lines=None, **fields) -> dict:
     payload = {
         "customer": customer if isinstance(customer, int) else customer.pk,
         "due_date": in_days(30),
-        "lines": [line()] if lines is None else lines,
+        "lines": [LinePayloadFactory()] if lines is None else lines,
     }
     payload.update(fields)
     return payload

@@ -1,15 +1,20 @@
 from datetime import timedelta
 
+import jsonschema_rs
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from tests.conftest import PASSWORD, client_for
+from tests.schema_helpers import assert_matches, openapi, response_schema
 from users.models import ThrottleCounter
 from users.throttling import throttle_key
 
 pytestmark = pytest.mark.django_db
+
+User = get_user_model()
 
 INVALID = {"non_field_errors": ["Unable to log in with the provided credentials."]}
 
@@ -179,3 +184,114 @@ def test_register_is_throttled(api, settings):
     statuses = [api.post("/api/register/", {"username": "", "password": ""}).status_code for _ in range(3)]
 
     assert statuses == [400, 400, 429]
+
+
+# --- what the schema says of register and /me is what the server does ---------------------------------
+
+
+def test_a_user_without_email_matches_the_user_schema(api):
+    # Finding: register (and /me) answered `email: ""`, which the User schema refused.
+    response = api.post("/api/register/", {"username": "sr", "password": "a-long-and-unusual-pass"})
+
+    assert response.status_code == 201
+    assert response.json()["email"] == ""
+    assert_matches(response_schema("/api/register/", "post", 201), response.json())
+    assert_matches(response_schema("/api/me/", "get", 200), response.json())
+
+
+def test_register_password_length_is_in_the_schema(api):
+    password = openapi()["components"]["schemas"]["RegisterRequest"]["properties"]["password"]
+
+    assert password["minLength"] == 8
+    response = api.post("/api/register/", {"username": "newbie", "password": "short"})
+    assert response.status_code == 400
+    assert list(response.json()) == ["password"]
+
+
+def test_a_registered_password_is_kept_as_sent(api):
+    # Register trimmed the password and login does not: " secret… " could never log in.
+    password = "  a-long-and-unusual-pass  "
+
+    assert api.post("/api/register/", {"username": "newbie", "password": password}).status_code == 201
+    assert api.post("/api/login/", {"username": "newbie", "password": password}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("username", "valid"), [("ñÒ", True), ("Zoë.van-Dijk", True), ("٣x", True), ("a b", False)]
+)
+def test_usernames_of_any_script_are_in_the_schema(api, username, valid):
+    # Finding: "ñÒ" was refused by the schema (`\w` is ASCII-only in JSON Schema's ECMA dialect) and
+    # accepted by the server (Django's validator is Unicode-aware). JSON Schema's reading, as
+    # schemathesis and JavaScript clients apply it, needs jsonschema_rs (Python's re has no \p{L}).
+    schema = openapi()["components"]["schemas"]["RegisterRequest"]["properties"]["username"]
+
+    response = api.post("/api/register/", {"username": username, "password": "a-long-and-unusual-pass"})
+
+    assert jsonschema_rs.validator_for(schema).is_valid(username) is valid
+    assert response.status_code == (201 if valid else 400)
+
+
+# --- one username rule for register and login (NFKC, as create_user stores it) ------------------------
+
+
+def fullwidth(text: str) -> str:
+    """ASCII letters as their fullwidth compatibility forms ("a" U+0061 -> U+FF41), which NFKC undoes."""
+    return "".join(chr(ord(char) + 0xFEE0) for char in text)
+
+
+FULLWIDTH_NAME = fullwidth("nfvhahp")
+NEW_USER_PASSWORD = "a-long-and-unusual-pass"
+
+
+def register(api, username: str):
+    return api.post("/api/register/", {"username": username, "password": NEW_USER_PASSWORD})
+
+
+def login(api, username: str):
+    return api.post("/api/login/", {"username": username, "password": NEW_USER_PASSWORD})
+
+
+def test_a_username_registered_in_a_compatibility_form_logs_in_as_sent(api):
+    # The finding: a fullwidth "nfvhahp" registered (stored as "nfvhahp") and could not log in.
+    response = register(api, FULLWIDTH_NAME)
+
+    assert response.status_code == 201
+    assert response.json()["username"] == "nfvhahp"  # as it is stored, and said so
+    assert User.objects.get().username == "nfvhahp"
+    assert login(api, FULLWIDTH_NAME).status_code == 200
+    assert login(api, "nfvhahp").status_code == 200
+
+
+def test_a_plain_username_logs_in_in_its_compatibility_form(api):
+    assert register(api, "Zoe").status_code == 201
+
+    assert login(api, fullwidth("Zoe")).status_code == 200
+    assert login(api, "zoe").status_code == 400  # normalization is not case folding
+
+
+@pytest.mark.parametrize(("first", "second"), [("nfvhahp", FULLWIDTH_NAME), (FULLWIDTH_NAME, "nfvhahp")])
+def test_two_spellings_of_one_username_are_one_account(api, first, second):
+    assert register(api, first).status_code == 201
+
+    response = register(api, second)
+
+    assert response.status_code == 400
+    assert response.json() == {"username": ["A user with that username already exists."]}
+    assert User.objects.count() == 1
+
+
+def test_a_username_too_long_once_normalized_is_a_400(api):
+    # U+FDFA is one letter that NFKC writes as 18: ten of them would not fit the column (150).
+    response = register(api, "\ufdfa" * 10)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "username": ["Ensure this field has no more than 150 characters once normalized (NFKC)."]
+    }
+    assert not User.objects.exists()
+
+
+def test_a_username_is_still_not_trimmed(api):
+    assert register(api, " alice").status_code == 400
+    assert register(api, "alice").status_code == 201
+    assert login(api, " alice").status_code == 400

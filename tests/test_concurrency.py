@@ -17,6 +17,7 @@ from payments.models import Payment
 from payments.services import payment_record
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
+from tests.factories import LinePayloadFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,7 +133,7 @@ def test_concurrent_creates_with_one_idempotency_key_make_one_invoice(alice, ali
     body = {
         "customer": alice_customer.pk,
         "due_date": "2030-01-01",
-        "lines": [{"description": "A", "quantity": "1", "unit_price": "9.99"}],
+        "lines": [LinePayloadFactory(unit_price="9.99")],
     }
 
     responses = run_concurrently(

@@ -1,8 +1,10 @@
 import datetime
 
+import jsonschema
 import pytest
 
 from customers.models import Customer
+from tests.schema_helpers import assert_matches, parameter, request_schema, response_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -155,3 +157,90 @@ def test_customer_with_invoices_cannot_be_deleted(alice_api, alice, alice_custom
         "code": "in_use",
     }
     assert Customer.objects.filter(pk=alice_customer.id).exists()
+
+
+# --- what the schema says of a customer is what the server does ---------------------------------------
+
+
+def test_a_customer_without_email_matches_the_customer_schema(alice_api):
+    # Finding: `email: ""` of a customer failed `format: email` in every customer response.
+    created = alice_api.post("/api/customers/", {"name": "Initech"})
+    listed = alice_api.get("/api/customers/")
+
+    assert created.status_code == 201
+    assert created.json()["email"] == ""
+    assert_matches(response_schema("/api/customers/", "post", 201), created.json())
+    assert_matches(response_schema("/api/customers/", "get", 200), listed.json())
+    assert_matches(response_schema("/api/customers/{id}/", "get", 200), created.json())
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/api/customers/", "tax_id", 0),  # the finding: stored as "0"
+        ("/api/customers/", "name", 12),
+        ("/api/customers/", "email", ["a@b.test"]),
+    ],
+)
+def test_a_string_field_refuses_other_json_types(alice_api, path, field, value):
+    body = {"name": "Acme", field: value}
+
+    response = alice_api.post(path, body)
+
+    assert not request_schema(path, "post").is_valid(body)
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Customer.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("address", "\x18\x00\xb2'"),  # the finding: a NUL, which PostgreSQL cannot store
+        ("name", "nul\x00"),
+        ("name", "   "),  # blank once trimmed
+        ("name", "\x1c"),  # Python's str.strip() trims it too
+    ],
+)
+def test_strings_the_server_refuses_are_outside_the_schema(alice_api, field, value):
+    body = {"name": "Acme", field: value}
+
+    response = alice_api.post("/api/customers/", body)
+
+    assert not request_schema("/api/customers/", "post").is_valid(body)
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_length_counts_the_characters_as_sent(alice_api):
+    # The schema's maxLength counts every character; so does the server (it trims after counting).
+    body = {"name": " " + "x" * 200}
+
+    assert not request_schema("/api/customers/", "post").is_valid(body)
+    assert alice_api.post("/api/customers/", body).status_code == 400
+
+
+def test_customer_search_errors_are_field_errors(alice_api):
+    # Finding: DRF answered a NUL in ?search= with a bare list, not the documented {field: [...]}.
+    nul = alice_api.get("/api/customers/?search=a%00b")
+    long = alice_api.get("/api/customers/?search=" + "x" * 201)
+
+    assert (nul.status_code, long.status_code) == (400, 400)
+    assert list(nul.json()) == ["search"]
+    assert list(long.json()) == ["search"]
+    search = parameter("/api/customers/", "get", "search")["schema"]
+    assert search["maxLength"] == 200
+    assert not jsonschema.Draft7Validator(search).is_valid("a\x00b")
+
+
+@pytest.mark.parametrize(("ordering", "valid"), [("name,-created_at", True), ("id", False), (",", False)])
+def test_customer_ordering_is_checked_as_documented(alice_api, ordering, valid):
+    # One comma-separated value of the documented enum (style form, explode false), as every list's.
+    parameter_ = parameter("/api/customers/", "get", "ordering")
+    schema = jsonschema.Draft7Validator(parameter_["schema"])
+
+    response = alice_api.get("/api/customers/", {"ordering": ordering})
+
+    assert (parameter_["style"], parameter_["explode"]) == ("form", False)
+    assert schema.is_valid(ordering.split(",")) is valid
+    assert response.status_code == (200 if valid else 400)

@@ -1,6 +1,7 @@
 import datetime
 from decimal import Decimal
 
+import jsonschema
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
@@ -8,6 +9,8 @@ from django.utils import timezone
 from billing.models import IdempotencyKey
 from invoices.models import Invoice, Line
 from payments.models import Payment
+from tests.factories import LinePayloadFactory
+from tests.schema_helpers import parameter
 
 pytestmark = pytest.mark.django_db
 
@@ -121,7 +124,7 @@ def test_invoice_create_is_idempotent_with_its_lines(alice_api, alice_customer):
     body = {
         "customer": alice_customer.pk,
         "due_date": "2030-01-01",
-        "lines": [{"description": "A", "quantity": "2", "unit_price": "5.00"}],
+        "lines": [LinePayloadFactory(quantity="2", unit_price="5.00")],
     }
     first = alice_api.post("/api/invoices/", body, HTTP_IDEMPOTENCY_KEY="inv-1")
     replay = alice_api.post("/api/invoices/", body, HTTP_IDEMPOTENCY_KEY="inv-1")
@@ -158,3 +161,17 @@ def test_schema_documents_the_header_and_422(api):
         operation = schema["paths"][path]["post"]
         assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in operation["parameters"])
         assert "422" in operation["responses"]
+
+
+# --- the key's form -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "valid"), [("", False), (" k", False), ("k\x7f", False), ("k k", True)])
+def test_idempotency_key_schema_is_what_the_server_accepts(alice_api, alice_customer, key, valid):
+    schema = jsonschema.Draft7Validator(parameter("/api/invoices/", "post", "Idempotency-Key")["schema"])
+    body = {"customer": alice_customer.pk, "due_date": "2030-01-31"}
+
+    response = alice_api.post("/api/invoices/", body, HTTP_IDEMPOTENCY_KEY=key)
+
+    assert schema.is_valid(key) is valid
+    assert response.status_code == (201 if valid else 400)

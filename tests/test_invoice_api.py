@@ -7,6 +7,7 @@ from unittest.mock import ANY
 import pytest
 
 from invoices.models import Invoice, Line
+from tests.factories import LinePayloadFactory
 from tests.invoice_helpers import (
     INVOICES,
     MISSING,
@@ -16,13 +17,13 @@ from tests.invoice_helpers import (
     invoice_payload,
     invoice_url,
     iso,
-    line,
     line_ids,
     line_rows,
     money,
     send_invoice,
     today,
 )
+from tests.schema_helpers import request_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +151,9 @@ def test_line_money_is_rounded_half_up_to_cents(
     alice_api, alice_customer, quantity, unit_price, tax_rate, amount, tax_amount
 ):
     body = create_invoice(
-        alice_api, alice_customer, [line(quantity=quantity, unit_price=unit_price, tax_rate=tax_rate)]
+        alice_api,
+        alice_customer,
+        [LinePayloadFactory(quantity=quantity, unit_price=unit_price, tax_rate=tax_rate)],
     )
 
     total = str(Decimal(amount) + Decimal(tax_amount))
@@ -172,7 +175,7 @@ def test_line_money_is_rounded_half_up_to_cents(
 def test_totals_are_sums_of_the_rounded_lines(alice_api, alice_customer):
     # Each line's tax is 0.005 -> 0.01; rounding the summed tax (0.015) would give 0.02, not 0.03.
     body = create_invoice(
-        alice_api, alice_customer, [line(quantity="1", unit_price="0.10", tax_rate="5")] * 3
+        alice_api, alice_customer, [LinePayloadFactory(quantity="1", unit_price="0.10", tax_rate="5")] * 3
     )
 
     assert [(x["amount"], x["tax_amount"]) for x in body["lines"]] == [("0.10", "0.01")] * 3
@@ -182,7 +185,7 @@ def test_totals_are_sums_of_the_rounded_lines(alice_api, alice_customer):
 def test_read_only_fields_in_a_create_body_are_ignored(alice_api, alice_customer):
     payload = invoice_payload(
         alice_customer,
-        [{**line(unit_price="10.00"), "amount": "999.00", "tax_amount": "9.00"}],
+        [{**LinePayloadFactory(unit_price="10.00"), "amount": "999.00", "tax_amount": "9.00"}],
         subtotal="1.00",
         tax_total="1.00",
         total="1.00",
@@ -229,10 +232,10 @@ def test_read_only_fields_in_a_create_body_are_ignored(alice_api, alice_customer
         pytest.param({"currency": "JPY"}, id="jpy"),
         pytest.param({"currency": "EUR"}, id="eur"),
         pytest.param({"lines": []}, id="no-lines"),
-        pytest.param({"lines": [line(quantity="0.001")]}, id="smallest-quantity"),
-        pytest.param({"lines": [line(unit_price="0")]}, id="free-line"),
-        pytest.param({"lines": [line(tax_rate="100")]}, id="tax-100"),
-        pytest.param({"lines": [line(tax_rate="0")]}, id="tax-0"),
+        pytest.param({"lines": [LinePayloadFactory(quantity="0.001")]}, id="smallest-quantity"),
+        pytest.param({"lines": [LinePayloadFactory(unit_price="0")]}, id="free-line"),
+        pytest.param({"lines": [LinePayloadFactory(tax_rate="100")]}, id="tax-100"),
+        pytest.param({"lines": [LinePayloadFactory(tax_rate="0")]}, id="tax-0"),
     ],
 )
 def test_create_accepts_boundary_values(alice_api, alice_customer, fields):
@@ -243,12 +246,12 @@ def test_create_accepts_boundary_values(alice_api, alice_customer, fields):
 
 
 def _line_case(field: str, value, line_field: str | None = None, **overrides):
-    bad = {**line(), **overrides}
+    bad = {**LinePayloadFactory(), **overrides}
     if value is MISSING:
         del bad[field]
     else:
         bad[field] = value
-    return {"lines": [line(), bad]}, "lines", line_field or field
+    return {"lines": [LinePayloadFactory(), bad]}, "lines", line_field or field
 
 
 INVALID_CREATES = {
@@ -305,14 +308,22 @@ INVALID_CREATES = {
     "description-nul-byte": _line_case("description", "Nul\x00byte"),
     # Amounts a 14-digit column cannot hold: 400, never a database error.
     "amount-overflow": (
-        {"lines": [line(quantity="999999999.999", unit_price="999999999999.99")]},
+        {"lines": [LinePayloadFactory(quantity="999999999.999", unit_price="999999999999.99")]},
         None,
         None,
     ),
-    "quantity-overflow": ({"lines": [line(quantity="10000000000000", unit_price="1.00")]}, None, None),
-    "unit-price-overflow": ({"lines": [line(unit_price="10000000000000.00")]}, None, None),
-    "subtotal-overflow": ({"lines": [line(unit_price="600000000000.00")] * 2}, None, None),
-    "total-overflow": ({"lines": [line(unit_price="999999999999.99", tax_rate="100")]}, None, None),
+    "quantity-overflow": (
+        {"lines": [LinePayloadFactory(quantity="10000000000000", unit_price="1.00")]},
+        None,
+        None,
+    ),
+    "unit-price-overflow": ({"lines": [LinePayloadFactory(unit_price="10000000000000.00")]}, None, None),
+    "subtotal-overflow": ({"lines": [LinePayloadFactory(unit_price="600000000000.00")] * 2}, None, None),
+    "total-overflow": (
+        {"lines": [LinePayloadFactory(unit_price="999999999999.99", tax_rate="100")]},
+        None,
+        None,
+    ),
 }
 
 
@@ -342,7 +353,7 @@ def test_create_rejects_invalid_input_and_writes_nothing(
 
 
 def test_create_rejects_json_nan_literals(alice_api, alice_customer):
-    raw = json.dumps(invoice_payload(alice_customer, [line(quantity=float("nan"))]))
+    raw = json.dumps(invoice_payload(alice_customer, [LinePayloadFactory(quantity=float("nan"))]))
 
     response = alice_api.post(INVOICES, raw, content_type="application/json")
 
@@ -351,14 +362,16 @@ def test_create_rejects_json_nan_literals(alice_api, alice_customer):
 
 
 def test_create_accepts_500_lines_but_not_501(alice_api, alice_customer):
-    too_many = alice_api.post(INVOICES, invoice_payload(alice_customer, [line(unit_price="1.00")] * 501))
+    too_many = alice_api.post(
+        INVOICES, invoice_payload(alice_customer, [LinePayloadFactory(unit_price="1.00")] * 501)
+    )
 
     assert too_many.status_code == 400
     assert "lines" in too_many.json()
     assert not Invoice.objects.exists()
     assert not Line.objects.exists()
 
-    body = create_invoice(alice_api, alice_customer, [line(unit_price="1.00")] * 500)
+    body = create_invoice(alice_api, alice_customer, [LinePayloadFactory(unit_price="1.00")] * 500)
 
     assert len(body["lines"]) == 500
     assert body["total"] == "500.00"
@@ -377,7 +390,7 @@ def test_create_rejects_another_users_customer(bob_api, alice_customer):
 
 
 # A status sent with the invoice's current one ("draft" for a new invoice) is no change: see
-# tests/test_contract_fixes.py. Any other value is refused.
+# tests/test_invoice_lifecycle.py. Any other value is refused.
 @pytest.mark.parametrize("value", ["sent", "paid", "bogus", None])
 @pytest.mark.parametrize("method", ["post", "put", "patch"])
 def test_a_status_change_in_a_body_is_rejected(alice_api, alice_customer, method, value):
@@ -406,7 +419,9 @@ def test_a_status_change_in_a_body_is_rejected(alice_api, alice_customer, method
 
 
 def test_retrieve_returns_the_detail_as_created(alice_api, alice_customer):
-    created = create_invoice(alice_api, alice_customer, [line(), line(description="Support")])
+    created = create_invoice(
+        alice_api, alice_customer, [LinePayloadFactory(), LinePayloadFactory(description="Support")]
+    )
 
     response = alice_api.get(invoice_url(created["id"]))
 
@@ -415,7 +430,7 @@ def test_retrieve_returns_the_detail_as_created(alice_api, alice_customer):
 
 
 def test_list_items_are_the_detail_without_lines_and_payments(alice_api, alice_customer):
-    created = create_invoice(alice_api, alice_customer, [line(tax_rate="10")], notes="n")
+    created = create_invoice(alice_api, alice_customer, [LinePayloadFactory(tax_rate="10")], notes="n")
 
     response = alice_api.get(INVOICES)
 
@@ -436,7 +451,9 @@ def test_list_is_newest_first(alice_api, alice_customer):
 
 
 def test_put_replaces_a_draft_and_its_lines_whole(alice_api, alice_customer, other_customer):
-    draft = create_invoice(alice_api, alice_customer, [line(), line(description="Support")])
+    draft = create_invoice(
+        alice_api, alice_customer, [LinePayloadFactory(), LinePayloadFactory(description="Support")]
+    )
     old_lines = line_ids(draft["id"])
     payload = {
         "customer": other_customer.pk,
@@ -445,7 +462,7 @@ def test_put_replaces_a_draft_and_its_lines_whole(alice_api, alice_customer, oth
         "issue_date": "2026-10-01",
         "due_date": "2026-10-31",
         "notes": "Net 30",
-        "lines": [line(description="Audit", quantity="2", unit_price="45.00", tax_rate="20")],
+        "lines": [LinePayloadFactory(description="Audit", quantity="2", unit_price="45.00", tax_rate="20")],
     }
 
     response = alice_api.put(invoice_url(draft["id"]), payload)
@@ -493,7 +510,9 @@ def test_put_replaces_a_draft_and_its_lines_whole(alice_api, alice_customer, oth
 
 
 def test_patch_without_lines_keeps_the_lines(alice_api, alice_customer):
-    draft = create_invoice(alice_api, alice_customer, [line(), line(description="Support")])
+    draft = create_invoice(
+        alice_api, alice_customer, [LinePayloadFactory(), LinePayloadFactory(description="Support")]
+    )
     before = line_ids(draft["id"])
 
     response = alice_api.patch(invoice_url(draft["id"]), {"notes": "Please pay by transfer"})
@@ -505,7 +524,7 @@ def test_patch_without_lines_keeps_the_lines(alice_api, alice_customer):
 
 
 def test_patch_with_empty_lines_removes_them_all(alice_api, alice_customer):
-    draft = create_invoice(alice_api, alice_customer, [line(), line()])
+    draft = create_invoice(alice_api, alice_customer, [LinePayloadFactory(), LinePayloadFactory()])
 
     response = alice_api.patch(invoice_url(draft["id"]), {"lines": []})
 
@@ -522,12 +541,17 @@ def test_patch_with_empty_lines_removes_them_all(alice_api, alice_customer):
 
 
 def test_an_invalid_edit_leaves_the_draft_untouched(alice_api, alice_customer):
-    draft = create_invoice(alice_api, alice_customer, [line(), line(description="Support")])
+    draft = create_invoice(
+        alice_api, alice_customer, [LinePayloadFactory(), LinePayloadFactory(description="Support")]
+    )
     before = line_rows(draft["id"])
 
     response = alice_api.patch(
         invoice_url(draft["id"]),
-        {"notes": "changed", "lines": [line(unit_price="5.00"), line(quantity="0")]},
+        {
+            "notes": "changed",
+            "lines": [LinePayloadFactory(unit_price="5.00"), LinePayloadFactory(quantity="0")],
+        },
     )
 
     assert response.status_code == 400
@@ -592,7 +616,7 @@ def test_a_drafts_number_can_be_changed_and_cleared(alice_api, alice_customer, c
 
 
 def test_delete_a_draft_removes_it_and_its_lines(alice_api, alice_customer):
-    draft = create_invoice(alice_api, alice_customer, [line(), line()])
+    draft = create_invoice(alice_api, alice_customer, [LinePayloadFactory(), LinePayloadFactory()])
 
     response = alice_api.delete(invoice_url(draft["id"]))
 
@@ -621,3 +645,66 @@ def test_patch_with_lines_needs_complete_lines(alice_api, alice_customer):
     assert complete.status_code == 200
     assert complete.json()["lines"][0]["tax_rate"] == "0.00"
     assert complete.json()["total"] == "3.00"
+
+
+# --- what the schema says of a new invoice is what the server accepts ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("customer", "CUSTOMER"),  # a numeric string, filled in below: "5" for the id 5
+        ("customer", "FLOAT"),  # 5.5 for the id 5 (was read as the customer 5)
+        ("due_date", "20301231"),  # ISO 8601 "basic" form: not the documented YYYY-MM-DD
+    ],
+)
+def test_invoice_fields_take_only_their_documented_form(alice_api, alice_customer, field, value):
+    value = {"CUSTOMER": str(alice_customer.pk), "FLOAT": alice_customer.pk + 0.5}.get(value, value)
+    body = {"customer": alice_customer.pk, "due_date": "2030-12-31", field: value}
+
+    response = alice_api.post("/api/invoices/", body)
+
+    assert not request_schema("/api/invoices/", "post").is_valid(body)
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_an_integer_may_be_written_with_a_zero_fraction(alice_api, alice_customer):
+    # JSON Schema counts 5.0 as an integer, so the server takes it (and only it) as 5.
+    body = {"customer": float(alice_customer.pk), "due_date": "2030-12-31"}
+
+    assert request_schema("/api/invoices/", "post").is_valid(body)
+    assert alice_api.post("/api/invoices/", body).json()["customer"] == alice_customer.pk
+
+
+@pytest.mark.parametrize(
+    ("line", "valid"),
+    [
+        ({"quantity": "0.001", "unit_price": "0", "tax_rate": "100"}, True),
+        ({"quantity": "1", "unit_price": "0.00", "tax_rate": "100.00"}, True),
+        ({"quantity": "0.000", "unit_price": "1", "tax_rate": "0"}, False),
+        ({"quantity": "1", "unit_price": "1", "tax_rate": "100.01"}, False),
+        ({"quantity": "1", "unit_price": "1", "tax_rate": "101"}, False),
+        ({"quantity": "1", "unit_price": "-0", "tax_rate": "0"}, False),
+        ({"quantity": 1, "unit_price": "1", "tax_rate": "0"}, False),  # a JSON number
+    ],
+)
+def test_line_patterns_are_what_the_server_accepts(alice_api, alice_customer, line, valid):
+    body = {"customer": alice_customer.pk, "due_date": "2030-01-31", "lines": [{"description": "x", **line}]}
+
+    response = alice_api.post("/api/invoices/", body)
+
+    assert request_schema("/api/invoices/", "post").is_valid(body) is valid
+    assert response.status_code == (201 if valid else 400), response.json()
+
+
+def test_currency_is_an_enum_of_the_accepted_codes(alice_api, alice_customer):
+    # Finding: currency "000" was any three characters to the schema.
+    body = {"customer": alice_customer.pk, "due_date": "2030-01-31"}
+    currency = request_schema("/api/invoices/", "post")
+
+    assert currency.is_valid({**body, "currency": "JPY"})
+    assert alice_api.post("/api/invoices/", {**body, "currency": "JPY"}).status_code == 201
+    for code in ("000", "XAU", "usd"):
+        assert not currency.is_valid({**body, "currency": code})
+        assert alice_api.post("/api/invoices/", {**body, "currency": code}).status_code == 400

@@ -1,8 +1,11 @@
 """`InvoiceFilterSet`: every filter, search, ordering, and the values it refuses."""
 
+import jsonschema
 import pytest
 
-from tests.invoice_helpers import INVOICES, create_invoice, ids, invoice_in_state, line, move_to_state
+from tests.factories import LinePayloadFactory
+from tests.invoice_helpers import INVOICES, create_invoice, ids, invoice_in_state, move_to_state
+from tests.schema_helpers import parameter
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +39,9 @@ def book(alice_api, alice, bob_api, bob, make_customer):
         fields = {"currency": currency, "issue_date": issue, "due_date": due}
         if number:
             fields["number"] = number
-        created[status] = create_invoice(alice_api, customer, [line(unit_price=total)], **fields)["id"]
+        created[status] = create_invoice(
+            alice_api, customer, [LinePayloadFactory(unit_price=total)], **fields
+        )["id"]
     for status, *_ in reversed(rows[1:]):
         move_to_state(alice_api, created[status], status)
 
@@ -165,3 +170,96 @@ def test_filtering_by_another_users_customer_is_rejected(alice_api, book):
 
     assert response.status_code == 400
     assert "customer" in response.json()
+
+
+# --- filter values: the documented form, and no server error whatever the value -----------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("total_min=", None),  # the finding: an empty filter value, which the schema refused
+        ("due_date_before=", None),
+        ("customer=", None),
+        ("customer=+CUSTOMER", "customer"),  # int() reads "+5" and " 5": the schema says integer
+        ("customer=%20CUSTOMER", "customer"),
+        ("issue_date_after=2026-1-5", "issue_date"),  # date() reads it: the schema says YYYY-MM-DD
+        ("total_min=%201", "total"),
+        ("total_min=1_000", "total"),
+    ],
+)
+def test_filter_values_have_the_documented_form(alice_api, alice_customer, query, field):
+    query = query.replace("CUSTOMER", str(alice_customer.pk))
+
+    for path in ("/api/invoices/", "/api/invoices/summary/"):
+        response = alice_api.get(f"{path}?{query}")
+
+        if field is None:
+            name = query.split("=")[0]
+            assert response.status_code == 200, response.json()
+            assert parameter(path, "get", name)["allowEmptyValue"] is True
+        else:
+            assert response.status_code == 400
+            assert list(response.json()) == [field]
+
+
+@pytest.mark.parametrize(
+    ("query", "count"),
+    [
+        ("total_min=1e999999999", 0),  # PostgreSQL: "value overflows numeric format", a 500
+        ("total_max=-1e999999999", 0),
+        ("total_max=1e999999999", 1),
+        ("total_min=1e-999999999", 1),  # above zero: the invoice of 100.00
+        ("total_min=0.001&total_max=100.001", 1),
+        ("total_min=100.001", 0),
+    ],
+)
+def test_total_bounds_beyond_any_amount_are_no_server_error(alice_api, alice, make_invoice, query, count):
+    make_invoice(alice)
+
+    listed = alice_api.get(f"/api/invoices/?{query}")
+    summary = alice_api.get(f"/api/invoices/summary/?{query}")
+
+    assert listed.status_code == 200
+    assert listed.json()["count"] == count
+    assert summary.json()["count"] == count
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        (".2080E+468634104797843368460590017", False),  # the finding: a number Python cannot hold
+        ("1e123456789", True),
+        ("-.5E-3", True),
+        ("1e", False),
+        ("1_000", False),
+    ],
+)
+def test_total_bound_notation_is_what_the_server_accepts(alice_api, value, valid):
+    schema = jsonschema.Draft7Validator(parameter("/api/invoices/", "get", "total_max")["schema"])
+
+    response = alice_api.get("/api/invoices/", {"total_max": value})
+
+    assert schema.is_valid(value) is valid
+    assert response.status_code == (200 if valid else 400)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "status=%00",
+        "search=" + "x" * 5000,
+        "search=%00",
+        "total_min=1e999",
+        "total_min=NaN",
+        "customer=99999999999999999999999",
+        "issue_date_after=2020-13-45",
+        "page=1&page_size=100&ordering=-total,number",
+    ],
+)
+def test_hostile_query_strings_never_cause_a_server_error(alice_api, query):
+    response = alice_api.get(f"/api/invoices/?{query}")
+
+    assert response.status_code < 500
+    summary = alice_api.get(f"/api/invoices/summary/?{query}")
+    assert summary.status_code < 500

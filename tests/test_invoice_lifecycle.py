@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from invoices.models import Invoice
+from tests.factories import LinePayloadFactory
 from tests.invoice_helpers import (
     ACTIONS,
     INVOICES,
@@ -19,7 +20,6 @@ from tests.invoice_helpers import (
     invoice_payload,
     invoice_url,
     iso,
-    line,
     line_rows,
     send_invoice,
     set_amount_paid,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_send_issues_the_draft_with_the_next_number(alice_api, alice_customer):
-    draft = create_invoice(alice_api, alice_customer, [line(tax_rate="10")])
+    draft = create_invoice(alice_api, alice_customer, [LinePayloadFactory(tax_rate="10")])
     before = timezone.now()
 
     response = alice_api.post(invoice_url(draft["id"], "send"))
@@ -54,7 +54,10 @@ def test_send_issues_the_draft_with_the_next_number(alice_api, alice_customer):
 
 @pytest.mark.parametrize(
     "lines",
-    [pytest.param([], id="no-lines"), pytest.param([line(unit_price="0.00")] * 2, id="total-zero")],
+    [
+        pytest.param([], id="no-lines"),
+        pytest.param([LinePayloadFactory(unit_price="0.00")] * 2, id="total-zero"),
+    ],
 )
 def test_send_rejects_an_incomplete_draft(alice_api, alice_customer, lines):
     draft = create_invoice(alice_api, alice_customer, lines)
@@ -232,7 +235,7 @@ REFUSED_ISSUED_EDITS = {
     "number": lambda inv, other: {"number": "OTHER-1"},
     "number-cleared": lambda inv, other: {"number": None},
     "number-blank": lambda inv, other: {"number": ""},
-    "lines": lambda inv, other: {"lines": [line(unit_price="1.00")]},
+    "lines": lambda inv, other: {"lines": [LinePayloadFactory(unit_price="1.00")]},
     "no-lines": lambda inv, other: {"lines": []},
 }
 
@@ -351,3 +354,93 @@ def test_invoice_endpoints_need_a_token(api, alice_api, alice_customer, method, 
 
     assert response.status_code == 401
     assert Invoice.objects.get(pk=invoice["id"]).status == "draft"
+
+
+# --- a status sent with the invoice's current one is no change; any other is a 400 --------------------
+
+
+def as_read(invoice: dict, **changes) -> dict:
+    """The invoice's detail as the API returned it, with `changes`: a body to PUT back."""
+    return {**invoice, **changes}
+
+
+def test_a_draft_put_back_as_read_with_new_notes_is_accepted(alice_api, alice_customer):
+    draft = create_invoice(alice_api, alice_customer, notes="first")
+
+    response = alice_api.put(invoice_url(draft["id"]), as_read(draft, notes="second"))
+
+    assert response.status_code == 200, response.json()
+    assert (response.json()["status"], response.json()["notes"]) == ("draft", "second")
+    assert Invoice.objects.get(pk=draft["id"]).notes == "second"
+
+
+@pytest.mark.parametrize("state", ["sent", "overdue"])
+def test_an_issued_invoice_put_back_as_read_with_new_notes_is_accepted(alice_api, alice_customer, state):
+    # The finding: the PUT the README promises ("a PUT of the invoice as read with new notes works")
+    # was a 400, because the body carries `status`.
+    invoice = invoice_in_state(alice_api, alice_customer, state)
+
+    response = alice_api.put(invoice_url(invoice["id"]), as_read(invoice, notes="Paid by transfer?"))
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == state
+    stored = Invoice.objects.get(pk=invoice["id"])
+    assert (stored.status, stored.notes) == (state, "Paid by transfer?")
+
+
+@pytest.mark.parametrize("state", ["paid", "void"])
+def test_a_closed_invoice_put_back_as_read_is_409_not_400(alice_api, alice_customer, state):
+    invoice = invoice_in_state(alice_api, alice_customer, state)
+
+    response = alice_api.put(invoice_url(invoice["id"]), as_read(invoice, notes="late"))
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_editable"
+
+
+@pytest.mark.parametrize(("state", "other"), [("draft", "sent"), ("sent", "paid"), ("overdue", "sent")])
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_a_different_status_is_still_a_400_on_status(alice_api, alice_customer, state, other, method):
+    invoice = invoice_in_state(alice_api, alice_customer, state)
+    body = as_read(invoice, notes="x", status=other) if method == "put" else {"notes": "x", "status": other}
+
+    response = getattr(alice_api, method)(invoice_url(invoice["id"]), body)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": [
+            f'This invoice is "{state}": a status changes only through actions (send, void, payments).'
+        ]
+    }
+    stored = Invoice.objects.get(pk=invoice["id"])
+    assert (stored.status, stored.notes) == (state, "")
+
+
+def test_a_patch_with_the_current_status_only_changes_nothing(alice_api, alice_customer):
+    invoice = invoice_in_state(alice_api, alice_customer, "sent")
+
+    response = alice_api.patch(invoice_url(invoice["id"]), {"status": "sent"})
+
+    assert response.status_code == 200
+    assert response.json() == invoice
+
+
+def test_a_new_invoice_may_say_it_is_a_draft(alice_api, alice_customer):
+    response = alice_api.post(INVOICES, invoice_payload(alice_customer, status="draft"))
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "draft"
+    assert Invoice.objects.get().status == "draft"
+
+
+@pytest.mark.parametrize("status", ["sent", "paid", "void", "overdue", "bogus", None, "", ["draft"]])
+def test_a_new_invoice_with_any_other_status_is_a_400(alice_api, alice_customer, status):
+    response = alice_api.post(INVOICES, invoice_payload(alice_customer, status=status))
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": [
+            'A new invoice is a "draft": a status changes only through actions (send, void, payments).'
+        ]
+    }
+    assert not Invoice.objects.exists()

@@ -16,20 +16,12 @@ from customers.models import Customer
 from invoices.models import AmountTooLarge, Invoice, InvoiceIncomplete, InvoiceStatusChange, Line
 from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
 from payments.ledger import ledger_mismatches
+from tests.factories import InvoiceFactory, LineFactory
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
 DUE = datetime.date(2030, 1, 31)
-
-
-def line(quantity, unit_price, tax_rate="0", description="Item"):
-    return {
-        "description": description,
-        "quantity": D(quantity),
-        "unit_price": D(unit_price),
-        "tax_rate": D(tax_rate),
-    }
 
 
 @pytest.mark.parametrize(
@@ -58,7 +50,11 @@ def test_totals_are_sums_of_rounded_lines(alice, alice_customer):
         owner=alice,
         customer_id=alice_customer.pk,
         due_date=DUE,
-        lines=[line("3", "19.99", "8.25"), line("1.5", "33.33"), line("1", "0.10", "5")],
+        lines=[
+            LineFactory(quantity=D("3"), unit_price=D("19.99"), tax_rate=D("8.25")),
+            LineFactory(quantity=D("1.5"), unit_price=D("33.33")),
+            LineFactory(unit_price=D("0.10"), tax_rate=D("5")),
+        ],
     )
 
     invoice.refresh_from_db()
@@ -73,7 +69,7 @@ def test_a_total_beyond_the_column_is_refused_before_anything_is_written(alice, 
             owner=alice,
             customer_id=alice_customer.pk,
             due_date=DUE,
-            lines=[line("999999999.999", "999999999999.99")],
+            lines=[LineFactory(quantity=D("999999999.999"), unit_price=D("999999999999.99"))],
         )
     assert not Invoice.objects.exists()
     assert not Line.objects.exists()
@@ -81,10 +77,9 @@ def test_a_total_beyond_the_column_is_refused_before_anything_is_written(alice, 
 
 @pytest.fixture
 def sent_invoice(alice, alice_customer):
-    invoice = invoice_create(
-        owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[line("1", "100.00")]
+    return InvoiceFactory(
+        owner=alice, customer=alice_customer, lines=[LineFactory(unit_price=D("100.00"))], sent=True
     )
-    return invoice_send(owner=alice, invoice_id=invoice.pk)
 
 
 def _paid(invoice: Invoice) -> Invoice:
@@ -149,7 +144,9 @@ def test_a_line_changed_behind_the_services_back_is_reported_by_the_ledger_check
 
 def test_send_needs_a_positive_total(alice, alice_customer):
     empty = invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE)
-    free = invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[line("1", "0.00")])
+    free = invoice_create(
+        owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[LineFactory(unit_price=D("0.00"))]
+    )
 
     for invoice in (empty, free):
         with pytest.raises(InvoiceIncomplete):
@@ -231,14 +228,15 @@ def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_query(
     past = datetime.date(2020, 1, 1)
 
     def make(owner, customer, status, due_date):
-        invoice = invoice_create(
-            owner=owner, customer_id=customer.pk, issue_date=past, due_date=due_date, lines=[line("1", "10")]
-        )
-        if status != "draft":
-            invoice_send(owner=owner, invoice_id=invoice.pk)
-        if status == "paid":
-            _paid(Invoice.objects.get(pk=invoice.pk))
-        return invoice.pk
+        return InvoiceFactory(
+            owner=owner,
+            customer=customer,
+            issue_date=past,
+            due_date=due_date,
+            lines=[LineFactory(unit_price=D("10"))],
+            sent=status != "draft",
+            paid="10" if status == "paid" else None,
+        ).pk
 
     bob_customer = make_customer(bob)
     should_move = {make(alice, alice_customer, "sent", yesterday), make(bob, bob_customer, "sent", past)}
@@ -286,7 +284,7 @@ def test_mark_overdue_uses_the_configured_time_zone(alice, alice_customer, setti
         customer_id=alice_customer.pk,
         issue_date=local_today - datetime.timedelta(days=5),
         due_date=local_today - datetime.timedelta(days=1),
-        lines=[line("1", "10")],
+        lines=[LineFactory(unit_price=D("10"))],
     )
     invoice_send(owner=alice, invoice_id=invoice.pk)
 
@@ -311,7 +309,7 @@ def test_mark_overdue_command_prints_the_count(alice, sent_invoice, capsys):
 )
 def test_save_refuses_a_status_change_off_the_lifecycle_graph(alice, alice_customer, start, target):
     invoice = invoice_create(
-        owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[line("1", "10")]
+        owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[LineFactory(unit_price=D("10"))]
     )
     if start != "draft":
         invoice_send(owner=alice, invoice_id=invoice.pk)

@@ -1,29 +1,30 @@
-"""Numbers are given at issue time from a per-owner counter: gapless, unique, also under races."""
+"""Invoice numbers: one a client gives is kept exactly as given (or refused, if it would not print as
+itself); otherwise one is given at issue time from a per-owner counter: gapless, unique, also under
+races."""
 
-import datetime
 from decimal import Decimal
 
+import jsonschema_rs
 import pytest
 
 from billing.errors import BusinessRuleViolation
 from invoices.models import Invoice
-from invoices.services import invoice_create, invoice_delete, invoice_send, invoice_update
+from invoices.services import invoice_delete, invoice_send, invoice_update
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
-
-DUE = datetime.date(2030, 1, 31)
-ONE_LINE = [
-    {
-        "description": "Work",
-        "quantity": Decimal("1"),
-        "unit_price": Decimal("10.00"),
-        "tax_rate": Decimal("0"),
-    }
-]
+from tests.factories import InvoiceFactory, LineFactory
+from tests.invoice_helpers import INVOICES, create_invoice, invoice_payload, invoice_url
+from tests.schema_helpers import openapi
 
 
 def draft(owner, customer, **fields):
-    return invoice_create(owner=owner, customer_id=customer.pk, due_date=DUE, lines=ONE_LINE, **fields)
+    """A draft of one line of 10.00 (InvoiceFactory: through invoice_create)."""
+    return InvoiceFactory(
+        owner=owner,
+        customer=customer,
+        lines=[LineFactory(description="Work", unit_price=Decimal("10.00"))],
+        **fields,
+    )
 
 
 @pytest.mark.django_db
@@ -111,3 +112,77 @@ def test_racing_creates_with_one_number_write_one_invoice(alice, alice_customer)
         if r.status_code == 400
     )
     assert Invoice.objects.filter(owner=alice, number="RACE-1").count() == 1
+
+
+# --- a number given by the client is kept exactly as given --------------------------------------------
+
+
+NUMBER_REFUSED = (
+    "An invoice number is kept as given: printable characters, with spaces only between them "
+    "(no space at either end, no control or invisible character)."
+)
+
+
+def number_schema() -> dict:
+    schema = openapi()["components"]["schemas"]["InvoiceInputRequest"]["properties"]["number"]
+    return {key: value for key, value in schema.items() if key in ("type", "pattern", "maxLength")}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("number", ["ACME/2026/7", "INV 2026 7", "Rechnung Nr. 12", "№ 5", "請求書-1", "x"])
+def test_a_number_is_kept_exactly_as_given(alice_api, alice_customer, number):
+    created = create_invoice(alice_api, alice_customer, number=number)
+
+    assert created["number"] == number
+    assert Invoice.objects.get().number == number
+    assert jsonschema_rs.validator_for(number_schema()).is_valid(number)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "number",
+    [
+        " INV-1",  # the finding: trimmed to "INV-1", where the README says "kept as given"
+        "INV-1 ",
+        "   ",  # was trimmed to "", which cleared the number
+        "INV-1\n",
+        "INV\t1",
+        "INV\x7f1",
+        "INV\x851",  # C1 control
+        "INV\u00a01",  # a no-break space prints like a space but is another number
+        "INV\u200b1",  # zero-width space
+        "INV-\u202e1",  # right-to-left override: reorders what is printed
+        "\ufeffINV-1",
+        "INV\u20281",  # line separator
+    ],
+)
+def test_a_number_that_would_not_print_as_itself_is_a_400(alice_api, alice_customer, number):
+    response = alice_api.post(INVOICES, invoice_payload(alice_customer, number=number))
+
+    assert response.status_code == 400
+    assert response.json() == {"number": [NUMBER_REFUSED]}
+    assert not Invoice.objects.exists()
+    assert not jsonschema_rs.validator_for(number_schema()).is_valid(number)  # the schema says so
+
+
+@pytest.mark.django_db
+def test_a_draft_number_edit_is_not_trimmed_either(alice_api, alice_customer):
+    draft = create_invoice(alice_api, alice_customer, number="Q-1")
+
+    refused = alice_api.patch(invoice_url(draft["id"]), {"number": "Q-2 "})
+    cleared = alice_api.patch(invoice_url(draft["id"]), {"number": ""})
+
+    assert refused.status_code == 400
+    assert list(refused.json()) == ["number"]
+    assert cleared.status_code == 200
+    assert cleared.json()["number"] is None
+
+
+@pytest.mark.django_db
+def test_a_number_with_inner_spaces_is_unique_as_given(alice_api, alice_customer):
+    create_invoice(alice_api, alice_customer, number="INV 1")
+
+    response = alice_api.post(INVOICES, invoice_payload(alice_customer, number="INV 1"))
+
+    assert response.status_code == 400
+    assert response.json() == {"number": ["An invoice with this number already exists."]}

@@ -2,14 +2,15 @@
 
 import pytest
 
+from tests.factories import LinePayloadFactory
 from tests.invoice_helpers import (
     SUMMARY,
     create_invoice,
     invoice_in_state,
-    line,
     move_to_state,
     set_amount_paid,
 )
+from tests.schema_helpers import openapi
 
 pytestmark = pytest.mark.django_db
 
@@ -49,16 +50,16 @@ def book(alice_api, alice, bob_api, bob, make_customer):
     acme = make_customer(alice, name="Acme Corp")
     globex = make_customer(alice, name="Globex")
     rows = [
-        ("USD", acme, "draft", [line(unit_price="500.00")], None),
-        ("USD", acme, "sent", [line(unit_price="100.00")], "40.00"),
-        ("USD", globex, "sent", [line(quantity="2", unit_price="100.00", tax_rate="25")], None),
-        ("USD", globex, "overdue", [line(unit_price="80.00")], "30.00"),
-        ("USD", acme, "overdue", [line(unit_price="20.00")], None),
-        ("USD", globex, "paid", [line(unit_price="150.00")], None),
-        ("USD", acme, "void", [line(unit_price="70.00")], None),
-        ("EUR", acme, "sent", [line(unit_price="1000.00")], "999.99"),
-        ("EUR", globex, "paid", [line(unit_price="45.50")], None),
-        ("EUR", globex, "overdue", [line(unit_price="10.00", tax_rate="23.40")], None),
+        ("USD", acme, "draft", [LinePayloadFactory(unit_price="500.00")], None),
+        ("USD", acme, "sent", [LinePayloadFactory(unit_price="100.00")], "40.00"),
+        ("USD", globex, "sent", [LinePayloadFactory(quantity="2", unit_price="100.00", tax_rate="25")], None),
+        ("USD", globex, "overdue", [LinePayloadFactory(unit_price="80.00")], "30.00"),
+        ("USD", acme, "overdue", [LinePayloadFactory(unit_price="20.00")], None),
+        ("USD", globex, "paid", [LinePayloadFactory(unit_price="150.00")], None),
+        ("USD", acme, "void", [LinePayloadFactory(unit_price="70.00")], None),
+        ("EUR", acme, "sent", [LinePayloadFactory(unit_price="1000.00")], "999.99"),
+        ("EUR", globex, "paid", [LinePayloadFactory(unit_price="45.50")], None),
+        ("EUR", globex, "overdue", [LinePayloadFactory(unit_price="10.00", tax_rate="23.40")], None),
     ]
     for currency, customer, state, lines, amount_paid in rows:
         invoice_id = create_invoice(alice_api, customer, lines, currency=currency)["id"]
@@ -67,7 +68,7 @@ def book(alice_api, alice, bob_api, bob, make_customer):
             set_amount_paid(invoice_id, amount_paid)
 
     bobs_customer = make_customer(bob, name="Acme Corp")
-    invoice_in_state(bob_api, bobs_customer, "sent", [line(unit_price="99.00")], currency="EUR")
+    invoice_in_state(bob_api, bobs_customer, "sent", [LinePayloadFactory(unit_price="99.00")], currency="EUR")
     return {"acme": acme, "globex": globex, "bobs_customer": bobs_customer}
 
 
@@ -211,3 +212,17 @@ def test_summary_rejects_another_users_customer(alice_api, book):
 
     assert response.status_code == 400
     assert "customer" in response.json()
+
+
+# --- the schema ---------------------------------------------------------------------------------------
+
+
+def test_the_summary_documents_the_list_filters_and_their_400(alice_api):
+    # The summary takes the list's filters but documented neither them nor the 400 they give.
+    operation = openapi()["paths"]["/api/invoices/summary/"]["get"]
+
+    assert {"status", "customer", "total_min", "issue_date_after"} <= {
+        p["name"] for p in operation["parameters"]
+    }
+    assert "400" in operation["responses"]
+    assert alice_api.get("/api/invoices/summary/?status=nope").status_code == 400

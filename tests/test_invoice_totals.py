@@ -21,7 +21,8 @@ from payments.ledger import ledger_mismatches, totals_mismatches
 from payments.services import payment_record
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
-from tests.invoice_helpers import INVOICES, SUMMARY, create_invoice, invoice_url, line, send_invoice
+from tests.factories import LinePayloadFactory
+from tests.invoice_helpers import INVOICES, SUMMARY, create_invoice, invoice_url, send_invoice
 
 ALL_STATUSES = "&".join(f"status={status}" for status in Invoice.Status.values)
 PAST = {"issue_date": "2026-01-01", "due_date": "2026-01-31"}
@@ -51,25 +52,29 @@ def pay(api, invoice_id: int, amount: str) -> None:
 def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
     assert assert_both_paths_agree(alice_api)["totals"] == []
 
-    draft = create_invoice(alice_api, alice_customer, [line(unit_price="100.00", tax_rate="20.00")])
+    draft = create_invoice(
+        alice_api, alice_customer, [LinePayloadFactory(unit_price="100.00", tax_rate="20.00")]
+    )
     assert_both_paths_agree(alice_api)
     # The draft's lines, then its currency, change: its totals move from one row to another.
     response = alice_api.patch(
-        invoice_url(draft["id"]), {"lines": [line(quantity="3.000", unit_price="33.33")]}, format="json"
+        invoice_url(draft["id"]),
+        {"lines": [LinePayloadFactory(quantity="3.000", unit_price="33.33")]},
+        format="json",
     )
     assert response.status_code == 200, response.content
     assert_both_paths_agree(alice_api)
     assert alice_api.patch(invoice_url(draft["id"]), {"currency": "EUR"}, format="json").status_code == 200
     assert_both_paths_agree(alice_api)
 
-    paid = create_invoice(alice_api, alice_customer, [line(unit_price="250.00")])
+    paid = create_invoice(alice_api, alice_customer, [LinePayloadFactory(unit_price="250.00")])
     send_invoice(alice_api, paid["id"])
     pay(alice_api, paid["id"], "10.01")
     assert_both_paths_agree(alice_api)
     pay(alice_api, paid["id"], "239.99")
     assert_both_paths_agree(alice_api)
 
-    late = create_invoice(alice_api, alice_customer, [line(unit_price="80.00")], **PAST)
+    late = create_invoice(alice_api, alice_customer, [LinePayloadFactory(unit_price="80.00")], **PAST)
     send_invoice(alice_api, late["id"])
     assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 1
     assert_both_paths_agree(alice_api)
@@ -78,7 +83,7 @@ def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
     assert alice_api.post(invoice_url(late["id"], "void")).status_code == 200
     assert_both_paths_agree(alice_api)
 
-    gone = create_invoice(alice_api, alice_customer, [line(unit_price="5.00")])
+    gone = create_invoice(alice_api, alice_customer, [LinePayloadFactory(unit_price="5.00")])
     assert_both_paths_agree(alice_api)
     assert alice_api.delete(invoice_url(gone["id"])).status_code == 204
 
@@ -297,7 +302,7 @@ def test_concurrent_payments_creates_and_mark_overdue_keep_the_totals_exact(
                 return "paid"
             if i == payers:
                 return invoice_mark_overdue(today=datetime.date(2026, 6, 1))
-            created = create_invoice(clients[i], alice_customer, [line(unit_price="1.00")])
+            created = create_invoice(clients[i], alice_customer, [LinePayloadFactory(unit_price="1.00")])
             return send_invoice(clients[i], created["id"])["status"]
 
         results = run_concurrently(work, payers + 2)

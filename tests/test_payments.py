@@ -9,6 +9,7 @@ from django.utils import timezone
 from billing.errors import NotEditable
 from invoices.models import Invoice
 from payments.models import Payment
+from tests.schema_helpers import parameter, request_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -259,3 +260,50 @@ def test_verify_ledger_passes_on_consistent_books_and_reports_tampering(alice, a
     assert capsys.readouterr().out.strip() == (
         f"invoice {invoice.pk} ({invoice.number}): amount_paid is 30.00, its payments sum to 25.00"
     )
+
+
+# --- what the schema says of payments is what the server does -----------------------------------------
+
+
+@pytest.fixture
+def big_invoice(alice, alice_customer, make_invoice):
+    return make_invoice(alice, alice_customer, amount="100000.00")
+
+
+@pytest.mark.parametrize(
+    ("amount", "valid"),
+    [
+        ("", False),  # the finding: the schema's pattern allowed "" (and "-", ".")
+        ("-", False),
+        (".", False),
+        ("0", False),
+        ("0.00", False),
+        ("-0.01", False),
+        ("-0", False),
+        ("1.005", False),
+        ("1e2", False),
+        (" 5", False),
+        ("+5", False),
+        (".5", False),
+        ("1234567890123", False),
+        ("0.01", True),
+        ("7", True),
+        ("007.5", True),
+        ("99999.99", True),
+    ],
+)
+def test_amount_pattern_is_what_the_server_accepts(alice_api, big_invoice, amount, valid):
+    body = {"invoice": big_invoice.pk, "amount": amount, "method": "cash"}
+
+    response = alice_api.post("/api/payments/", body)
+
+    assert request_schema("/api/payments/", "post").is_valid(body) is valid
+    assert response.status_code == (201 if valid else 400), response.json()
+
+
+def test_payment_filters_allow_empty_values_and_refuse_other_forms(alice_api):
+    assert alice_api.get("/api/payments/?invoice=&paid_at_after=").status_code == 200
+    assert alice_api.get("/api/payments/?paid_at_after=2026-1-5").status_code == 400
+    assert parameter("/api/payments/", "get", "paid_at_after")["allowEmptyValue"] is True
+    assert parameter("/api/payments/", "get", "method")["allowEmptyValue"] is True  # "" is no filter
+    assert alice_api.get("/api/payments/?method=").status_code == 200

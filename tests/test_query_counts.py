@@ -1,41 +1,31 @@
 """The number of queries a request makes does not grow with the page size or the data."""
 
-import datetime
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from invoices.services import invoice_create, invoice_send
+from invoices.services import invoice_send
+from tests.factories import InvoiceFactory, LineFactory, LinePayloadFactory
 
 pytestmark = pytest.mark.django_db
 
-DUE = datetime.date(2030, 1, 31)
-
 
 def lines(n):
-    return [
-        {
-            "description": f"Item {i}",
-            "quantity": Decimal("2"),
-            "unit_price": Decimal("5.00"),
-            "tax_rate": Decimal("10"),
-        }
-        for i in range(n)
-    ]
+    """`n` lines of 2 x 5.00 at 10% tax."""
+    return LineFactory.build_batch(
+        n, quantity=Decimal("2"), unit_price=Decimal("5.00"), tax_rate=Decimal("10")
+    )
 
 
 @pytest.fixture
 def many_invoices(alice, make_customer):
     customers = [make_customer(alice, name=f"Customer {i}") for i in range(5)]
-    invoices = [
-        invoice_create(owner=alice, customer_id=customers[i % 5].pk, due_date=DUE, lines=lines(3))
+    return [
+        InvoiceFactory(owner=alice, customer=customers[i % 5], lines=lines(3), sent=i < 40)
         for i in range(120)
     ]
-    for invoice in invoices[:40]:
-        invoice_send(owner=alice, invoice_id=invoice.pk)
-    return invoices
 
 
 def count_queries(client, url) -> int:
@@ -54,8 +44,8 @@ def test_invoice_list_queries_do_not_grow_with_page_size(alice_api, many_invoice
 
 
 def test_invoice_detail_queries_do_not_grow_with_lines(alice, alice_api, alice_customer):
-    few = invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=lines(1))
-    many = invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=lines(200))
+    few = InvoiceFactory(owner=alice, customer=alice_customer, lines=lines(1))
+    many = InvoiceFactory(owner=alice, customer=alice_customer, lines=lines(200))
 
     assert count_queries(alice_api, f"/api/invoices/{few.pk}/") == count_queries(
         alice_api, f"/api/invoices/{many.pk}/"
@@ -73,7 +63,7 @@ def test_create_queries_do_not_grow_with_lines(alice_api, alice_customer):
         body = {
             "customer": alice_customer.pk,
             "due_date": "2030-01-31",
-            "lines": [{"description": "x", "quantity": "1", "unit_price": "1.00"} for _ in range(n)],
+            "lines": LinePayloadFactory.build_batch(n, description="x", quantity="1", unit_price="1.00"),
         }
         with CaptureQueriesContext(connection) as ctx:
             response = alice_api.post("/api/invoices/", body, format="json")
@@ -112,7 +102,7 @@ def test_write_requests_make_a_bounded_number_of_queries(alice, alice_api, alice
     assert count("post", "/api/payments/", payment, HTTP_IDEMPOTENCY_KEY="p-1") == 10
 
     def json_lines(n):
-        return [{"description": f"Item {i}", "quantity": "2", "unit_price": "5.00"} for i in range(n)]
+        return LinePayloadFactory.build_batch(n, quantity="2", unit_price="5.00")
 
     body = {"customer": alice_customer.pk, "due_date": "2030-01-31", "lines": json_lines(3)}
     with_key = count("post", "/api/invoices/", {**body, "lines": json_lines(100)}, HTTP_IDEMPOTENCY_KEY="i-1")
@@ -132,7 +122,7 @@ def _write_counts(alice, alice_api, alice_customer, n_lines):
         return len(ctx.captured_queries), [q["sql"] for q in ctx.captured_queries]
 
     def draft():
-        return invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=lines(n_lines))
+        return InvoiceFactory(owner=alice, customer=alice_customer, lines=lines(n_lines))
 
     # An owner's first send creates its number sequence: + its insert and a second lock attempt.
     first, sql = count("post", f"/api/invoices/{draft().pk}/send/")
@@ -150,7 +140,9 @@ def _write_counts(alice, alice_api, alice_customer, n_lines):
     # token, BEGIN, lock, UPDATE, the status change, COMMIT, the lines (nothing paid: no payments)
     voided, sql = count("post", f"/api/invoices/{issued.pk}/void/")
     assert voided <= 8, sql
-    body = {"lines": [{"description": "x", "quantity": "1", "unit_price": "1.00"}] * n_lines}
+    body = {
+        "lines": LinePayloadFactory.build_batch(n_lines, description="x", quantity="1", unit_price="1.00")
+    }
     replaced, sql = count("patch", f"/api/invoices/{draft().pk}/", body)
     assert replaced <= 9, sql
     return sent, notes, voided, replaced

@@ -22,6 +22,7 @@ from knox.models import AuthToken
 from rest_framework.exceptions import UnsupportedMediaType
 
 from billing.parsers import JSONParser, text_encoding
+from customers.models import Customer
 from payments.models import Payment
 from tests.conftest import PASSWORD
 
@@ -276,3 +277,19 @@ def test_the_server_refuses_a_non_text_charset_with_a_query_string_instead_of_cr
 
     assert started == ["415 Unsupported Media Type"], body
     assert b"unsupported_media_type" in body
+
+
+# --- a charset that names no codec at all -------------------------------------------------------------
+
+
+def test_an_unknown_charset_is_415_and_nothing_is_written(alice_api):
+    response = alice_api.generic(
+        "POST",
+        "/api/customers/",
+        '{"name": "Café"}'.encode(),
+        content_type="application/json; charset=no-such",
+    )
+
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert not Customer.objects.exists()

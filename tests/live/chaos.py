@@ -2,15 +2,16 @@
 """Chaos run: gunicorn on PostgreSQL, concurrent clients with retries, SIGKILLed workers and masters.
 
     .venv/bin/python tests/live/chaos.py --duration 60               # `make chaos`
-    .venv/bin/python tests/live/chaos.py --duration 20 --clients 3   # the short run in CI (< 60 s)
+    .venv/bin/python tests/live/chaos.py --duration 20 --clients 3   # the short run in CI
 
 What it does, in order:
 
-1. Drops and creates the PostgreSQL database (`billing_chaos` by default; only databases named
-   `billing_chaos*` are ever dropped), migrates, and creates two users with a knox token and two
-   customers each, through the ORM in this process.
-2. Starts gunicorn (`billing.wsgi:application`, `--workers N`, DJANGO_DEBUG=0) on 127.0.0.1:<port>
+1. Through tests/live/server.py (LiveServer): drops and creates the PostgreSQL database
+   (`billing_chaos` by default; only databases named `billing_chaos*` are ever dropped) and
+   migrates it; starts gunicorn (`billing.wsgi:application` with ./gunicorn.conf.py, `--workers N`,
+   the options in SERVER_OPTIONS, DJANGO_DEBUG=0) on 127.0.0.1:<port> (`--port`, else a free one)
    in its own process group and waits for /api/health/.
+2. Creates two users with a knox token and two customers each, through the ORM in this process.
 3. Starts the client processes (tests/live/chaos_client.py): invoices with 1-5 lines, sent, paid in
    1-3 partial payments, every create with an Idempotency-Key, every unknown outcome retried as the
    same request, some keys replayed on purpose. Every 2xx goes to a journal. Beside them an
@@ -42,30 +43,27 @@ import os
 import random
 import re
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import chaos_client
 import chaos_operator
+from server import LiveServer, ServerError, live_env, logger
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_chaos"
 USERS = ("alice", "bob")
 OPERATOR = ("chaos-operator", "chaos-operator-password-0123")
 SETUP_BUDGET = 60  # seconds for database, fixtures and the first start of gunicorn
 CLIENT_GRACE = 15  # seconds the clients have after the deadline to finish their invoice
 BOOT_TIMEOUT = 30
+SERVER_OPTIONS = ["--timeout=20", "--graceful-timeout=5"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of kills that take the master and its process group (default 0.2; at least one per run)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    parser.add_argument("--port", type=int, default=8201)
+    parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--keep-log", action="store_true", help="keep the server log and the journals")
     args = parser.parse_args(argv)
@@ -104,59 +102,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def log(message: str) -> None:
-    print(f"[chaos] {message}", flush=True)
+log = logger("chaos")
 
 
 # --- setup ------------------------------------------------------------------------------------------
 
 
 def server_environment(args: argparse.Namespace) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "billing.settings",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": "chaos-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": args.database_url,
-        "LOGIN_THROTTLE_RATE": "100000/min",
-        "LOG_LEVEL": "WARNING",  # the server log keeps warnings and 5xx tracebacks only
-    }
-
-
-def recreate_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    assert name.startswith("billing_chaos"), name
-    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    connection = psycopg2.connect(admin_url, connect_timeout=5)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        connection.close()
+    # LOG_LEVEL WARNING (live_env): the server log keeps warnings and 5xx tracebacks only
+    return live_env(
+        args.database_url, secret_key="chaos-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+    )
 
 
 def prepare_database(env: dict[str, str]) -> list[tuple[int, str, list[int]]]:
-    """Migrate and create the users; returns (user id, token, customer ids) per user."""
+    """Create the users in the migrated database; returns (user id, token, customer ids) per user."""
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
     from django.db import connections
     from knox.models import AuthToken
 
     from customers.models import Customer
 
-    call_command("migrate", verbosity=0, interactive=False)
     get_user_model().objects.create_superuser(OPERATOR[0], "operator@example.com", OPERATOR[1])
     users = []
     for name in USERS:
@@ -168,116 +139,12 @@ def prepare_database(env: dict[str, str]) -> list[tuple[int, str, list[int]]]:
     return users
 
 
-# --- the server --------------------------------------------------------------------------------------
+# --- the chaos ---------------------------------------------------------------------------------------
 
 
-class Server:
-    """gunicorn in its own process group, so that killing the group frees the port."""
-
-    def __init__(self, *, port: int, workers: int, env: dict[str, str], log_path: Path):
-        self.port, self.workers, self.env, self.log_path = port, workers, env, log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.wait_port_free(10)
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(
-                [
-                    str(VENV_BIN / "gunicorn"),
-                    "billing.wsgi:application",
-                    f"--bind=127.0.0.1:{self.port}",
-                    f"--workers={self.workers}",
-                    "--timeout=20",
-                    "--graceful-timeout=5",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def worker_pids(self) -> list[int]:
-        """The master's live children, from /proc (field 4 of /proc/PID/stat is the parent)."""
-        if not self.alive():
-            return []
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-            except (OSError, ValueError):
-                continue
-            if int(ppid) == self.process.pid and state != "Z":
-                pids.append(int(entry))
-        return pids
-
-    def kill_worker(self, rng: random.Random) -> bool:
-        pids = self.worker_pids()
-        if not pids:
-            return False
-        try:
-            os.kill(rng.choice(pids), signal.SIGKILL)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def kill_group(self, sig: int = signal.SIGKILL, wait: float = 10) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(wait)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-
-    def stop(self) -> None:
-        """Graceful (SIGTERM lets the running requests finish), then SIGKILL for whatever is left."""
-        if self.process is None:
-            return
-        self.kill_group(signal.SIGTERM, wait=10)
-        with contextlib.suppress(ProcessLookupError):  # orphaned workers of a dead master, if any
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    def wait_port_free(self, timeout: float) -> bool:
-        give_up = time.monotonic() + timeout
-        while True:
-            with socket.socket() as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind(("127.0.0.1", self.port))
-                    return True
-                except OSError:
-                    if time.monotonic() > give_up:
-                        return False
-            time.sleep(0.1)
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/health/", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def wait_healthy(self, timeout: float) -> bool:
-        give_up = time.monotonic() + timeout
-        while time.monotonic() < give_up:
-            if not self.alive():
-                return False
-            if self.healthy():
-                return True
-            time.sleep(0.1)
-        return False
-
-
-def unleash_chaos(server: Server, args: argparse.Namespace, rng: random.Random, deadline: float) -> Counter:
+def unleash_chaos(
+    server: LiveServer, args: argparse.Namespace, rng: random.Random, deadline: float
+) -> Counter:
     """Kill workers and masters at random moments until the deadline; restart gunicorn after a master."""
     kills: Counter = Counter()
     started = time.monotonic()
@@ -285,11 +152,9 @@ def unleash_chaos(server: Server, args: argparse.Namespace, rng: random.Random, 
     while time.monotonic() < deadline:
         if not server.alive():
             kills["unexpected server exits"] += 1
-            log(f"gunicorn exited by itself (code {server.process.returncode}); starting it again")
-            time.sleep(1)
-            server.start()
+            log(f"gunicorn exited by itself (code {server.returncode}); starting it again")
+            server.restart(delay=1, timeout=min(BOOT_TIMEOUT, max(deadline - time.monotonic() - 1, 1)))
             kills["restarts"] += 1
-            server.wait_healthy(min(BOOT_TIMEOUT, max(deadline - time.monotonic(), 1)))
         now = time.monotonic()
         if now >= next_kill:
             half_time = now - started > args.duration / 2
@@ -297,13 +162,13 @@ def unleash_chaos(server: Server, args: argparse.Namespace, rng: random.Random, 
                 rng.random() < args.master_kill_chance or (half_time and not kills["master kills"])
             )
             if take_master:
-                server.kill_group()
                 kills["master kills"] += 1
-                time.sleep(rng.uniform(0, 0.5))  # a supervisor takes a moment to notice
-                server.start()
+                delay = rng.uniform(0, 0.5)  # a supervisor takes a moment to notice
+                server.restart(
+                    delay=delay, timeout=min(BOOT_TIMEOUT, max(deadline - time.monotonic() - delay, 1))
+                )
                 kills["restarts"] += 1
-                server.wait_healthy(min(BOOT_TIMEOUT, max(deadline - time.monotonic(), 1)))
-            elif server.kill_worker(rng):
+            elif server.kill_worker(rng=rng):
                 kills["worker kills"] += 1
             next_kill = time.monotonic() + rng.uniform(*args.kill_every)
         time.sleep(0.02)
@@ -348,9 +213,10 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
     """Compare the database with what the clients sent and what they were told."""
     from django.db.models import Count
 
+    from billing.models import IdempotencyKey
     from invoices.models import Invoice
     from payments.ledger import ledger_mismatches
-    from payments.models import IdempotencyKey, Payment
+    from payments.models import Payment
 
     problems = [f"verify_ledger: {line}" for line in ledger_mismatches()]
     server_errors = Counter(
@@ -383,15 +249,15 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
     key_rows = {
         (row["owner_id"], row["key"]): row
         for row in IdempotencyKey.objects.values(
-            "owner_id", "key", "endpoint", "response_status", "response_body"
+            "owner_id", "key", "operation", "response_status", "response_body"
         )
     }
 
-    def names_object(owner_id: int, key: str, endpoint: str, pk: int) -> bool:
+    def names_object(owner_id: int, key: str, operation: str, pk: int) -> bool:
         row = key_rows.get((owner_id, key))
         return (
             row is not None
-            and row["endpoint"] == endpoint
+            and row["operation"] == operation
             and row["response_status"] == 201
             and row["response_body"].get("id") == pk
         )
@@ -417,7 +283,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
                     f"invoice {invoice['pk']} has {invoice['line_count']} line(s) and a total of "
                     f"{invoice['total']}; its request had {attempt['lines']} line(s) for {attempt['total']}"
                 )
-            if not names_object(invoice["owner_id"], key, "POST /api/invoices/", invoice["pk"]):
+            if not names_object(invoice["owner_id"], key, "invoice_create", invoice["pk"]):
                 problems.append(f"invoice {invoice['pk']} exists without the idempotency key row of {key}")
 
     # Every acknowledged invoice exists, once, as acknowledged.
@@ -471,7 +337,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         for payment in found:
             if (payment["invoice_id"], payment["amount"]) != (attempt["invoice"], Decimal(attempt["amount"])):
                 problems.append(f"payment {payment} does not match its request {attempt}")
-            if not names_object(payment["owner_id"], key, "POST /api/payments/", payment["pk"]):
+            if not names_object(payment["owner_id"], key, "payment_record", payment["pk"]):
                 problems.append(f"payment {payment['pk']} exists without the idempotency key row of {key}")
 
     # Every acknowledged payment exists, once, as acknowledged.
@@ -499,7 +365,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
             problems.append(
                 f"the request {key} of owner {owner_id} was refused: {row['response_status']} {row['response_body']}"
             )
-        elif row["endpoint"] == "POST /api/invoices/":
+        elif row["operation"] == "invoice_create":
             if pk not in invoices or invoices[pk]["notes"] != key:
                 problems.append(f"the key {key} names invoice {pk}, which is not its invoice")
         elif pk not in payments or payments[pk]["reference"] != key:
@@ -526,14 +392,25 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="billing-chaos-"))
     env = server_environment(args)
-    server = Server(port=args.port, workers=args.workers, env=env, log_path=workdir / "gunicorn.log")
+    server = LiveServer(
+        env=env,
+        port=args.port,
+        workers=args.workers,
+        options=SERVER_OPTIONS,
+        database="recreate",
+        drop_prefix="billing_chaos",
+        log_path=workdir / "gunicorn.log",
+        boot_timeout=BOOT_TIMEOUT,
+        stop_timeout=10,
+    )
     clients: list[multiprocessing.Process] = []
 
     def cleanup() -> None:
         for process in clients:
             if process.is_alive():
                 process.kill()
-        server.kill_group()
+        server.kill()
+        server.close()
 
     def overrun() -> None:
         log(f"the run overran its time limit of {time_limit:.0f} s: stopping everything")
@@ -549,17 +426,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         started = time.monotonic()
-        recreate_database(args.database_url)
+        try:
+            server.open()
+        except ServerError as error:
+            log(f"FAIL: {error}")
+            if tail := server.log_tail():
+                print(tail)
+            return 1
         users = prepare_database(env)
-        if not server.wait_port_free(5):
-            log(f"FAIL: port {args.port} is in use by another process")
-            return 1
-        server.start()
-        if not server.wait_healthy(BOOT_TIMEOUT):
-            state = "exited" if not server.alive() else f"did not answer /api/health/ within {BOOT_TIMEOUT} s"
-            log(f"FAIL: gunicorn {state}; its log:")
-            print(server.log_path.read_text(errors="replace")[-5000:])
-            return 1
         log(f"setup took {time.monotonic() - started:.1f} s; chaos for {args.duration:g} s")
 
         context = multiprocessing.get_context("spawn")
@@ -576,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                     target=chaos_client.client_main,
                     args=(
                         index,
-                        f"http://127.0.0.1:{args.port}",
+                        server.base_url,
                         token,
                         customers,
                         str(journals[-1]),
@@ -594,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             context.Process(
                 target=chaos_operator.operator_main,
                 args=(
-                    f"http://127.0.0.1:{args.port}",
+                    server.base_url,
                     *OPERATOR,
                     token,
                     customers[0],
@@ -610,10 +484,8 @@ def main(argv: list[str] | None = None) -> int:
 
         kills = unleash_chaos(server, args, rng, deadline)
         if not server.alive() or not server.wait_healthy(BOOT_TIMEOUT):
-            server.kill_group()
-            server.start()  # the clients finish their invoice on a live server
+            server.restart(timeout=BOOT_TIMEOUT)  # the clients finish their invoice on a live server
             kills["restarts"] += 1
-            server.wait_healthy(BOOT_TIMEOUT)
         for process in clients:
             process.join(max(hard_stop + 5 - time.monotonic(), 0.1))
         stragglers = [process.name for process in clients if process.is_alive()]

@@ -7,15 +7,17 @@
 
 What it does, in order:
 
-1. (Re)creates the database: PostgreSQL `billing_fuzz` by default (dropped and created again on
-   every run; only databases named `billing_fuzz*` are ever dropped), or a temporary SQLite file.
-2. Migrates, creates the user `fuzz` with a knox token, and seeds through the services what the
-   path parameters should hit: customers (with and without invoices), invoices in every state
-   (draft, empty draft, sent, partly paid, overdue, paid, void) and payments; plus a second user
-   with objects of its own, so ids of other tenants exist too (they must be 404 / 400, never 200).
-3. Starts gunicorn (`billing.wsgi:application`, 2 workers, DJANGO_DEBUG=0) on 127.0.0.1:<port>
-   and waits for /api/health/.
-4. Runs the schemathesis CLI against http://127.0.0.1:<port>/api/schema/: every operation, every
+1. Through tests/live/server.py (LiveServer): (re)creates the database, PostgreSQL `billing_fuzz`
+   by default (dropped and created again on every run; only databases named `billing_fuzz*` are
+   ever dropped) or a temporary SQLite file, and migrates it; starts gunicorn
+   (`billing.wsgi:application` with ./gunicorn.conf.py, 2 workers and the options in
+   SERVER_OPTIONS, DJANGO_DEBUG=0) on 127.0.0.1:<port> (`--port`, else a free one) and waits for
+   /api/health/.
+2. Creates the user `fuzz` with a knox token, and seeds through the services what the path
+   parameters should hit: customers (with and without invoices), invoices in every state (draft,
+   empty draft, sent, partly paid, overdue, paid, void) and payments; plus a second user with
+   objects of its own, so ids of other tenants exist too (they must be 404 / 400, never 200).
+3. Runs the schemathesis CLI against http://127.0.0.1:<port>/api/schema/: every operation, every
    check (`--checks all`), every phase (examples, coverage, fuzzing, stateful). Authentication is
    the token of `fuzz`, set by the auth provider below; `POST /api/logout/` revokes the token it is
    called with, so that one operation gets a freshly minted token per call (it is still fuzzed and
@@ -27,7 +29,7 @@ What it does, in order:
    `invoice` (used half of the time), so that requests reach real objects; most Idempotency-Keys
    are made unique (see `before_call`); and the contract's business-rule refusals of schema-valid
    data are recognised by their exact messages (see CONTRACT_400) — nothing else is set aside.
-5. Stops schemathesis and the server (also on failure and Ctrl-C), prints the figures (operations, test cases,
+4. Stops schemathesis and the server (also on failure and Ctrl-C), prints the figures (operations, test cases,
    failures) and exits non-zero if schemathesis found anything or did not run cleanly.
 
 This file is also the schemathesis hooks module (loaded through SCHEMATHESIS_HOOKS in the
@@ -45,22 +47,23 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+# The sibling module server.py, also when schemathesis loads this file by its path as its hooks module.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server import LiveServer, ServerError, live_env, logger
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_fuzz"
-# About 50 s on this 2-core machine when it is idle, under 2 minutes when it is busy (CI: <= 3 min).
+# Test cases per operation and phase in CI: enough for every phase to reach every operation, few
+# enough for the run to stay well inside CI's time for this step; `make fuzz` runs 200.
 DEFAULT_MAX_EXAMPLES = 50
 FUZZ_USERNAME = "fuzz"
 LOGOUT_PATH = "/api/logout/"
@@ -237,13 +240,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-examples",
         type=int,
         default=DEFAULT_MAX_EXAMPLES,
-        help=f"test cases per operation and phase (default {DEFAULT_MAX_EXAMPLES}: about a minute)",
+        help=f"test cases per operation and phase (default {DEFAULT_MAX_EXAMPLES})",
     )
     parser.add_argument(
         "--database-url", default=None, help=f"PostgreSQL URL (default {DEFAULT_DATABASE_URL})"
     )
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead")
-    parser.add_argument("--port", type=int, default=8101)
+    parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     parser.add_argument(
         "--seed", type=int, default=None, help="schemathesis/hypothesis seed (default: random)"
     )
@@ -266,41 +269,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def log(message: str) -> None:
-    print(f"[fuzz] {message}", flush=True)
-
-
-def recreate_postgres_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if not name.startswith("billing_fuzz"):
-        raise SystemExit(f"refusing to drop {name!r}: the fuzz database must be named billing_fuzz*")
-    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    connection = psycopg2.connect(admin_url)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        connection.close()
+log = logger("fuzz")
 
 
 def prepare_database(database_url: str) -> tuple[str, str, dict[str, list[int]]]:
-    """Migrate and seed; returns (username, token, ids of the seeded objects by kind)."""
+    """Seed the migrated database; returns (username, token, ids of the seeded objects by kind)."""
     os.environ["DATABASE_URL"] = database_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "billing.settings"
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
-    from django.core.management import call_command
     from django.db import connections
 
-    call_command("migrate", verbosity=0, interactive=False)
     token, ids = seed()
     connections.close_all()
     return FUZZ_USERNAME, token, ids
@@ -349,7 +330,7 @@ def seed() -> tuple[str, dict[str, list[int]]]:
         def issued(customer, *, issue: int, due: int, items=lines, currency="USD") -> Invoice:
             invoice = invoice_create(
                 owner=user,
-                customer=customer,
+                customer_id=customer.pk,
                 issue_date=days(issue),
                 due_date=days(due),
                 currency=currency,
@@ -357,8 +338,8 @@ def seed() -> tuple[str, dict[str, list[int]]]:
             )
             return invoice_send(owner=user, invoice_id=invoice.pk)
 
-        invoice_create(owner=user, customer=acme, due_date=days(30), lines=lines)  # draft
-        invoice_create(owner=user, customer=acme, due_date=days(30), number="DRAFT-7")  # empty draft
+        invoice_create(owner=user, customer_id=acme.pk, due_date=days(30), lines=lines)  # draft
+        invoice_create(owner=user, customer_id=acme.pk, due_date=days(30), number="DRAFT-7")  # empty draft
         issued(acme, issue=-10, due=20)  # sent
         partly = issued(globex, issue=-20, due=10, items=[line("Audit", "1", "1200.00")])
         payment_record(owner=user, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer")
@@ -428,69 +409,27 @@ def write_config(path: Path, ids: dict[str, list[int]]) -> None:
 
 
 def server_env(database_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY=os.environ.get("FUZZ_SECRET_KEY", "fuzz-only-secret-key-" + "x" * 40),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+    return live_env(
+        database_url,
+        secret_key=os.environ.get("FUZZ_SECRET_KEY", "fuzz-only-secret-key-" + "x" * 40),
         LOGIN_THROTTLE_RATE="1000000/min",
-        DJANGO_SETTINGS_MODULE="billing.settings",
         LOG_LEVEL=os.environ.get("FUZZ_SERVER_LOG_LEVEL", "WARNING"),  # INFO: one line per request
         PYTHONUNBUFFERED="1",
     )
-    return env
 
 
-def ensure_port_free(port: int) -> None:
-    """Refuse to start when something already listens there: it would answer in our server's place."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            raise SystemExit(f"[fuzz] 127.0.0.1:{port} is already in use; stop that server or pass --port")
-
-
-def start_server(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    command = [
-        str(VENV_BIN / "gunicorn"),
-        "billing.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--timeout",
-        "60",
-        "--graceful-timeout",
-        "5",
-        # gunicorn refuses a request line over 4094 bytes (and a header over 8190) itself, with an
-        # HTML 400, before the app sees it; the fuzzer's negative cases make such URLs. Lifted here
-        # so that the app is what gets fuzzed (it answers those in JSON); see the report on
-        # `make serve`, which keeps gunicorn's limits.
-        "--limit-request-line",
-        "0",
-        "--limit-request-field_size",
-        "0",
-        "--error-logfile",
-        "-",
-    ]
-    log_file = log_path.open("wb")
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def wait_for_health(server: subprocess.Popen, base_url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/health/", timeout=2) as response:  # noqa: S310
-                if response.status == 200 and json.load(response).get("status") == "ok":
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{base_url}/api/health/ did not answer 200 within {timeout:.0f}s")
+SERVER_WORKERS = 2
+SERVER_OPTIONS = [
+    "--timeout=60",
+    "--graceful-timeout=5",
+    # gunicorn refuses a request line over 4094 bytes (and a header over 8190) itself, with an
+    # HTML 400, before the app sees it; the fuzzer's negative cases make such URLs. Lifted here
+    # so that the app is what gets fuzzed (it answers those in JSON); see the report on
+    # `make serve`, which keeps gunicorn's limits.
+    "--limit-request-line=0",
+    "--limit-request-field_size=0",
+    "--error-logfile=-",
+]
 
 
 def stop_process(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -600,10 +539,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="billing-fuzz-"))
     database_url = (
-        f"sqlite:///{workdir / 'fuzz.sqlite3'}" if args.sqlite else args.database_url or DEFAULT_DATABASE_URL
+        f"sqlite:///{workdir / 'billing_fuzz.sqlite3'}"
+        if args.sqlite
+        else args.database_url or DEFAULT_DATABASE_URL
     )
-    base_url = f"http://127.0.0.1:{args.port}"
-    children: list[subprocess.Popen] = []  # the server, then schemathesis
+    env = server_env(database_url)
+    server_log = workdir / "server.log"
+    server = LiveServer(
+        env=env,
+        port=args.port,
+        workers=SERVER_WORKERS,
+        options=SERVER_OPTIONS,
+        database="recreate",
+        drop_prefix="billing_fuzz",
+        log_path=server_log,
+        stop_timeout=10,
+    )
+    children: list[subprocess.Popen] = []  # schemathesis
     started = time.monotonic()
     failed = True
     # Ctrl-C (even where the shell started us with SIGINT ignored) and SIGTERM end the run through
@@ -611,18 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        ensure_port_free(args.port)
-        if not args.sqlite:
-            recreate_postgres_database(database_url)
-        env = server_env(database_url)
+        server.open()
         os.environ.update({k: v for k, v in env.items() if k != "DATABASE_URL"})
         username, token, ids = prepare_database(database_url)
         config = workdir / "schemathesis.toml"
         write_config(config, ids)
-        server_log = workdir / "server.log"
-        server = start_server(env, args.port, server_log)
-        children.append(server)
-        wait_for_health(server, base_url)
+        base_url = server.base_url
         log(f"server up on {base_url} ({'SQLite' if args.sqlite else 'PostgreSQL'}), log: {server_log}")
         st_env = {
             **env,
@@ -652,12 +598,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         log("FAILED" if failed else "OK: no failures")
         return 1 if failed else 0
+    except ServerError as error:
+        log(f"FAILED: {error}")
+        return 1
     except KeyboardInterrupt:
         log("interrupted")
         return 130
     finally:
-        for process in reversed(children):  # schemathesis first, then the server
+        for process in children:  # schemathesis first, then the server
             stop_process(process)
+        server.close()
         if failed or args.keep_logs:
             log(f"server log and reports kept in {workdir}")
         else:

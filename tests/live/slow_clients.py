@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Slow clients: connections trickling their request must not stall the server.
 
-    .venv/bin/python tests/live/slow_clients.py     # `make slow-clients`; a step of .ci/run (< 60 s)
+    .venv/bin/python tests/live/slow_clients.py     # `make slow-clients`; a step of .ci/run
 
 What it does, in order:
 
-1. Creates the PostgreSQL database if it is missing (`billing_slow_clients` by default; it is never
-   dropped) and migrates it.
+1. Through tests/live/server.py (LiveServer): creates the PostgreSQL database if it is missing
+   (`billing_slow_clients` by default; it is never dropped) and migrates it.
 2. Starts gunicorn as `make serve` does: `gunicorn billing.wsgi:application --bind 127.0.0.1:<port>
-   --workers N` in the project root, so that ./gunicorn.conf.py configures it (worker class, slots,
-   deadlines), with DJANGO_DEBUG=0; then waits for /api/health/.
+   --workers N` in the project root (`--port`, else a free one), so that ./gunicorn.conf.py
+   configures it (worker class, slots, deadlines), with DJANGO_DEBUG=0; then waits for /api/health/.
 3. Opens `--body-clients` connections that POST /api/login/ with `Content-Length: 1000` and send one
    byte of the body a second, and `--head-clients` connections that send a request line and then one
    byte of a header a second.
@@ -33,19 +33,17 @@ import json
 import os
 import runpy
 import selectors
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from server import LiveServer, ServerError, database_sessions, live_env, logger
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_slow_clients"
 BOOT_TIMEOUT = 30
 TIME_LIMIT = 120  # seconds for the whole run, setup included
@@ -60,66 +58,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers", type=int, default=len(os.sched_getaffinity(0)) + 1, help="as `make serve`"
     )
     parser.add_argument("--max-latency", type=float, default=1.0, help="seconds /api/health/ may take (1)")
-    parser.add_argument("--port", type=int, default=8202)
+    parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--keep-log", action="store_true", help="keep the server log")
     return parser.parse_args(argv)
 
 
-def log(message: str) -> None:
-    print(f"[slow-clients] {message}", flush=True)
+log = logger("slow-clients")
 
 
 def server_environment(args: argparse.Namespace) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "billing.settings",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": "slow-clients-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": args.database_url,
-        "LOGIN_THROTTLE_RATE": "100000/min",
-        "LOG_LEVEL": "WARNING",
-    }
+    return live_env(
+        args.database_url, secret_key="slow-clients-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+    )
 
 
 def gunicorn_config() -> dict:
     """The values ./gunicorn.conf.py gives gunicorn (with this environment)."""
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-
-
-def ensure_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    connection = psycopg2.connect(admin_url, connect_timeout=5)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        connection.close()
-
-
-def database_sessions(url: str) -> int:
-    """Sessions open on the test database, other than this one."""
-    import psycopg2
-
-    connection = psycopg2.connect(url, connect_timeout=5)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            return cursor.fetchone()[0]
-    finally:
-        connection.close()
 
 
 # --- the trickling clients --------------------------------------------------------------------------
@@ -238,49 +194,6 @@ def slow_honest_login(port: int, rate: float) -> tuple[int, float]:
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def start_server(args: argparse.Namespace, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen(
-            [
-                str(VENV_BIN / "gunicorn"),
-                "billing.wsgi:application",
-                f"--bind=127.0.0.1:{args.port}",
-                f"--workers={args.workers}",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_server(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
-
-
-def wait_healthy(process: subprocess.Popen, port: int, timeout: float) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if process.poll() is not None:
-            return False
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if timed_request(port, "GET", "/api/health/")[0] == 200:
-                return True
-        time.sleep(0.2)
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = server_environment(args)
@@ -289,12 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     min_rate, slots = config["BODY_MIN_RATE"], config["REQUEST_SLOTS"]
     workdir = Path(tempfile.mkdtemp(prefix="billing-slow-clients-"))
     log_path = workdir / "gunicorn.log"
-    server: subprocess.Popen | None = None
+    server = LiveServer(
+        env=env,
+        port=args.port,
+        workers=args.workers,
+        database="ensure",
+        log_path=log_path,
+        boot_timeout=BOOT_TIMEOUT,
+    )
     stop = threading.Event()
 
     def overrun() -> None:
         log(f"the run overran its time limit of {TIME_LIMIT} s: stopping everything")
-        stop_server(server)
+        server.close()
         os._exit(2)
 
     watchdog = threading.Timer(TIME_LIMIT, overrun)
@@ -303,30 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     try:
         started = time.monotonic()
-        ensure_database(args.database_url)
-        subprocess.run(
-            [str(VENV_BIN / "python"), "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", args.port)) == 0:
-                log(f"FAIL: 127.0.0.1:{args.port} is already in use")
-                return 1
-        server = start_server(args, env, log_path)
-        if not wait_healthy(server, args.port, BOOT_TIMEOUT):
-            log("FAIL: gunicorn did not answer /api/health/; its log:")
-            print(log_path.read_text(errors="replace")[-5000:])
+        try:
+            server.open()
+        except ServerError as error:
+            log(f"FAIL: {error}")
+            if tail := server.log_tail():
+                print(tail)
             return 1
+        port = server.port
         log(
             f"gunicorn up after {time.monotonic() - started:.1f} s, {args.workers} workers; gunicorn.conf.py: "
             f"{config['worker_class']}, {slots} request slots a worker, keepalive {keepalive} s, "
             f"body deadline {body_timeout:g} s + 1 s per {min_rate:g} bytes"
         )
 
-        tricklers = [Trickler("body", args.port) for _ in range(args.body_clients)]
-        tricklers += [Trickler("head", args.port) for _ in range(args.head_clients)]
+        tricklers = [Trickler("body", port) for _ in range(args.body_clients)]
+        tricklers += [Trickler("head", port) for _ in range(args.head_clients)]
         storm_started = time.monotonic()
         feeder = threading.Thread(target=trickle, args=(tricklers, stop), daemon=True)
         feeder.start()
@@ -336,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies = []
         for attempt in range(10):
             try:
-                status, elapsed, _ = timed_request(args.port, "GET", "/api/health/", timeout=5)
+                status, elapsed, _ = timed_request(port, "GET", "/api/health/", timeout=5)
             except (OSError, http.client.HTTPException) as error:
                 status, elapsed = f"no answer ({error})", float("inf")
             latencies.append(elapsed)
@@ -353,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
         login = json.dumps({"username": "nobody", "password": "wrong"}).encode()
         try:
-            status, _, data = timed_request(args.port, "POST", "/api/login/", login, timeout=5)
+            status, _, data = timed_request(port, "POST", "/api/login/", login, timeout=5)
         except (OSError, http.client.HTTPException) as error:
             status, data = f"no answer ({error})", b""
         if status != 400:
@@ -364,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sessions} database sessions with the tricklers open (at most {args.workers} x {slots})"
             )
         try:
-            slow_status, elapsed = slow_honest_login(args.port, min_rate)
+            slow_status, elapsed = slow_honest_login(port, min_rate)
         except OSError as error:
             slow_status, elapsed = f"no answer ({error})", float("inf")
         if slow_status != 400:
@@ -400,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         for trickler in tricklers:
             trickler.close()
 
-        stop_server(server)
+        server.stop()
         server_log = log_path.read_text(errors="replace")
         if "Traceback" in server_log:
             failures.append(
@@ -413,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         watchdog.cancel()
         stop.set()
-        stop_server(server)
+        server.close()
         if not args.keep_log:
             for path in workdir.iterdir():
                 path.unlink()
