@@ -120,7 +120,7 @@ def _claim(*, owner, key: str, operation: str, fingerprint: str) -> Response | N
             f"This {HEADER} was already used for another request "
             f"({stored.operation}); use a new key for a new request."
         )
-    response = Response(stored.response_body, status=stored.response_status)
+    response = Response(stored.body, status=stored.response_status)
     response["Idempotent-Replayed"] = "true"
     return response
 
@@ -144,14 +144,13 @@ def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None
         acquired, stored_operation, fingerprint, response_status, body = cursor.fetchone()
     if stored_operation is None:
         return acquired, None
-    body_field = IdempotencyKey._meta.get_field("response_body")
     stored = IdempotencyKey(
         owner_id=owner_id,
         key=key,
         operation=stored_operation,
         fingerprint=fingerprint,
         response_status=response_status,
-        response_body=body_field.from_db_value(body, None, connection),
+        response_body=body,
     )
     return acquired, stored
 
@@ -165,7 +164,7 @@ def _store(owner, key: str, operation: str, fingerprint: str, response: Response
         operation=operation,
         fingerprint=fingerprint,
         response_status=response.status_code,
-        response_body=response.data,
+        response_body=IdempotencyKey.encode_body(response.data),
     )
 
 

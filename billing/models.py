@@ -3,6 +3,8 @@
 Model-side only: nothing here imports DRF (the API-side tenancy pieces are in `billing.tenancy`).
 """
 
+import json
+
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -126,7 +128,9 @@ class IdempotencyKey(models.Model):
     operation = models.CharField(max_length=100)
     fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the canonical request body.")
     response_status = models.PositiveSmallIntegerField()
-    response_body = models.JSONField(encoder=DjangoJSONEncoder)
+    # The response as JSON text, not jsonb: a 4xx body may echo a client's string with a NUL
+    # character, which JSON text escapes ("\\u0000") and PostgreSQL's jsonb cannot hold.
+    response_body = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -135,3 +139,11 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.operation})"
+
+    @staticmethod
+    def encode_body(data) -> str:
+        return json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=True, separators=(",", ":"))
+
+    @property
+    def body(self):
+        return json.loads(self.response_body)

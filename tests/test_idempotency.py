@@ -91,6 +91,22 @@ def test_a_refused_request_is_stored_and_replayed(alice_api, invoice):
     assert not Payment.objects.exists()
 
 
+def test_a_refusal_that_echoes_a_nul_character_is_stored_and_replayed(alice_api, invoice):
+    # Found by the schema fuzzer on PostgreSQL: a 400 whose message quotes the client's value
+    # ('"\u0000" is not a valid choice.') could not be stored as jsonb, and the request was a 500.
+    # The stored response is JSON text, which escapes it.
+    first = pay(alice_api, invoice, method="card\u0000")
+    assert first.status_code == 400
+    assert "method" in first.json()
+
+    replay = pay(alice_api, invoice, method="card\u0000")
+
+    assert replay.status_code == 400
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()
+    assert not Payment.objects.exists()
+
+
 def test_a_server_error_is_not_stored_so_the_retry_goes_through(alice_api, invoice, monkeypatch):
     import payments.views
 

@@ -259,7 +259,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
             row is not None
             and row["operation"] == operation
             and row["response_status"] == 201
-            and row["response_body"].get("id") == pk
+            and json.loads(row["response_body"]).get("id") == pk
         )
 
     # Every invoice in the database: one per request (key), with the lines and total it asked for.
@@ -360,7 +360,8 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
 
     # Every stored key names an object that exists and carries that key; no request was refused.
     for (owner_id, key), row in key_rows.items():
-        pk = row["response_body"].get("id") if isinstance(row["response_body"], dict) else None
+        body = json.loads(row["response_body"])
+        pk = body.get("id") if isinstance(body, dict) else None
         if row["response_status"] != 201:
             problems.append(
                 f"the request {key} of owner {owner_id} was refused: {row['response_status']} {row['response_body']}"
