@@ -90,6 +90,9 @@ class InvoiceQuerySet(models.QuerySet):
             select_sql, select_params = due.values("pk").query.sql_with_params()
             invoice, history = Invoice._meta.db_table, InvoiceStatusChange._meta.db_table
             q = connection.ops.quote_name
+            # As the ORM would write the value (on SQLite: naive UTC text, the form every other
+            # timestamp of the table has, so that they compare and sort alike).
+            at = connection.ops.adapt_datetimefield_value(now)
             columns = "invoice_id, owner_id, from_status, to_status, actor_id, changed_at"
             if connection.vendor == "postgresql":
                 sql = (
@@ -101,12 +104,12 @@ class InvoiceQuerySet(models.QuerySet):
                 )
                 params = [
                     InvoiceStatus.OVERDUE,
-                    now,
+                    at,
                     *select_params,
                     InvoiceStatus.SENT,
                     InvoiceStatus.SENT,
                     InvoiceStatus.OVERDUE,
-                    now,
+                    at,
                 ]
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
@@ -115,7 +118,7 @@ class InvoiceQuerySet(models.QuerySet):
                 cursor.execute(
                     f"INSERT INTO {q(history)} ({columns}) "  # noqa: S608
                     f"SELECT id, owner_id, %s, %s, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql})",
-                    [InvoiceStatus.SENT, InvoiceStatus.OVERDUE, now, *select_params],
+                    [InvoiceStatus.SENT, InvoiceStatus.OVERDUE, at, *select_params],
                 )
             return due.update(status=InvoiceStatus.OVERDUE, updated_at=now, version=F("version") + 1)
 

@@ -73,6 +73,10 @@ def test_mark_overdue_records_each_moved_invoice_as_the_systems_change(alice, bo
             InvoiceStatusChange.objects.get(invoice_id=invoice.pk, to_status="overdue").owner_id
             == invoice.owner_id
         )
+        moved = Invoice.objects.get(pk=invoice.pk)
+        change = InvoiceStatusChange.objects.get(invoice_id=invoice.pk, to_status="overdue")
+        assert change.changed_at == moved.updated_at  # one moment, stored in the ORM's own form
+        assert InvoiceStatusChange.objects.filter(invoice_id=invoice.pk, changed_at=moved.updated_at).exists()
     assert history(not_due) == [("draft", "sent", None)]
     assert invoice_mark_overdue() == 0
     assert InvoiceStatusChange.objects.filter(to_status="overdue").count() == 3
