@@ -440,7 +440,16 @@ class Invoice(OwnedModel):
         issued one changes only its notes and what its transitions set."""
         status = loaded.get("status")
         if status is None:
-            return
+            # Read without its status (`.only()`, `.defer()`): the guard needs it, so it is read
+            # now, and recorded as read, so that the frozen fields and a status change are judged
+            # (and a change recorded) as for a full read. Nothing changed: nothing to judge.
+            if not (self.changed_fields() - {"updated_at", "version"}) and "status" not in self.__dict__:
+                return
+            status = type(self)._base_manager.filter(pk=self.pk).values_list("status", flat=True).first()
+            if status is None:
+                return  # vanished: the save's own UPDATE answers DoesNotExist
+            loaded["status"] = status
+            self.__dict__.setdefault("status", status)
         if self.status != status:
             self._check_transition(status, self.status)
         if "amount_paid" in loaded and self.amount_paid < loaded["amount_paid"]:

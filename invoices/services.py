@@ -71,6 +71,10 @@ def _save_number_guarded(invoice: Invoice, **save_kwargs) -> None:
     if invoice.number is None or ("number" not in invoice.changed_fields() and not invoice._state.adding):
         invoice.save(**save_kwargs)  # nothing to clash on: no savepoint needed
         return
+    # A number typed by hand is written under the owner's sequence lock, as a send numbers under it:
+    # the two queue, so a send always sees a typed number committed before it takes the next one
+    # (and skips it), and a typed number taken by a send meanwhile is refused below.
+    lock_sequence(owner_id=invoice.owner_id)
     try:
         with transaction.atomic():
             invoice.save(**save_kwargs)
@@ -223,9 +227,9 @@ def _assign_next_number(invoice: Invoice) -> None:
     """Take the next free number from the owner's counter, locked until this transaction ends.
 
     A number someone typed by hand is skipped: the counter's lock makes the sends of one owner
-    queue, and a typed number equal to the next one is found and passed over. A client typing that
-    very number into a draft at this very moment loses to the unique constraint (409 `conflict`,
-    its retry succeeds); the send itself is never refused for it.
+    queue, and typed numbers are written under the same lock (`_save_number_guarded`), so a typed
+    number equal to the next one is committed before this check reads it, and passed over. The send
+    is never refused for it, and needs no savepoint.
     """
     sequence = lock_sequence(owner_id=invoice.owner_id)
     value = sequence.next_value

@@ -186,3 +186,33 @@ def test_a_number_with_inner_spaces_is_unique_as_given(alice_api, alice_customer
 
     assert response.status_code == 400
     assert response.json() == {"number": ["An invoice with this number already exists."]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_is_never_refused_for_a_number_typed_into_a_draft_meanwhile(alice, alice_customer):
+    """A typed number is written under the owner's sequence lock, as a send numbers under it: a
+    draft being given "INV-000001" in a transaction still open makes a concurrent send wait, then
+    take INV-000002 (on SQLite the two serialize on the write lock the same way)."""
+    import threading
+    import time
+
+    from django.db import transaction
+
+    first, typed = draft(alice, alice_customer), draft(alice, alice_customer)
+    typing_started = threading.Event()
+
+    def type_then_commit():
+        with transaction.atomic():
+            invoice_update(owner=alice, invoice_id=typed.pk, number="INV-000001")
+            typing_started.set()
+            time.sleep(0.5)  # the send arrives while this is uncommitted
+        return "typed"
+
+    def send_meanwhile():
+        typing_started.wait(10)
+        return invoice_send(owner=alice, invoice_id=first.pk).number
+
+    results = run_concurrently(lambda i: (type_then_commit, send_meanwhile)[i](), 2)
+
+    assert results == ["typed", "INV-000002"], results
+    assert Invoice.objects.get(pk=typed.pk).number == "INV-000001"

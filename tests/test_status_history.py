@@ -160,3 +160,34 @@ def test_the_frozen_fields_follow_from_the_editable_ones():
     for status, targets in Invoice.TRANSITIONS.items():
         assert targets <= set(S.values)
         assert ("status" in Invoice.STATE_FIELDS[status]) == bool(targets)
+
+
+def test_an_invoice_read_without_its_status_is_still_held_to_its_state(alice, alice_customer):
+    """`.only()` or `.defer("status")` leaves the status unread: the guard reads it before it judges
+    the change, so a partial read is no way around the frozen fields."""
+    sent = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer).pk)
+
+    partial = Invoice.objects.only("id", "version", "owner_id", "subtotal", "total", "number").get(pk=sent.pk)
+    partial.subtotal = partial.total = Decimal("1.00")
+    with pytest.raises(NotEditable):
+        partial.save()
+
+    deferred = Invoice.objects.defer("status").get(pk=sent.pk)
+    deferred.due_date = datetime.date(2099, 12, 31)
+    with pytest.raises(NotEditable):
+        deferred.save()
+
+    deferred = Invoice.objects.defer("status").get(pk=sent.pk)
+    deferred.notes = "allowed on a sent invoice"
+    deferred.save()
+    deferred = Invoice.objects.defer("status").get(pk=sent.pk)
+    deferred.status = Invoice.Status.OVERDUE  # a change made on a partial read is judged and recorded
+    deferred.save()
+
+    fresh = Invoice.objects.get(pk=sent.pk)
+    assert (fresh.status, fresh.notes, fresh.total) == (
+        "overdue",
+        "allowed on a sent invoice",
+        Decimal("100.00"),
+    )
+    assert history(fresh)[-1] == ("sent", "overdue", None)
