@@ -3,12 +3,13 @@
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
-from html.parser import HTMLParser
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection, connections
 from django.test import Client
+
+from tests.live.admin_form import PostedFields
 
 
 def operator_client() -> Client:
@@ -66,50 +67,11 @@ def change_form_data(client: Client, obj, **changes) -> dict:
     return data
 
 
-class _PostedFields(HTMLParser):
-    """What a browser posts from a page: its named inputs (no buttons, checkboxes only when
-    checked), the selected option of each select, the text of each textarea."""
-
-    def __init__(self):
-        super().__init__()
-        self.fields: dict[str, str] = {}
-        self._select: str | None = None
-        self._textarea: str | None = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        name = attrs.get("name")
-        if tag == "input" and name and attrs.get("type") not in ("submit", "button"):
-            if attrs.get("type") != "checkbox" or "checked" in attrs:
-                self.fields[name] = attrs.get("value") or ""
-        elif tag == "select" and name:
-            self._select = name
-            self.fields.setdefault(name, "")
-        elif tag == "option" and self._select and "selected" in attrs:
-            self.fields[self._select] = attrs.get("value") or ""
-        elif tag == "textarea" and name:
-            self._textarea = name
-            self.fields[name] = ""
-
-    def handle_endtag(self, tag):
-        if tag == "select":
-            self._select = None
-        elif tag == "textarea" and self._textarea:
-            # A browser drops the one newline Django writes after the opening tag.
-            text = self.fields[self._textarea]
-            self.fields[self._textarea] = text.removeprefix("\r\n").removeprefix("\n")
-            self._textarea = None
-
-    def handle_data(self, data):
-        if self._textarea:
-            self.fields[self._textarea] += data
-
-
 def form_as_posted(client: Client, obj, **changes) -> dict:
     """The change page of `obj` as a browser would post it (read from its HTML), with `changes`."""
     response = client.get(change_url(obj))
     assert response.status_code == 200, response.status_code
-    parser = _PostedFields()
+    parser = PostedFields()
     parser.feed(response.content.decode())
     parser.fields.pop("csrfmiddlewaretoken", None)  # the test client does not check it
     return {**parser.fields, **{name: _form_value(value) for name, value in changes.items()}}

@@ -21,48 +21,14 @@ import json
 import random
 import threading
 import time
-from html.parser import HTMLParser
 
 import requests
+from admin_form import PostedFields
 
 OPERATOR_MARK = " · checked by the operator"
 OPERATOR_DRAFT = "operator-draft-"
 TIMEOUT = (2.0, 10.0)
 CLIENT_INDEX = -1  # the journal's "client" of the operator's records
-
-
-class _FormFields(HTMLParser):
-    """The named inputs, selects and textareas of the admin's change form, with their values."""
-
-    def __init__(self):
-        super().__init__()
-        self.fields: dict[str, str] = {}
-        self._select: str | None = None
-        self._textarea: str | None = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        name = attrs.get("name")
-        if tag == "input" and name and attrs.get("type") not in ("submit", "button", "checkbox"):
-            self.fields[name] = attrs.get("value") or ""
-        elif tag == "select" and name:
-            self._select = name
-            self.fields.setdefault(name, "")
-        elif tag == "option" and self._select and "selected" in attrs:
-            self.fields[self._select] = attrs.get("value") or ""
-        elif tag == "textarea" and name:
-            self._textarea = name
-            self.fields[name] = ""
-
-    def handle_endtag(self, tag):
-        if tag == "select":
-            self._select = None
-        elif tag == "textarea":
-            self._textarea = None
-
-    def handle_data(self, data):
-        if self._textarea:
-            self.fields[self._textarea] += data
 
 
 class Operator:
@@ -130,7 +96,7 @@ class Operator:
         page = self.admin("GET", path)
         if page is None or page.status_code != 200:
             return None
-        parser = _FormFields()
+        parser = PostedFields()
         parser.feed(page.text)
         return parser.fields
 
