@@ -93,7 +93,7 @@ def query_counts(ctx: dict) -> dict:
         cur.execute(
             "SELECT i.id, count(DISTINCT l.id), count(DISTINCT p.id) FROM invoices_invoice i "
             "JOIN invoices_line l ON l.invoice_id = i.id LEFT JOIN payments_payment p ON p.invoice_id = i.id "
-            "WHERE i.owner_id = 1 AND i.id <= 5000 GROUP BY i.id "
+            "WHERE i.organization_id = 1 AND i.id <= 5000 GROUP BY i.id "
             "ORDER BY count(DISTINCT l.id) + 3 * count(DISTINCT p.id), i.id"
         )
         rows = cur.fetchall()

@@ -119,10 +119,10 @@ def _check_kept_totals() -> None:
         )
 
 
-def verify_ledger(owner_id: int) -> dict:
+def verify_ledger(organization_id: int) -> dict:
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "manage.py", "verify_ledger", "--owner", str(owner_id)],
+        [sys.executable, "manage.py", "verify_ledger", "--organization", str(organization_id)],
         cwd=ROOT,
         env=os.environ | bench_env(),
         capture_output=True,
@@ -131,12 +131,14 @@ def verify_ledger(owner_id: int) -> dict:
         check=False,
     )
     result = {
-        "owner": owner_id,
+        "organization": organization_id,
         "ok": out.returncode == 0,
         "output": (out.stdout + out.stderr).strip().splitlines()[-1:],
         "seconds": round(time.monotonic() - t0, 1),
     }
-    log(f"verify_ledger --owner {owner_id}: {'ok' if result['ok'] else 'MISMATCHES'} {result['output']}")
+    log(
+        f"verify_ledger --organization {organization_id}: {'ok' if result['ok'] else 'MISMATCHES'} {result['output']}"
+    )
     if not result["ok"]:
         raise RuntimeError(f"verify_ledger failed: {out.stdout[-2000:]}")
     return result

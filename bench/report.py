@@ -219,7 +219,7 @@ def markdown(r: dict) -> str:
         out.append("")
     if tc := r.get("trigger_cost"):
         out.append(
-            "What keeping InvoiceTotals costs the writers: pgbench on the endpoint's own SQL (one owner), "
+            "What keeping InvoiceTotals costs the writers: pgbench on the endpoint's own SQL (one organization), "
             "the invoice table's triggers on and off in turn, median of interleaved rounds (`bench/triggers.py`)."
         )
         out.append("")

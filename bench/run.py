@@ -347,7 +347,7 @@ def main() -> int:
             ctx = context_for(plan, port)
             if role == "load":
                 if profile.name == "quick" or not info["reused"]:
-                    result["verify_ledger_after_seed"] = verify_ledger(owner_id=1)
+                    result["verify_ledger_after_seed"] = verify_ledger(organization_id=1)
                 result["query_counts"] = query_counts(ctx)
                 scripts = pgbench_scripts(ctx, workdir)
                 result["sql"] = {n: s["sql"] for n, s in scripts.items()}
@@ -370,7 +370,7 @@ def main() -> int:
                     _restore_now()
                 result["scale"] = result.get("scale", {}) | {"load": scale_checks(ctx, profile, _label(plan))}
                 if profile.name == "quick":
-                    result["verify_ledger_after_run"] = verify_ledger(owner_id=1)
+                    result["verify_ledger_after_run"] = verify_ledger(organization_id=1)
             else:
                 result["scale"] = result.get("scale", {}) | {
                     "compare": scale_checks(ctx, profile, _label(plan))

@@ -101,7 +101,7 @@ def _invoice_rows(
     *,
     plan: Plan,
     today: dt.date,
-    owner_id: int,
+    organization_id: int,
     invoice_id: int,
     index: int,
     created: dt.datetime,
@@ -124,7 +124,7 @@ def _invoice_rows(
         out_lines.append(
             f"{invoice_id * 5 + pos + 1}\t{pos}\t{rng.choice(ITEMS)}\t{qty // 1000}.{qty % 1000:03d}\t"
             f"{_cents(price)}\t{rate // 100}.{rate % 100:02d}\t{_cents(amount)}\t{_cents(tax)}\t"
-            f"{invoice_id}\t{owner_id}\n"
+            f"{invoice_id}\t{organization_id}\n"
         )
     total = subtotal + tax_total
     r = rng.random()
@@ -160,7 +160,7 @@ def _invoice_rows(
             ref = f"REF-{invoice_id}-{k}" if rng.random() < 0.5 else ""
             out_pay.append(
                 f"{invoice_id * 3 + k + 1}\t{_ts(pay_ts)}\t{_ts(pay_ts)}\t{_cents(amount)}\t"
-                f"{rng.choice(METHODS)}\t{ref}\t{pay_day.isoformat()}\t{invoice_id}\t{owner_id}\n"
+                f"{rng.choice(METHODS)}\t{ref}\t{pay_day.isoformat()}\t{invoice_id}\t{organization_id}\n"
             )
             amount_paid += amount
         if amount_paid == total:
@@ -173,7 +173,7 @@ def _invoice_rows(
     out_inv.append(
         f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{rng.choice(CURRENCIES)}\t"
         f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{_cents(subtotal)}\t{_cents(tax_total)}\t"
-        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{owner_id}\t0\n"
+        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{organization_id}\t0\n"
     )
 
 
@@ -188,7 +188,7 @@ def _batch(args: tuple[Plan, int, int, bool]) -> tuple[int, str, str, str]:
     lines: list[str] = []
     pay: list[str] = []
     if tiny:
-        owner_id = plan.tenants + 1
+        organization_id = plan.tenants + 1
         step = SPAN_DAYS * 86400 / max(1, plan.tiny_invoices)
         base_id = plan.tenants * plan.invoices
         for i in range(start, end):
@@ -196,7 +196,7 @@ def _batch(args: tuple[Plan, int, int, bool]) -> tuple[int, str, str, str]:
                 rng,
                 plan=plan,
                 today=today,
-                owner_id=owner_id,
+                organization_id=organization_id,
                 invoice_id=base_id + i + 1,
                 index=i,
                 created=origin + dt.timedelta(seconds=i * step),
@@ -214,7 +214,7 @@ def _batch(args: tuple[Plan, int, int, bool]) -> tuple[int, str, str, str]:
                 rng,
                 plan=plan,
                 today=today,
-                owner_id=t + 1,
+                organization_id=t + 1,
                 invoice_id=i * n + t + 1,
                 index=i,
                 created=origin + dt.timedelta(seconds=(i * n + t) * step),
@@ -259,12 +259,10 @@ class _Progress:
 
 INVOICE_COLS = (
     "id, created_at, updated_at, number, status, currency, issue_date, due_date, notes, subtotal, "
-    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, owner_id, version"
+    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, organization_id, version"
 )
-LINE_COLS = (
-    "id, position, description, quantity, unit_price, tax_rate, amount, tax_amount, invoice_id, owner_id"
-)
-PAYMENT_COLS = "id, created_at, updated_at, amount, method, reference, paid_at, invoice_id, owner_id"
+LINE_COLS = "id, position, description, quantity, unit_price, tax_rate, amount, tax_amount, invoice_id, organization_id"
+PAYMENT_COLS = "id, created_at, updated_at, amount, method, reference, paid_at, invoice_id, organization_id"
 
 
 def _copy(cur, table: str, cols: str, text: str) -> None:
@@ -280,10 +278,10 @@ def seed(conn, plan: Plan) -> dict:
     cur = conn.cursor()
     cur.execute("SET session_replication_role = replica")  # FK triggers off; checked afterwards
     cur.execute("SET synchronous_commit = off")
-    owners = plan.tenants + (1 if plan.tiny_invoices else 0)
+    organizations = plan.tenants + (1 if plan.tiny_invoices else 0)
     users = "".join(
         f"{u + 1}\t!\t\\N\tf\t{_username(u, plan)}\t\t\t{_username(u, plan)}@bench.example\tf\tt\t{_ts(now)}\n"
-        for u in range(owners)
+        for u in range(organizations)
     )
     _copy(
         cur,
@@ -293,7 +291,7 @@ def seed(conn, plan: Plan) -> dict:
         users,
     )
     customers = []
-    for u in range(owners):
+    for u in range(organizations):
         for c in range(plan.customers):
             name = f"{COMPANIES[c % len(COMPANIES)]} {c + 1:04d}"
             customers.append(
@@ -303,7 +301,7 @@ def seed(conn, plan: Plan) -> dict:
     _copy(
         cur,
         "customers_customer",
-        "id, created_at, updated_at, name, email, phone, address, tax_id, owner_id",
+        "id, created_at, updated_at, name, email, phone, address, tax_id, organization_id",
         "".join(customers),
     )
     conn.commit()
@@ -329,9 +327,9 @@ def seed(conn, plan: Plan) -> dict:
 
     # The numbering counters: the next number after the highest issued one.
     cur.execute(
-        "INSERT INTO invoices_invoicesequence (owner_id, next_value) "
-        "SELECT owner_id, COALESCE(MAX(SUBSTRING(number FROM 5)::bigint), 0) + 1 FROM invoices_invoice "
-        "WHERE number LIKE 'INV-%' GROUP BY owner_id"
+        "INSERT INTO invoices_invoicesequence (organization_id, next_value) "
+        "SELECT organization_id, COALESCE(MAX(SUBSTRING(number FROM 5)::bigint), 0) + 1 FROM invoices_invoice "
+        "WHERE number LIKE 'INV-%' GROUP BY organization_id"
     )
     for table in ("auth_user", "customers_customer", "invoices_invoice", "invoices_line", "payments_payment"):
         cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
@@ -363,15 +361,15 @@ def _username(u: int, plan: Plan) -> str:
 
 
 ORPHAN_CHECKS = {
-    "lines without invoice": "SELECT count(*) FROM invoices_line l LEFT JOIN invoices_invoice i ON i.id = l.invoice_id WHERE i.id IS NULL OR i.owner_id <> l.owner_id",
-    "payments without invoice": "SELECT count(*) FROM payments_payment p LEFT JOIN invoices_invoice i ON i.id = p.invoice_id WHERE i.id IS NULL OR i.owner_id <> p.owner_id",
-    "invoices without customer": "SELECT count(*) FROM invoices_invoice i LEFT JOIN customers_customer c ON c.id = i.customer_id WHERE c.id IS NULL OR c.owner_id <> i.owner_id",
-    "customers without owner": "SELECT count(*) FROM customers_customer c LEFT JOIN auth_user u ON u.id = c.owner_id WHERE u.id IS NULL",
+    "lines without invoice": "SELECT count(*) FROM invoices_line l LEFT JOIN invoices_invoice i ON i.id = l.invoice_id WHERE i.id IS NULL OR i.organization_id <> l.organization_id",
+    "payments without invoice": "SELECT count(*) FROM payments_payment p LEFT JOIN invoices_invoice i ON i.id = p.invoice_id WHERE i.id IS NULL OR i.organization_id <> p.organization_id",
+    "invoices without customer": "SELECT count(*) FROM invoices_invoice i LEFT JOIN customers_customer c ON c.id = i.customer_id WHERE c.id IS NULL OR c.organization_id <> i.organization_id",
+    "customers without organization": "SELECT count(*) FROM customers_customer c LEFT JOIN auth_user u ON u.id = c.organization_id WHERE u.id IS NULL",
 }
 
 
 def check_integrity(conn) -> None:
-    """What the foreign keys would have checked row by row: every reference resolves, same owner."""
+    """What the foreign keys would have checked row by row: every reference resolves, same organization."""
     cur = conn.cursor()
     for label, sql in ORPHAN_CHECKS.items():
         cur.execute(sql)
@@ -392,12 +390,12 @@ def _bench_tables(conn, plan: Plan) -> None:
     # concurrent requests ever pay the same invoice. detail: any other invoice of tenant 1.
     cur.execute(
         "INSERT INTO bench_pool SELECT 'pay', row_number() OVER (ORDER BY id) - 1, id FROM "
-        "(SELECT id FROM invoices_invoice WHERE owner_id = 1 AND status = 'sent' "
+        "(SELECT id FROM invoices_invoice WHERE organization_id = 1 AND status = 'sent' "
         " AND total - amount_paid >= 50 ORDER BY id LIMIT 20000) s"
     )
     cur.execute(
         "INSERT INTO bench_pool SELECT 'detail', row_number() OVER (ORDER BY md5(id::text)) - 1, id FROM "
-        "(SELECT id FROM invoices_invoice WHERE owner_id = 1 AND status <> 'sent' "
+        "(SELECT id FROM invoices_invoice WHERE organization_id = 1 AND status <> 'sent' "
         " ORDER BY md5(id::text) LIMIT 2000) s"
     )
     cur.execute("CREATE TABLE bench_meta (key text PRIMARY KEY, value jsonb)")

@@ -4,7 +4,7 @@ both), then the triggers back on and the table refilled from the invoices.
 
     .venv/bin/python -m bench.triggers    # on billing_bench, with the last run's scripts
 
-run.py calls `trigger_cost` after the load run. The numbers are PostgreSQL's alone: one owner, many
+run.py calls `trigger_cost` after the load run. The numbers are PostgreSQL's alone: one organization, many
 clients, the row locks of the kept totals included.
 """
 

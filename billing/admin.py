@@ -22,13 +22,13 @@ from billing.models import IdempotencyKey
 class ServiceWriteAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         readonly = list(super().get_readonly_fields(request, obj))
-        if obj is not None and "owner" not in readonly:
-            readonly.append("owner")  # an object never moves to another owner
+        if obj is not None and "organization" not in readonly:
+            readonly.append("organization")  # an object never moves to another organization
         return readonly
 
-    # Each admin names its services: create(owner, fields) -> the new object, update(obj, changed)
+    # Each admin names its services: create(organization, fields) -> the new object, update(obj, changed)
     # with only the fields the operator changed, delete(obj).
-    def create_object(self, owner, fields: dict):
+    def create_object(self, organization, fields: dict):
         raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
 
     def update_object(self, obj, changed: dict) -> None:
@@ -43,8 +43,8 @@ class ServiceWriteAdmin(admin.ModelAdmin):
             if changed:
                 self.update_object(obj, changed)
         else:
-            fields = {name: value for name, value in form.cleaned_data.items() if name != "owner"}
-            obj.pk = self.create_object(obj.owner, fields).pk
+            fields = {name: value for name, value in form.cleaned_data.items() if name != "organization"}
+            obj.pk = self.create_object(obj.organization, fields).pk
 
     def delete_model(self, request, obj):
         self.delete_object(obj)
@@ -107,7 +107,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(IdempotencyKey)
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
-    list_display = ["key", "owner", "operation", "response_status", "created_at"]
+    list_display = ["key", "organization", "operation", "response_status", "created_at"]
     list_filter = ["operation", "response_status"]
-    search_fields = ["key", "owner__username"]
-    list_select_related = ["owner"]
+    search_fields = ["key", "organization__name"]
+    list_select_related = ["organization"]

@@ -1,6 +1,6 @@
 """Idempotency keys for the operations that create something (`invoice_create`, `payment_record`).
 
-A request with an `Idempotency-Key` header runs at most once per owner and key:
+A request with an `Idempotency-Key` header runs at most once per organization and key:
 
 - the same key, operation and body again returns the stored status and body, with no second write
   (and an `Idempotent-Replayed: true` header);
@@ -9,9 +9,9 @@ A request with an `Idempotency-Key` header runs at most once per owner and key:
 - 5xx outcomes are not stored, so the request can be retried with the same key.
 
 The key row is inserted in the same transaction as the request's writes. On PostgreSQL a
-transaction-scoped advisory lock on (owner, key) tells a duplicate, without waiting, that the first
+transaction-scoped advisory lock on (organization, key) tells a duplicate, without waiting, that the first
 is still running; on SQLite every write transaction is already serialized (BEGIN IMMEDIATE), so a
-duplicate waits and then finds the stored outcome. The unique (owner, key) constraint is the last line.
+duplicate waits and then finds the stored outcome. The unique (organization, key) constraint is the last line.
 
 The transaction is this module's own: the claim, the view's writes and the stored outcome commit
 together or not at all. The services the view calls open their own `transaction.atomic()` inside
@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from billing.errors import exception_handler
 from billing.exceptions import BusinessRuleViolation, IdempotencyKeyReused, RequestInProgress
 from billing.models import IdempotencyKey
+from billing.tenancy import organization_of
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -55,24 +56,29 @@ def idempotent(operation: str):
                     f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters, "
                     "without a space at either end."
                 )
+            organization = organization_of(request)
             fingerprint = _fingerprint(request.data)
             context = {"view": view, "request": request}
             try:
                 with transaction.atomic():
-                    stored = _claim(owner=request.user, key=key, operation=operation, fingerprint=fingerprint)
+                    stored = _claim(
+                        organization=organization, key=key, operation=operation, fingerprint=fingerprint
+                    )
                     if stored is not None:
                         return stored
                     response = view_method(view, request, *args, **kwargs)
-                    _store(request.user, key, operation, fingerprint, response)
+                    _store(organization, key, operation, fingerprint, response)
                     return response
             except (RequestInProgress, IdempotencyKeyReused):
                 raise
             except IntegrityError as exc:
-                if not _key_exists(request.user, key):
+                if not _key_exists(organization, key):
                     raise
                 # A duplicate slipped past the lock and committed first: answer with its outcome.
                 with transaction.atomic():
-                    stored = _claim(owner=request.user, key=key, operation=operation, fingerprint=fingerprint)
+                    stored = _claim(
+                        organization=organization, key=key, operation=operation, fingerprint=fingerprint
+                    )
                 if stored is None:
                     raise exc
                 return stored
@@ -83,10 +89,12 @@ def idempotent(operation: str):
                 if response is None or response.status_code >= 500:
                     raise
                 with transaction.atomic():
-                    stored = _claim(owner=request.user, key=key, operation=operation, fingerprint=fingerprint)
+                    stored = _claim(
+                        organization=organization, key=key, operation=operation, fingerprint=fingerprint
+                    )
                     if stored is not None:
                         return stored
-                    _store(request.user, key, operation, fingerprint, response)
+                    _store(organization, key, operation, fingerprint, response)
                 return response
 
         wrapper.idempotent = True
@@ -100,19 +108,19 @@ def _fingerprint(data) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _advisory_lock_id(owner_id: int, key: str) -> int:
-    digest = hashlib.sha256(f"idempotency:{owner_id}:{key}".encode()).digest()
+def _advisory_lock_id(organization_id: int, key: str) -> int:
+    digest = hashlib.sha256(f"idempotency:{organization_id}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _claim(*, owner, key: str, operation: str, fingerprint: str) -> Response | None:
+def _claim(*, organization, key: str, operation: str, fingerprint: str) -> Response | None:
     """Inside a transaction: lock the key, then return the stored outcome, or None to proceed."""
     if connection.vendor == "postgresql":
-        locked, stored = _lock_and_read(owner.pk, key)
+        locked, stored = _lock_and_read(organization.pk, key)
         if not locked:
             raise RequestInProgress(f"A request with this {HEADER} is still running; retry shortly.")
     else:
-        stored = IdempotencyKey.objects.filter(owner=owner, key=key).first()
+        stored = IdempotencyKey.objects.filter(organization=organization, key=key).first()
     if stored is None:
         return None
     if stored.operation != operation or stored.fingerprint != fingerprint:
@@ -125,7 +133,7 @@ def _claim(*, owner, key: str, operation: str, fingerprint: str) -> Response | N
     return response
 
 
-def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None]:
+def _lock_and_read(organization_id: int, key: str) -> tuple[bool, IdempotencyKey | None]:
     """One round trip: try the key's advisory lock (never waiting) and read its stored outcome.
 
     The read's snapshot is taken as the statement starts, so a first request that commits between
@@ -138,14 +146,14 @@ def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None
         sql = (
             "SELECT lock.acquired, key.operation, key.fingerprint, key.response_status, key.response_body "  # noqa: S608
             "FROM (SELECT pg_try_advisory_xact_lock(%s) AS acquired) AS lock "
-            f"LEFT JOIN {table} AS key ON key.owner_id = %s AND key.key = %s"
+            f"LEFT JOIN {table} AS key ON key.organization_id = %s AND key.key = %s"
         )
-        cursor.execute(sql, [_advisory_lock_id(owner_id, key), owner_id, key])
+        cursor.execute(sql, [_advisory_lock_id(organization_id, key), organization_id, key])
         acquired, stored_operation, fingerprint, response_status, body = cursor.fetchone()
     if stored_operation is None:
         return acquired, None
     stored = IdempotencyKey(
-        owner_id=owner_id,
+        organization_id=organization_id,
         key=key,
         operation=stored_operation,
         fingerprint=fingerprint,
@@ -155,11 +163,11 @@ def _lock_and_read(owner_id: int, key: str) -> tuple[bool, IdempotencyKey | None
     return acquired, stored
 
 
-def _store(owner, key: str, operation: str, fingerprint: str, response: Response) -> None:
+def _store(organization, key: str, operation: str, fingerprint: str, response: Response) -> None:
     if response.status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
         return
     IdempotencyKey.objects.create(
-        owner=owner,
+        organization=organization,
         key=key,
         operation=operation,
         fingerprint=fingerprint,
@@ -168,5 +176,5 @@ def _store(owner, key: str, operation: str, fingerprint: str, response: Response
     )
 
 
-def _key_exists(owner, key: str) -> bool:
-    return IdempotencyKey.objects.filter(owner=owner, key=key).exists()
+def _key_exists(organization, key: str) -> bool:
+    return IdempotencyKey.objects.filter(organization=organization, key=key).exists()

@@ -62,7 +62,8 @@ class RequestLogMiddleware:
     """One structured log record per request: who, what, outcome, how long.
 
     It records the method, the path (query strings included; they carry filters, never secrets),
-    the status, the duration, the user id and a request id (taken from `X-Request-ID` when a proxy
+    the status, the duration, who (the user id, or the API key id), the organization the credential
+    acts for, and a request id (taken from `X-Request-ID` when a proxy
     sets one, echoed back in the response). Never headers or bodies, so never tokens or passwords.
     """
 
@@ -75,10 +76,14 @@ class RequestLogMiddleware:
         response = self.get_response(request)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         user = getattr(request, "user", None)
+        auth = None
         # DRF authenticates inside the view; its user is on the response's renderer context.
         drf_request = (getattr(response, "renderer_context", None) or {}).get("request")
         if drf_request is not None:
             user = getattr(drf_request, "_user", user)
+            auth = getattr(drf_request, "_auth", None)
+        # An API key is both the request's user and its credential: logged as the key, not a user.
+        is_key = auth is not None and auth is user
         response["X-Request-ID"] = request_id
         level = logging.ERROR if response.status_code >= 500 else logging.INFO
         request_logger.log(
@@ -93,7 +98,9 @@ class RequestLogMiddleware:
                 "path": request.get_full_path(),
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "user_id": getattr(user, "pk", None),
+                "user_id": None if is_key else getattr(user, "pk", None),
+                "api_key_id": auth.pk if is_key else None,
+                "organization_id": getattr(auth, "organization_id", None),
                 "remote_addr": request.META.get("REMOTE_ADDR"),
             },
         )

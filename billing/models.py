@@ -5,7 +5,6 @@ Model-side only: nothing here imports DRF (the API-side tenancy pieces are in `b
 
 import json
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
@@ -18,18 +17,19 @@ class OwnedModel(models.Model):
     `save()` of a row already in the database writes only the columns that differ from what was
     read (`_loaded`, recorded by `from_db`), never falls back to an INSERT (a row deleted meanwhile
     is `DoesNotExist`, which the API answers with 404, instead of coming back to life), and never
-    moves a row to another owner. A model with a `version` column is also compare-and-set: the
+    moves a row to another organization. A model with a `version` column is also compare-and-set: the
     UPDATE matches only the version that was read and bumps it, so a write based on a stale read
     (an admin form opened before a payment landed) is refused with `StaleWrite` instead of
     overwriting what happened since. The services read with `select_for_update()`, so under their
     lock the version cannot move and their writes always match.
     """
 
-    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
-    # the lookups by owner, and a redundant index would only slow every write. PROTECT: an owner's
-    # books are never deleted by deleting the user (the admin shows what stands in the way).
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    # No index of its own: every table's indexes lead with organization_id (Meta.indexes), which
+    # serve the lookups by organization, and a redundant index would only slow every write.
+    # PROTECT: an organization's books are never deleted by deleting it (the admin shows what
+    # stands in the way).
+    organization = models.ForeignKey(
+        "users.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -77,8 +77,8 @@ class OwnedModel(models.Model):
 
     def _save_existing(self, *args, update_fields=None, **kwargs) -> None:
         changed = self.changed_fields()
-        if "owner_id" in changed:
-            raise NotEditable(f"A {self._meta.verbose_name} never moves to another owner.")
+        if "organization_id" in changed:
+            raise NotEditable(f"A {self._meta.verbose_name} never moves to another organization.")
         fields = set(update_fields) if update_fields is not None else changed
         fields -= {"updated_at", "version", self._meta.pk.attname}
         if not fields:
@@ -119,10 +119,10 @@ class IdempotencyKey(models.Model):
     operation is refused, whatever URL it came through.
     """
 
-    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
-    # the lookups by owner, and a redundant index would only slow every write.
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    # Scoped per organization: its members and API keys share one key space. No index of its own:
+    # the unique (organization, key) serves every lookup.
+    organization = models.ForeignKey(
+        "users.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
     )
     key = models.CharField(max_length=255)
     operation = models.CharField(max_length=100)
@@ -134,7 +134,9 @@ class IdempotencyKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "key"], name="idempotency_org_key_unique")
+        ]
         indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 
     def __str__(self) -> str:

@@ -48,7 +48,7 @@ ERROR_CODES = [
     ("invalid_idempotency_key", "400: the Idempotency-Key header is malformed."),
     ("not_authenticated", "401: no Authorization header."),
     ("authentication_failed", "401: a malformed Authorization header, or an invalid or expired key."),
-    ("permission_denied", "403: the credential may not do this."),
+    ("permission_denied", "403: the credential's role does not allow this."),
     ("registration_closed", "403: registration is switched off."),
     ("not_found", "404: no such object among the caller's own, or no such path."),
     ("method_not_allowed", "405: the path does not answer this method."),
@@ -57,6 +57,7 @@ ERROR_CODES = [
     ("not_editable", "409: the object is locked against this change."),
     ("stale_write", "409: the object changed since it was read; read it again."),
     ("in_use", "409: other objects still refer to this one."),
+    ("last_owner", "409: the last owner of an organization can be neither removed nor demoted."),
     ("conflict", "409: a concurrent request changed the same data; retry."),
     ("request_in_progress", "409: a request with the same Idempotency-Key is still running; retry."),
     ("request_too_large", "413: the body is larger than the server accepts."),
@@ -250,8 +251,9 @@ class TokenScheme(OpenApiAuthenticationExtension):
         return {
             **build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Bearer"),
             "description": (
-                "The key from `POST /api/login/`, sent as `Authorization: Bearer <key>` or, the same "
-                "credential, `Authorization: Token <key>`. A header in another form is a 401 that says so."
+                "A member's token from `POST /api/login/` or an organization's API key (`sk_...`, from "
+                "`POST /api/api-keys/`), sent as `Authorization: Bearer <key>` or, the same credential, "
+                "`Authorization: Token <key>`. A header in another form is a 401 that says so."
             ),
         }
 

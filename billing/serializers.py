@@ -15,8 +15,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import ISO_8601, serializers
 from rest_framework.settings import api_settings
+
+from billing.currencies import CURRENCY_CODES
 
 DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -72,9 +75,14 @@ class StrictIntegerField(serializers.IntegerField):
 MAX_ID = 2**63 - 1  # bigint
 
 
+@extend_schema_field({"type": "string", "enum": sorted(CURRENCY_CODES)})
+class CurrencyField(StrictCharField):
+    """An active ISO 4217 code; the schema lists them, so a client knows the valid values."""
+
+
 class ReferenceField(serializers.IntegerField):
     """The id of another object, as a JSON integer: the shape only. Whether it names one of the
-    caller's objects is the service's check (another owner's reads as one that does not exist)."""
+    caller's objects is the service's check (another organization's reads as one that does not exist)."""
 
     default_error_messages = {
         "incorrect_type": "Incorrect type. Expected pk value, received {data_type}.",

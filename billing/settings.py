@@ -149,7 +149,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": str(Path(tempfile.gettempdir()) / f"billing_test_{os.getpid()}.sqlite3")
     }
-    # The summary's covering index (Invoice.Meta.indexes "invoice_owner_summary", include=[...])
+    # The summary's covering index (Invoice.Meta.indexes "invoice_org_summary", include=[...])
     # is PostgreSQL-only on purpose: SQLite builds it on the key columns alone, which is the
     # fallback we want, so its warning about the ignored INCLUDE columns says nothing to act on.
     # Silenced only here: on PostgreSQL every check still reports.
@@ -218,8 +218,13 @@ TOKEN_TTL_HOURS = env_int("TOKEN_TTL_HOURS", 720)
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["users.auth.ExpiringTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # An organization's API key (sk_...) or a member's login token, both as "Token <key>" or
+    # "Bearer <key>"; then the role of that credential (users.roles) decides what it may do.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "users.auth.ApiKeyAuthentication",
+        "users.auth.ExpiringTokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["users.permissions.RolePermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["billing.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "billing.pagination.PageNumberPagination",
@@ -240,6 +245,9 @@ REST_FRAMEWORK = {
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 
+AUTH_USER_MODEL = "users.User"
+# knox's tokens, each bound to one membership (users.models.MemberToken).
+KNOX_TOKEN_MODEL = "users.MemberToken"
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=TOKEN_TTL_HOURS),
     "AUTH_HEADER_PREFIX": "Token",
@@ -266,10 +274,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
     "REDOC_UI_SETTINGS": {"hideLoading": True},
+    # An API key travels in the same header as a member's token: one scheme (tokenAuth) says both.
+    "AUTHENTICATION_WHITELIST": ["users.auth.ExpiringTokenAuthentication"],
     "ENUM_NAME_OVERRIDES": {
         "CurrencyEnum": "billing.currencies.CURRENCY_CHOICES",
         "InvoiceStatusEnum": "invoices.models.InvoiceStatus",
         "ErrorCodeEnum": "billing.schema.ERROR_CODES",
+        "RoleEnum": "users.models.Role",
+        "ApiKeyRoleEnum": "users.models.API_KEY_ROLE_CHOICES",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

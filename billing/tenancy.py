@@ -1,25 +1,44 @@
-"""Tenancy, API side: everything a request touches is scoped to its owner.
+"""Tenancy, API side: everything a request touches is scoped to the organization its credential is
+bound to.
 
-- `billing.models.OwnedModel` gives a table its `owner` (model side, no DRF).
-- `OwnerScopedViewSetMixin` filters a view's queryset by `request.user`, so another user's object
-  is a 404 without any view having to remember it.
+- `billing.models.OwnedModel` gives a table its `organization` (model side, no DRF).
+- A request's credential (`request.auth`: a member's token or an organization's API key, see
+  `users.auth`) says for which organization it acts (`organization`, `organization_id`), with which
+  role (`role`), and who it is (`actor`: the user or the key). `organization_of` and `actor_of` read
+  them, so no view reaches into the credential itself.
+- `OrganizationScopedViewSetMixin` filters a view's queryset by that organization, so another
+  organization's object is a 404 without any view having to remember it.
 - `owned_by_caller` does the same for django-filter's model filters.
-- `OwnedPrimaryKeyRelatedField` limits a serializer's reference to the caller's objects, so a
-  body naming another user's object is a 400 on that field.
 """
 
-from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
-from billing.serializers import MAX_ID, json_integer
+from billing.serializers import MAX_ID
 
 
-class OwnerScopedViewSetMixin:
-    """Scope `queryset` to the authenticated caller; subclasses call `super().get_queryset()`.
+def organization_of(request):
+    """The organization the request acts for, or None (not authenticated)."""
+    auth = getattr(request, "auth", None)
+    return getattr(auth, "organization", None)
 
-    A write passes `object_id()` to its service, whose locked, owner-scoped read is the only read
-    that decides (another owner's or a vanished row is `DoesNotExist`, answered with 404 by the
-    exception handler).
+
+def organization_id_of(request) -> int | None:
+    auth = getattr(request, "auth", None)
+    return getattr(auth, "organization_id", None)
+
+
+def actor_of(request):
+    """Who makes the request's changes: the member's user, or the API key."""
+    auth = getattr(request, "auth", None)
+    return getattr(auth, "actor", None)
+
+
+class OrganizationScopedViewSetMixin:
+    """Scope `queryset` to the request's organization; subclasses call `super().get_queryset()`.
+
+    A write passes `object_id()` to its service, whose locked, organization-scoped read is the only
+    read that decides (another organization's or a vanished row is `DoesNotExist`, answered with 404
+    by the exception handler).
     """
 
     def object_id(self) -> int:
@@ -29,44 +48,30 @@ class OwnerScopedViewSetMixin:
             raise NotFound()
         return int(raw)
 
+    @property
+    def organization(self):
+        return organization_of(self.request)
+
+    @property
+    def actor(self):
+        return actor_of(self.request)
+
     def get_queryset(self):
         queryset = super().get_queryset()
-        user = self.request.user
-        if getattr(self, "swagger_fake_view", False) or not user.is_authenticated:
+        organization_id = organization_id_of(self.request)
+        if getattr(self, "swagger_fake_view", False) or organization_id is None:
             return queryset.none()
-        return queryset.filter(owner=user)
+        return queryset.filter(organization_id=organization_id)
 
 
 def owned_by_caller(model):
-    """A queryset callable for django-filter: the caller's own rows of `model`, so a filter naming
-    another user's object is a 400 ("Select a valid choice")."""
+    """A queryset callable for django-filter: the request organization's rows of `model`, so a
+    filter naming another organization's object is a 400 ("Select a valid choice")."""
 
     def queryset(request):
-        if request is None or not request.user.is_authenticated:
+        organization_id = organization_id_of(request) if request is not None else None
+        if organization_id is None:
             return model.objects.none()
-        return model.objects.filter(owner=request.user)
+        return model.objects.filter(organization_id=organization_id)
 
     return queryset
-
-
-class OwnedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
-    """A primary key that must name one of the caller's own objects."""
-
-    default_error_messages = {
-        "does_not_exist": 'Invalid pk "{pk_value}" - object does not exist.',
-    }
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        request = self.context.get("request")
-        if request is None or not request.user.is_authenticated:
-            return queryset.none()
-        return queryset.filter(owner=request.user)
-
-    def to_internal_value(self, data):
-        # A JSON integer, as the schema says (1 or 1.0): not "1", not 1.5 (which would become 1),
-        # and not `true` (bool is an int subclass: it must not become the object with pk 1).
-        pk = json_integer(data)
-        if pk is None:
-            self.fail("incorrect_type", data_type=type(data).__name__)
-        return super().to_internal_value(pk)

@@ -7,18 +7,18 @@ from customers.services import customer_create, customer_delete, customer_update
 
 @admin.register(Customer)
 class CustomerAdmin(ServiceWriteAdmin):
-    list_display = ["name", "email", "owner", "tax_id", "created_at"]
-    list_filter = ["owner", "created_at"]
-    search_fields = ["name", "email", "tax_id", "owner__username"]
-    list_select_related = ["owner"]
+    list_display = ["name", "email", "organization", "tax_id", "created_at"]
+    list_filter = ["organization", "created_at"]
+    search_fields = ["name", "email", "tax_id", "organization__name"]
+    list_select_related = ["organization"]
     readonly_fields = ["created_at", "updated_at"]
-    raw_id_fields = ["owner"]
+    raw_id_fields = ["organization"]
 
-    def create_object(self, owner, fields):
-        return customer_create(owner=owner, **fields)
+    def create_object(self, organization, fields):
+        return customer_create(organization=organization, **fields)
 
     def update_object(self, obj, changed):
-        customer_update(owner=obj.owner, customer_id=obj.pk, **changed)
+        customer_update(organization=obj.organization, customer_id=obj.pk, **changed)
 
     def delete_object(self, obj):
-        customer_delete(owner=obj.owner, customer_id=obj.pk)
+        customer_delete(organization=obj.organization, customer_id=obj.pk)

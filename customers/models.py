@@ -13,14 +13,14 @@ class Customer(OwnedModel):
     class Meta:
         ordering = ["name", "id"]
         indexes = [
-            models.Index(fields=["owner", "name", "id"], name="customer_owner_name"),
-            models.Index(fields=["owner", "created_at"], name="customer_owner_created"),
+            models.Index(fields=["organization", "name", "id"], name="customer_org_name"),
+            models.Index(fields=["organization", "created_at"], name="customer_org_created"),
         ]
         constraints = [
             models.CheckConstraint(condition=~models.Q(name=""), name="customer_name_not_blank"),
-            # The target of invoices' (customer, owner) reference (invoices migration 0004), by which
-            # the database refuses an invoice for another owner's customer.
-            models.UniqueConstraint(fields=["id", "owner"], name="customer_id_owner_unique"),
+            # The target of invoices' (customer, organization) reference (invoices migration 0004), by which
+            # the database refuses an invoice for another organization's customer.
+            models.UniqueConstraint(fields=["id", "organization"], name="customer_id_org_unique"),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,6 @@ current row, and a customer deleted meanwhile is `DoesNotExist` (404), never wri
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import ProtectedError
 
@@ -12,20 +11,23 @@ from billing.exceptions import InUse
 from billing.unset import UNSET, Unset
 from customers.locks import lock_customer
 from customers.models import Customer
+from users.models import Organization
 
 
 @transaction.atomic
 def customer_create(
     *,
-    owner: AbstractBaseUser,
+    organization: Organization,
     name: str,
     email: str = "",
     phone: str = "",
     address: str = "",
     tax_id: str = "",
 ) -> Customer:
-    """Create a customer of `owner`."""
-    customer = Customer(owner=owner, name=name, email=email, phone=phone, address=address, tax_id=tax_id)
+    """Create a customer of `organization`."""
+    customer = Customer(
+        organization=organization, name=name, email=email, phone=phone, address=address, tax_id=tax_id
+    )
     customer.save()
     return customer
 
@@ -33,7 +35,7 @@ def customer_create(
 @transaction.atomic
 def customer_update(
     *,
-    owner: AbstractBaseUser,
+    organization: Organization,
     customer_id: int,
     name: str | Unset = UNSET,
     email: str | Unset = UNSET,
@@ -42,7 +44,7 @@ def customer_update(
     tax_id: str | Unset = UNSET,
 ) -> Customer:
     """Change a customer's details; only the fields given and different are written."""
-    customer = lock_customer(owner_id=owner.pk, customer_id=customer_id)
+    customer = lock_customer(organization_id=organization.pk, customer_id=customer_id)
     given = {"name": name, "email": email, "phone": phone, "address": address, "tax_id": tax_id}
     for field, value in given.items():
         if value is not UNSET:
@@ -52,9 +54,9 @@ def customer_update(
 
 
 @transaction.atomic
-def customer_delete(*, owner: AbstractBaseUser, customer_id: int) -> None:
+def customer_delete(*, organization: Organization, customer_id: int) -> None:
     """Delete a customer; one who has invoices is kept (the foreign key PROTECTs them: 409 in_use)."""
-    customer = lock_customer(owner_id=owner.pk, customer_id=customer_id)
+    customer = lock_customer(organization_id=organization.pk, customer_id=customer_id)
     try:
         customer.delete()
     except ProtectedError:

@@ -55,11 +55,11 @@ class InvoiceStatusChangeInline(admin.TabularInline):
     can_delete = False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("actor")
+        return super().get_queryset(request).select_related("actor_user", "actor_api_key")
 
     @admin.display(description="by")
     def by(self, change):
-        return change.actor or "system"
+        return change.actor_user or change.actor_api_key or "system"
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -82,7 +82,7 @@ class InvoiceAdmin(ServiceWriteAdmin):
     list_display = [
         "__str__",
         "customer",
-        "owner",
+        "organization",
         "status",
         "issue_date",
         "due_date",
@@ -92,10 +92,10 @@ class InvoiceAdmin(ServiceWriteAdmin):
         "balance_due",
     ]
     list_filter = ["status", "currency", "issue_date", "due_date"]
-    search_fields = ["number", "customer__name", "owner__username"]
-    list_select_related = ["customer", "owner"]
+    search_fields = ["number", "customer__name", "organization__name"]
+    list_select_related = ["customer", "organization"]
     date_hierarchy = "issue_date"
-    raw_id_fields = ["owner", "customer"]
+    raw_id_fields = ["organization", "customer"]
     actions = ["mark_overdue_now"]
     # The payments' inline is added by payments.admin (invoices never import payments).
     inlines = [InvoiceStatusChangeInline]
@@ -178,16 +178,16 @@ class InvoiceAdmin(ServiceWriteAdmin):
             fields["customer_id"] = fields.pop("customer").pk
         return fields
 
-    def create_object(self, owner, fields):
-        return invoice_create(owner=owner, **self._service_fields(fields))
+    def create_object(self, organization, fields):
+        return invoice_create(organization=organization, **self._service_fields(fields))
 
     def update_object(self, obj, changed):
-        invoice_update(owner=obj.owner, invoice_id=obj.pk, **self._service_fields(changed))
+        invoice_update(organization=obj.organization, invoice_id=obj.pk, **self._service_fields(changed))
 
     def delete_object(self, obj):
-        invoice_delete(owner=obj.owner, invoice_id=obj.pk)
+        invoice_delete(organization=obj.organization, invoice_id=obj.pk)
 
-    @admin.action(description="Mark overdue now (all owners, as the cron job does)")
+    @admin.action(description="Mark overdue now (all organizations, as the cron job does)")
     def mark_overdue_now(self, request, queryset):
         try:
             moved = invoice_mark_overdue()

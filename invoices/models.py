@@ -28,6 +28,7 @@ from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTrans
 from billing.models import OwnedModel
 from billing.money import MAX_AMOUNT, ZERO, quantize
 from customers.models import Customer
+from users.models import CreatedBy, actor_columns
 
 MAX_LINES = 500
 
@@ -93,14 +94,14 @@ class InvoiceQuerySet(models.QuerySet):
             # As the ORM would write the value (on SQLite: naive UTC text, the form every other
             # timestamp of the table has, so that they compare and sort alike).
             at = connection.ops.adapt_datetimefield_value(now)
-            columns = "invoice_id, owner_id, from_status, to_status, actor_id, changed_at"
+            columns = "invoice_id, organization_id, from_status, to_status, actor_user_id, actor_api_key_id, changed_at"
             if connection.vendor == "postgresql":
                 sql = (
                     f"WITH moved AS (UPDATE {q(invoice)} SET status = %s, updated_at = %s, "  # noqa: S608
                     f"version = version + 1 WHERE id IN ({select_sql}) AND status = %s "
-                    "RETURNING id, owner_id) "
+                    "RETURNING id, organization_id) "
                     f"INSERT INTO {q(history)} ({columns}) "
-                    "SELECT id, owner_id, %s, %s, NULL, %s FROM moved"
+                    "SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM moved"
                 )
                 params = [
                     InvoiceStatus.OVERDUE,
@@ -117,13 +118,13 @@ class InvoiceQuerySet(models.QuerySet):
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"INSERT INTO {q(history)} ({columns}) "  # noqa: S608
-                    f"SELECT id, owner_id, %s, %s, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql})",
+                    f"SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql})",
                     [InvoiceStatus.SENT, InvoiceStatus.OVERDUE, at, *select_params],
                 )
             return due.update(status=InvoiceStatus.OVERDUE, updated_at=now, version=F("version") + 1)
 
 
-class Invoice(OwnedModel):
+class Invoice(OwnedModel, CreatedBy):
     Status = InvoiceStatus
 
     # The fields a client may change, per state. Everything else changes only through a
@@ -157,12 +158,14 @@ class Invoice(OwnedModel):
     PAYABLE = PAYABLE
     ACTIONS = ("edit", "delete", "send", "void", "pay")
 
-    # NULL, not "": many drafts may be unnumbered while (owner, number) stays unique.
+    # NULL, not "": many drafts may be unnumbered while (organization, number) stays unique.
     number = models.CharField(max_length=32, null=True, blank=True, validators=[NUMBER_VALIDATOR])  # noqa: DJ001
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default=default_currency)
-    issue_date = models.DateField(default=timezone.localdate)
+    # The services default it to the organization's today (its time zone), and the due date to
+    # the issue date plus its payment terms.
+    issue_date = models.DateField()
     due_date = models.DateField()
     notes = models.TextField(blank=True, max_length=5000)
     subtotal = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
@@ -182,10 +185,11 @@ class Invoice(OwnedModel):
         # table (most changes here do) drops them: such a migration must create them again.
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "number"], name="invoice_owner_number_unique"),
-            # The target of the (invoice, owner) references of lines and payments (migration 0004),
-            # by which the database refuses a line or payment of another owner's invoice.
-            models.UniqueConstraint(fields=["id", "owner"], name="invoice_id_owner_unique"),
+            *CreatedBy.Meta.constraints,
+            models.UniqueConstraint(fields=["organization", "number"], name="invoice_org_number_unique"),
+            # The target of the (invoice, organization) references of lines and payments (migration 0004),
+            # by which the database refuses a line or payment of another organization's invoice.
+            models.UniqueConstraint(fields=["id", "organization"], name="invoice_id_org_unique"),
             models.CheckConstraint(condition=Q(status__in=InvoiceStatus.values), name="invoice_status_valid"),
             models.CheckConstraint(
                 condition=Q(currency__in=sorted(CURRENCY_CODES)), name="invoice_currency_valid"
@@ -224,18 +228,18 @@ class Invoice(OwnedModel):
             models.CheckConstraint(condition=~Q(number=""), name="invoice_number_not_blank"),
         ]
         indexes = [
-            models.Index(fields=["owner", "-created_at", "-id"], name="invoice_owner_created"),
-            models.Index(fields=["owner", "status", "due_date"], name="invoice_owner_status_due"),
-            models.Index(fields=["owner", "customer"], name="invoice_owner_customer"),
-            models.Index(fields=["owner", "issue_date"], name="invoice_owner_issue_date"),
+            models.Index(fields=["organization", "-created_at", "-id"], name="invoice_org_created"),
+            models.Index(fields=["organization", "status", "due_date"], name="invoice_org_status_due"),
+            models.Index(fields=["organization", "customer"], name="invoice_org_customer"),
+            models.Index(fields=["organization", "issue_date"], name="invoice_org_issue_date"),
             # The summary reads only these columns (PostgreSQL: an index-only scan; elsewhere a plain
             # index on the key columns).
             models.Index(
-                fields=["owner", "currency", "status"],
+                fields=["organization", "currency", "status"],
                 include=["total", "amount_paid"],
-                name="invoice_owner_summary",
+                name="invoice_org_summary",
             ),
-            # mark_overdue scans sent invoices across every owner.
+            # mark_overdue scans sent invoices across every organization.
             models.Index(
                 fields=["due_date"], condition=Q(status=InvoiceStatus.SENT), name="invoice_sent_due"
             ),
@@ -300,14 +304,16 @@ class Invoice(OwnedModel):
                 field="due_date",
             )
         if self.customer_id is not None and (self._state.adding or "customer_id" in self.changed_fields()):
-            # A customer never changes owner (OwnedModel), so one already loaded is as good as a read.
+            # A customer never changes organization (OwnedModel), so one already loaded is as good as a read.
             if Invoice.customer.is_cached(self):
-                customer_owner = self.customer.owner_id
+                customer_organization = self.customer.organization_id
             else:
-                customer_owner = (
-                    Customer.objects.filter(pk=self.customer_id).values_list("owner_id", flat=True).first()
+                customer_organization = (
+                    Customer.objects.filter(pk=self.customer_id)
+                    .values_list("organization_id", flat=True)
+                    .first()
                 )
-            if customer_owner != self.owner_id:
+            if customer_organization != self.organization_id:
                 raise BusinessRuleViolation(
                     f'Invalid pk "{self.customer_id}" - object does not exist.', field="customer"
                 )
@@ -410,12 +416,14 @@ class Invoice(OwnedModel):
             return
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             super().save(*args, **kwargs)
+            actor_user, actor_api_key = actor_columns(getattr(self, "_status_actor", None))
             InvoiceStatusChange.objects.create(
-                owner_id=self.owner_id,
+                organization_id=self.organization_id,
                 invoice=self,
                 from_status=previous,
                 to_status=self.status,
-                actor=getattr(self, "_status_actor", None),
+                actor_user=actor_user,
+                actor_api_key=actor_api_key,
                 changed_at=self.updated_at,
             )
         self._status_actor = None
@@ -487,8 +495,8 @@ class InvoiceStatusChange(models.Model):
     change by `Invoice.save()` and, in bulk, by `InvoiceQuerySet.move_to_overdue`; never changed.
     A row with no actor was made by the system (`mark_overdue`)."""
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False
+    organization = models.ForeignKey(
+        "users.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
     )
     # An invoice with status changes is issued, and an issued invoice is never deleted.
     invoice = models.ForeignKey(
@@ -496,8 +504,12 @@ class InvoiceStatusChange(models.Model):
     )
     from_status = models.CharField(max_length=10, choices=InvoiceStatus.choices)
     to_status = models.CharField(max_length=10, choices=InvoiceStatus.choices)
-    actor = models.ForeignKey(
+    # Who made the change: a member or an API key; neither for the system (mark_overdue).
+    actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_api_key = models.ForeignKey(
+        "users.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     changed_at = models.DateTimeField()
 
@@ -513,7 +525,7 @@ class InvoiceStatusChange(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["owner", "invoice", "changed_at"], name="status_change_owner_invoice"),
+            models.Index(fields=["organization", "invoice", "changed_at"], name="status_change_org_invoice"),
         ]
 
     def __str__(self) -> str:
@@ -526,10 +538,10 @@ class InvoiceStatusChange(models.Model):
 
 
 class Line(models.Model):
-    # No index of its own: every table's indexes lead with owner_id (Meta.indexes), which serve
-    # the lookups by owner, and a redundant index would only slow every write.
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    # No index of its own: every table's indexes lead with organization_id (Meta.indexes), which serve
+    # the lookups by organization, and a redundant index would only slow every write.
+    organization = models.ForeignKey(
+        "users.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
     )
     # No index of its own either: line_invoice_position_unique (invoice, position) serves every
     # lookup by invoice (the detail's lines, the cascade of a draft's delete).
@@ -555,7 +567,7 @@ class Line(models.Model):
             ),
             models.UniqueConstraint(fields=["invoice", "position"], name="line_invoice_position_unique"),
         ]
-        indexes = [models.Index(fields=["owner", "invoice"], name="line_owner_invoice")]
+        indexes = [models.Index(fields=["organization", "invoice"], name="line_org_invoice")]
 
     def __str__(self) -> str:
         return self.description
@@ -569,10 +581,10 @@ class Line(models.Model):
 
 
 class InvoiceSequence(models.Model):
-    """The per-owner counter behind issued invoice numbers; locked for the moment of a send."""
+    """The per-organization counter behind issued invoice numbers; locked for the moment of a send."""
 
-    owner = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    organization = models.OneToOneField(
+        "users.Organization", on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
     next_value = models.PositiveBigIntegerField(default=1)
 
@@ -582,32 +594,32 @@ class InvoiceSequence(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"next invoice number {self.next_value} of owner {self.owner_id}"
+        return f"next invoice number {self.next_value} of organization {self.organization_id}"
 
 
 class InvoiceTotals(models.Model):
-    """How many invoices one owner has in one currency and status, and their total and amount paid.
+    """How many invoices one organization has in one currency and status, and their total and amount paid.
 
     The database keeps it: triggers on the invoice table (migration 0003) add every insert, update
     and delete of an invoice to its row, in the same statement, so it is exact whatever wrote the
     invoice (a service, `mark_overdue`'s bulk UPDATE, the admin, a COPY). Nothing in Python writes
     it. The unfiltered summary and the unfiltered list's count read it instead of aggregating the
-    owner's invoices, so they cost the same at 100 invoices and at a million.
+    organization's invoices, so they cost the same at 100 invoices and at a million.
 
     Money is in hundredths (amounts are stored with two decimals): integer sums are exact on every
     database, where SQLite would add decimals in floating point.
 
-    Each (owner, currency, status) is split over SHARDS rows by invoice id, so that writers of one
-    owner (two payments of different invoices, say) seldom wait on the same row: a row a write
+    Each (organization, currency, status) is split over SHARDS rows by invoice id, so that writers of one
+    organization (two payments of different invoices, say) seldom wait on the same row: a row a write
     changes stays locked until its transaction commits. Readers add the shards up.
     """
 
     SHARDS = 16  # the triggers' `id % 16` (migration 0003)
 
-    # The key is the primary key. No foreign key to the user: Django's collector must not delete
-    # these rows with a user (the triggers take the user's invoices out as the cascade deletes them).
-    pk = models.CompositePrimaryKey("owner_id", "currency", "status", "shard")
-    owner_id = models.BigIntegerField()
+    # The key is the primary key. No foreign key to the organization: Django's collector must not
+    # delete these rows with one (the triggers take its invoices out as they are deleted).
+    pk = models.CompositePrimaryKey("organization_id", "currency", "status", "shard")
+    organization_id = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Invoice.Status.choices)
     shard = models.SmallIntegerField()
@@ -619,4 +631,6 @@ class InvoiceTotals(models.Model):
     paid_cents = models.DecimalField(max_digits=38, decimal_places=0)
 
     def __str__(self) -> str:
-        return f"owner {self.owner_id} {self.currency} {self.status} #{self.shard}: {self.count}"
+        return (
+            f"organization {self.organization_id} {self.currency} {self.status} #{self.shard}: {self.count}"
+        )

@@ -25,7 +25,7 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
     The database groups by (currency, status) and sums two columns; the few groups (at most five a
     currency) are then added up here, exactly, in Decimal. That is a third of the work of one row a
     currency with a filtered sum per figure (each row feeds nine aggregates there, three here), and
-    with the covering index invoice_owner_summary (owner, currency, status; total, amount_paid) it
+    with the covering index invoice_organization_summary (organization, currency, status; total, amount_paid) it
     is an index-only scan read in group order, whose cost follows the tenant's size, not the table's.
     """
     groups = (
@@ -48,26 +48,26 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
 # tests/test_invoice_totals.py compares their results with the aggregate over the invoices.
 _SUMMARY_SQL = (
     "SELECT currency, status, SUM(count), SUM(total_cents), SUM(paid_cents) FROM invoices_invoicetotals "
-    "WHERE owner_id = %s GROUP BY currency, status HAVING SUM(count) > 0 ORDER BY currency, status"
+    "WHERE organization_id = %s GROUP BY currency, status HAVING SUM(count) > 0 ORDER BY currency, status"
 )
-_COUNT_SQL = "SELECT COALESCE(SUM(count), 0) FROM invoices_invoicetotals WHERE owner_id = %s"
+_COUNT_SQL = "SELECT COALESCE(SUM(count), 0) FROM invoices_invoicetotals WHERE organization_id = %s"
 
 
-def owner_summary(*, owner_id: int) -> dict:
-    """`invoice_summary` of all of an owner's invoices, from InvoiceTotals: the same figures, from a
-    few rows a currency that the database keeps, whatever the owner's size."""
+def organization_summary(*, organization_id: int) -> dict:
+    """`invoice_summary` of all of an organization's invoices, from InvoiceTotals: the same figures, from a
+    few rows a currency that the database keeps, whatever the organization's size."""
     with connections[router.db_for_read(InvoiceTotals)].cursor() as cursor:
-        cursor.execute(_SUMMARY_SQL, [owner_id])
+        cursor.execute(_SUMMARY_SQL, [organization_id])
         groups = cursor.fetchall()
     return _summary(
         (currency, status, int(n), _cents(total), _cents(paid)) for currency, status, n, total, paid in groups
     )
 
 
-def owner_invoice_count(*, owner_id: int) -> int:
-    """How many invoices an owner has, from InvoiceTotals (the unfiltered list's `count`)."""
+def organization_invoice_count(*, organization_id: int) -> int:
+    """How many invoices an organization has, from InvoiceTotals (the unfiltered list's `count`)."""
     with connections[router.db_for_read(InvoiceTotals)].cursor() as cursor:
-        cursor.execute(_COUNT_SQL, [owner_id])
+        cursor.execute(_COUNT_SQL, [organization_id])
         return int(cursor.fetchone()[0])
 
 

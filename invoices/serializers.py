@@ -3,8 +3,9 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.currencies import CURRENCY_CODES, is_currency
+from billing.currencies import is_currency
 from billing.serializers import (
+    CurrencyField,
     PlainRepresentationMixin,
     ReferenceField,
     StrictCharField,
@@ -16,11 +17,6 @@ from invoices.models import MAX_LINES, NUMBER_VALIDATOR, Invoice, Line
 NEW_INVOICE_STATUS = (
     'A new invoice is a "draft": a status changes only through actions (send, void, payments).'
 )
-
-
-@extend_schema_field({"type": "string", "enum": sorted(CURRENCY_CODES)})
-class CurrencyField(StrictCharField):
-    """An active ISO 4217 code; the schema lists them, so a client knows the valid values."""
 
 
 class LineInputSerializer(serializers.Serializer):

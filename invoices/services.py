@@ -2,19 +2,20 @@
 (`invoices.locks`) before it reads the state it decides on, and returns the invoice as written,
 with its customer and, where the write knows them without a read, its lines and payments.
 
-`actor` is who makes the change (the request's user, the admin's operator; None for the system);
-it is recorded with every status change.
+`organization` is the tenant the write acts for; `actor` is who makes the change (a member's user
+or an API key; the admin's operator; None for the system): it is recorded as the invoice's and
+payment's `created_by` and with every status change.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import zoneinfo
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import NotRequired, TypedDict
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
@@ -23,11 +24,17 @@ from billing.unset import UNSET, Unset
 from customers.models import Customer
 from invoices.locks import lock_invoice, lock_sequence
 from invoices.models import Invoice, Line
+from users.models import Actor, Organization
 
 logger = logging.getLogger(__name__)
 
 NUMBER_TAKEN = "An invoice with this number already exists."
-NUMBER_FORMAT = "INV-{:06d}"
+NUMBER_DIGITS = "{:06d}"
+
+
+def format_number(prefix: str, value: int) -> str:
+    """An issued number: the organization's `invoice_prefix` and six digits (more past 999999)."""
+    return f"{prefix}{NUMBER_DIGITS.format(value)}"
 
 
 class LineInput(TypedDict):
@@ -42,7 +49,7 @@ class LineInput(TypedDict):
 def _build_lines(*, invoice: Invoice, lines: Sequence[LineInput]) -> list[Line]:
     return [
         Line(
-            owner_id=invoice.owner_id,
+            organization_id=invoice.organization_id,
             invoice=invoice,
             position=i,
             description=line["description"],
@@ -54,16 +61,16 @@ def _build_lines(*, invoice: Invoice, lines: Sequence[LineInput]) -> list[Line]:
     ]
 
 
-def _owned_customer(*, owner_id: int, customer_id: int) -> Customer:
-    """The tenant check of the reference: another owner's customer reads as one that does not exist."""
-    customer = Customer.objects.filter(owner_id=owner_id, pk=customer_id).first()
+def _owned_customer(*, organization_id: int, customer_id: int) -> Customer:
+    """The tenant check of the reference: another organization's customer reads as one that does not exist."""
+    customer = Customer.objects.filter(organization_id=organization_id, pk=customer_id).first()
     if customer is None:
         raise BusinessRuleViolation(f'Invalid pk "{customer_id}" - object does not exist.', field="customer")
     return customer
 
 
 def _save_number_guarded(invoice: Invoice, **save_kwargs) -> None:
-    """Save, turning a clash on (owner, number) into a 400 on `number`.
+    """Save, turning a clash on (organization, number) into a 400 on `number`.
 
     The unique constraint decides, so two racing requests cannot both pass a check; the savepoint
     keeps the surrounding transaction usable after the database refuses the row.
@@ -71,16 +78,16 @@ def _save_number_guarded(invoice: Invoice, **save_kwargs) -> None:
     if invoice.number is None or ("number" not in invoice.changed_fields() and not invoice._state.adding):
         invoice.save(**save_kwargs)  # nothing to clash on: no savepoint needed
         return
-    # A number typed by hand is written under the owner's sequence lock, as a send numbers under it:
+    # A number typed by hand is written under the organization's sequence lock, as a send numbers under it:
     # the two queue, so a send always sees a typed number committed before it takes the next one
     # (and skips it), and a typed number taken by a send meanwhile is refused below.
-    lock_sequence(owner_id=invoice.owner_id)
+    lock_sequence(organization_id=invoice.organization_id)
     try:
         with transaction.atomic():
             invoice.save(**save_kwargs)
     except IntegrityError:
         if (
-            Invoice.objects.filter(owner_id=invoice.owner_id, number=invoice.number)
+            Invoice.objects.filter(organization_id=invoice.organization_id, number=invoice.number)
             .exclude(pk=invoice.pk)
             .exists()
         ):
@@ -105,28 +112,34 @@ def _known_relations(invoice: Invoice, *, lines: list[Line] | None = None) -> In
 @transaction.atomic
 def invoice_create(
     *,
-    owner: AbstractBaseUser,
+    organization: Organization,
     customer_id: int,
-    due_date: datetime.date,
+    due_date: datetime.date | None = None,
     lines: Sequence[LineInput] = (),
     number: str | None = None,
     currency: str | None = None,
     issue_date: datetime.date | None = None,
     notes: str = "",
+    actor: Actor | None = None,
 ) -> Invoice:
-    """Create a draft with its lines and totals, all or nothing. `currency` defaults to
-    DEFAULT_CURRENCY, `issue_date` to today."""
+    """Create a draft with its lines and totals, all or nothing. By the organization's settings:
+    `currency` defaults to its `default_currency`, `issue_date` to its today (in its time zone), and
+    `due_date` to the issue date plus its `payment_terms_days`."""
+    issue_date = issue_date if issue_date is not None else organization.today()
     invoice = Invoice(
-        owner=owner,
-        customer=_owned_customer(owner_id=owner.pk, customer_id=customer_id),
-        due_date=due_date,
+        organization=organization,
+        customer=_owned_customer(organization_id=organization.pk, customer_id=customer_id),
+        currency=currency if currency is not None else organization.default_currency,
+        issue_date=issue_date,
+        due_date=(
+            due_date
+            if due_date is not None
+            else issue_date + datetime.timedelta(days=organization.payment_terms_days)
+        ),
         number=number or None,
         notes=notes,
     )
-    if currency is not None:
-        invoice.currency = currency
-    if issue_date is not None:
-        invoice.issue_date = issue_date
+    invoice.set_created_by(actor)
     invoice.check_fields()
     built = _build_lines(invoice=invoice, lines=lines)
     invoice.set_totals(built)
@@ -138,7 +151,7 @@ def invoice_create(
 @transaction.atomic
 def invoice_update(
     *,
-    owner: AbstractBaseUser,
+    organization: Organization,
     invoice_id: int,
     number: str | None | Unset = UNSET,
     customer_id: int | Unset = UNSET,
@@ -153,7 +166,7 @@ def invoice_update(
     a sent or overdue invoice its notes only, a paid or void invoice nothing. Fields given with
     their current value are no change. `status` is read-only: given (a PUT of the invoice as it was
     read), it must be the current one."""
-    invoice = lock_invoice(owner_id=owner.pk, invoice_id=invoice_id)
+    invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     if status is not UNSET and status != invoice.status:
         raise BusinessRuleViolation(
             f'This invoice is "{invoice.status}": a status changes only through actions '
@@ -181,7 +194,7 @@ def invoice_update(
     for name, value in changes.items():
         setattr(invoice, name, value)
     if "customer" in changed:
-        invoice.customer = _owned_customer(owner_id=owner.pk, customer_id=customer_id)
+        invoice.customer = _owned_customer(organization_id=organization.pk, customer_id=customer_id)
     invoice.check_fields()
     built = current_lines
     if "lines" in changed:
@@ -202,94 +215,117 @@ def _line_values(lines) -> list[tuple]:
 
 
 @transaction.atomic
-def invoice_delete(*, owner: AbstractBaseUser, invoice_id: int) -> None:
+def invoice_delete(*, organization: Organization, invoice_id: int) -> None:
     """Delete a draft and its lines; an issued invoice is kept forever (`Invoice.delete` refuses
     it under the row's lock)."""
-    lock_invoice(owner_id=owner.pk, invoice_id=invoice_id, with_customer=False).delete()
+    lock_invoice(organization_id=organization.pk, invoice_id=invoice_id, with_customer=False).delete()
 
 
 @transaction.atomic
-def invoice_send(
-    *, owner: AbstractBaseUser, invoice_id: int, actor: AbstractBaseUser | None = None
-) -> Invoice:
+def invoice_send(*, organization: Organization, invoice_id: int, actor: Actor | None = None) -> Invoice:
     """Issue a draft: it becomes `sent` and, unless the client numbered it, takes the next number of
-    its owner's sequence in this same transaction (so numbers have no gaps and no duplicates)."""
-    invoice = lock_invoice(owner_id=owner.pk, invoice_id=invoice_id)
+    its organization's sequence in this same transaction (so numbers have no gaps and no duplicates)."""
+    invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     invoice.send(actor=actor)  # checks state and content before any number is taken
     if invoice.number is None:
-        _assign_next_number(invoice)
+        _assign_next_number(invoice, prefix=organization.invoice_prefix)
     else:
         invoice.save()
     return _known_relations(invoice)
 
 
-def _assign_next_number(invoice: Invoice) -> None:
-    """Take the next free number from the owner's counter, locked until this transaction ends.
+def _assign_next_number(invoice: Invoice, *, prefix: str) -> None:
+    """Take the next free number from the organization's counter, locked until this transaction ends.
 
-    A number someone typed by hand is skipped: the counter's lock makes the sends of one owner
+    A number someone typed by hand is skipped: the counter's lock makes the sends of one organization
     queue, and typed numbers are written under the same lock (`_save_number_guarded`), so a typed
     number equal to the next one is committed before this check reads it, and passed over. The send
     is never refused for it, and needs no savepoint.
     """
-    sequence = lock_sequence(owner_id=invoice.owner_id)
+    sequence = lock_sequence(organization_id=invoice.organization_id)
     value = sequence.next_value
-    taken = Invoice.objects.filter(owner_id=invoice.owner_id)
-    while taken.filter(number=NUMBER_FORMAT.format(value)).exists():
+    taken = Invoice.objects.filter(organization_id=invoice.organization_id)
+    while taken.filter(number=format_number(prefix, value)).exists():
         value += 1
-    invoice.number = NUMBER_FORMAT.format(value)
+    invoice.number = format_number(prefix, value)
     invoice.save()
     sequence.next_value = value + 1
     sequence.save(update_fields=["next_value"])
 
 
 @transaction.atomic
-def invoice_void(
-    *, owner: AbstractBaseUser, invoice_id: int, actor: AbstractBaseUser | None = None
-) -> Invoice:
+def invoice_void(*, organization: Organization, invoice_id: int, actor: Actor | None = None) -> Invoice:
     """Void a sent or overdue invoice that has received no payment."""
-    invoice = lock_invoice(owner_id=owner.pk, invoice_id=invoice_id)
+    invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     invoice.void(actor=actor)
     invoice.save()
     return _known_relations(invoice)
 
 
 class MarkOverdueIncomplete(BillingError):
-    """Some owners' invoices could not be moved; every other owner's were."""
+    """Some organizations' invoices could not be moved; every other organization's were."""
 
     code = "mark_overdue_incomplete"
 
-    def __init__(self, *, moved: int, failed_owner_ids: list[int]):
-        self.moved, self.failed_owner_ids = moved, failed_owner_ids
+    def __init__(self, *, moved: int, failed_organization_ids: list[int]):
+        self.moved, self.failed_organization_ids = moved, failed_organization_ids
         super().__init__(
-            f"{moved} invoices marked overdue; the invoices of {len(failed_owner_ids)} owner(s) could "
-            f"not be moved (owner ids {', '.join(map(str, failed_owner_ids))}; see the log)."
+            f"{moved} invoices marked overdue; the invoices of {len(failed_organization_ids)} organization(s) could "
+            f"not be moved (organization ids {', '.join(map(str, failed_organization_ids))}; see the log)."
         )
 
 
-def invoice_mark_overdue(*, today: datetime.date | None = None) -> int:
-    """Move every sent invoice whose due date is before today (in TIME_ZONE) to overdue, in bulk
-    (`InvoiceQuerySet.move_to_overdue`, each change recorded); returns how many moved. Safe to run
-    concurrently and often: a row is moved once, and a row paid or voided meanwhile no longer matches.
+def _due_in_zone(zone: str, now: datetime.datetime):
+    """The sent invoices of the organizations in time zone `zone` whose due date is before their
+    today there."""
+    today = timezone.localdate(now, timezone=zoneinfo.ZoneInfo(zone))
+    return Invoice.objects.filter(
+        status=Invoice.Status.SENT, organization__time_zone=zone, due_date__lt=today
+    )
 
-    If that fails, one owner's rows are what made it fail, and no owner may block the others: it is
-    run again once per owner, each in its own transaction, and the owners whose rows still fail are
-    logged and named in `MarkOverdueIncomplete` after all the others have moved.
+
+def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:
+    """Move every sent invoice whose due date is before its organization's today (in the
+    organization's time zone) to overdue, in bulk: one statement per distinct time zone of the
+    organizations (`InvoiceQuerySet.move_to_overdue`, each change recorded), after one read of
+    those zones; returns how many moved. Safe to run concurrently and often: a row is moved once,
+    and a row paid or voided meanwhile no longer matches.
+
+    If a zone's statement fails, one organization's rows are what made it fail, and no organization
+    may block the others: that zone is run again once per organization, each in its own
+    transaction, and the organizations whose rows still fail are logged and named in
+    `MarkOverdueIncomplete` after all the others have moved.
     """
-    today = today or timezone.localdate()
-    due = Invoice.objects.filter(status=Invoice.Status.SENT, due_date__lt=today)
-    try:
-        with transaction.atomic():
-            return due.move_to_overdue()
-    except DatabaseError:
-        logger.exception("mark_overdue: the bulk move failed; moving the invoices owner by owner")
-    moved, failed = 0, []
-    for owner_id in due.order_by("owner_id").values_list("owner_id", flat=True).distinct():
+    now = now or timezone.now()
+    zones = Organization.objects.order_by("time_zone").values_list("time_zone", flat=True).distinct()
+    moved, failed_zones = 0, []
+    for zone in zones:
         try:
             with transaction.atomic():
-                moved += due.filter(owner_id=owner_id).move_to_overdue()
-        except DatabaseError:
-            logger.exception("mark_overdue: the invoices of owner %s could not be moved", owner_id)
-            failed.append(owner_id)
+                moved += _due_in_zone(zone, now).move_to_overdue(now=now)
+        except (DatabaseError, zoneinfo.ZoneInfoNotFoundError, ValueError):
+            logger.exception(
+                "mark_overdue: the move in time zone %r failed; moving organization by organization", zone
+            )
+            failed_zones.append(zone)
+    failed = []
+    for zone in failed_zones:
+        organizations = (
+            Organization.objects.filter(time_zone=zone).order_by("pk").values_list("pk", flat=True)
+        )
+        for organization_id in organizations:
+            try:
+                with transaction.atomic():
+                    moved += (
+                        _due_in_zone(zone, now)
+                        .filter(organization_id=organization_id)
+                        .move_to_overdue(now=now)
+                    )
+            except (DatabaseError, zoneinfo.ZoneInfoNotFoundError, ValueError):
+                logger.exception(
+                    "mark_overdue: the invoices of organization %s could not be moved", organization_id
+                )
+                failed.append(organization_id)
     if failed:
-        raise MarkOverdueIncomplete(moved=moved, failed_owner_ids=failed)
+        raise MarkOverdueIncomplete(moved=moved, failed_organization_ids=failed)
     return moved

@@ -6,15 +6,15 @@ from rest_framework.response import Response
 
 from billing.filters import filters_nothing
 from billing.idempotency import idempotent
-from billing.tenancy import OwnerScopedViewSetMixin
+from billing.tenancy import OrganizationScopedViewSetMixin
 from invoices import services
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice
 from invoices.selectors import (
     detail_prefetch,
     invoice_summary,
-    owner_invoice_count,
-    owner_summary,
+    organization_invoice_count,
+    organization_summary,
     with_lines_and_payments,
 )
 from invoices.serializers import (
@@ -26,7 +26,7 @@ from invoices.serializers import (
 
 
 class InvoiceViewSet(
-    OwnerScopedViewSetMixin,
+    OrganizationScopedViewSetMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
@@ -50,7 +50,9 @@ class InvoiceViewSet(
 
     def list(self, request):
         queryset = self.filter_queryset(self.get_queryset())
-        count = owner_invoice_count(owner_id=request.user.pk) if self._unfiltered() else None
+        count = (
+            organization_invoice_count(organization_id=self.organization.pk) if self._unfiltered() else None
+        )
         page = self.paginator.paginate_queryset(queryset, request, view=self, count=count)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -77,7 +79,7 @@ class InvoiceViewSet(
     def create(self, request):
         data = self._input()
         data.pop("status", None)
-        invoice = services.invoice_create(owner=request.user, **data)
+        invoice = services.invoice_create(organization=self.organization, actor=self.actor, **data)
         return self._detail(invoice, status_code=status.HTTP_201_CREATED)
 
     @extend_schema(request=InvoiceInputSerializer, responses=InvoiceDetailSerializer)
@@ -90,7 +92,7 @@ class InvoiceViewSet(
 
     def _update(self, *, partial: bool) -> Response:
         # The service's locked read is the only read before the write (a vanished or another
-        # owner's invoice is its DoesNotExist: 404).
+        # organization's invoice is its DoesNotExist: 404).
         invoice_id = self.object_id()
         try:
             data = self._input(partial=partial, for_update=True)
@@ -99,18 +101,20 @@ class InvoiceViewSet(
             if not self.get_queryset().filter(pk=invoice_id).exists():
                 raise Invoice.DoesNotExist from None
             raise
-        invoice = services.invoice_update(owner=self.request.user, invoice_id=invoice_id, **data)
+        invoice = services.invoice_update(organization=self.organization, invoice_id=invoice_id, **data)
         return self._detail(invoice)
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
-        services.invoice_delete(owner=request.user, invoice_id=self.object_id())
+        services.invoice_delete(organization=self.organization, invoice_id=self.object_id())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=InvoiceDetailSerializer, summary="Send a draft (draft → sent)")
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
-        invoice = services.invoice_send(owner=request.user, invoice_id=self.object_id(), actor=request.user)
+        invoice = services.invoice_send(
+            organization=self.organization, invoice_id=self.object_id(), actor=self.actor
+        )
         return self._detail(invoice)
 
     @extend_schema(
@@ -118,7 +122,9 @@ class InvoiceViewSet(
     )
     @action(detail=True, methods=["post"])
     def void(self, request, pk=None):
-        invoice = services.invoice_void(owner=request.user, invoice_id=self.object_id(), actor=request.user)
+        invoice = services.invoice_void(
+            organization=self.organization, invoice_id=self.object_id(), actor=self.actor
+        )
         return self._detail(invoice)
 
     @extend_schema(
@@ -129,7 +135,7 @@ class InvoiceViewSet(
     @action(detail=False, methods=["get"], pagination_class=None)
     def summary(self, request):
         if self._unfiltered():
-            summary = owner_summary(owner_id=request.user.pk)
+            summary = organization_summary(organization_id=self.organization.pk)
         else:
             summary = invoice_summary(invoices=self.filter_queryset(self.get_queryset()))
         return Response(InvoiceSummarySerializer(summary).data)

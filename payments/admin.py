@@ -20,7 +20,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "invoice_link",
-        "owner",
+        "organization",
         "amount",
         "currency",
         "method",
@@ -29,8 +29,8 @@ class PaymentAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = ["method", "paid_at"]
-    search_fields = ["reference", "invoice__number", "owner__username"]
-    list_select_related = ["invoice", "owner"]
+    search_fields = ["reference", "invoice__number", "organization__name"]
+    list_select_related = ["invoice", "organization"]
     date_hierarchy = "paid_at"
 
     @admin.display(description="invoice", ordering="invoice__number")

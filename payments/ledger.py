@@ -26,13 +26,15 @@ def _grouped(rows: Iterator[dict]) -> Iterator[tuple[int, list[dict]]]:
         yield invoice_id, list(group)
 
 
-def ledger_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
+def ledger_mismatches(*, organization_id: int | None = None) -> Iterator[str]:
     """Yield one line of text per disagreement; none means the ledger is consistent."""
     invoices = Invoice.objects.order_by("pk")
     lines = Line.objects.order_by("invoice_id", "position")
     payments = Payment.objects.order_by("invoice_id", "pk")
-    if owner_id is not None:
-        invoices, lines, payments = (qs.filter(owner_id=owner_id) for qs in (invoices, lines, payments))
+    if organization_id is not None:
+        invoices, lines, payments = (
+            qs.filter(organization_id=organization_id) for qs in (invoices, lines, payments)
+        )
 
     line_groups = _grouped(
         lines.values(
@@ -60,63 +62,66 @@ def ledger_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
                 yield f"payment(s) of invoice {next_payments[0]} have no invoice"
             next_payments = next(payment_groups, None)
         yield from _invoice_mismatches(invoice, own_lines, own_payments)
-    yield from owner_mismatches(owner_id=owner_id)
-    yield from totals_mismatches(owner_id=owner_id)
+    yield from organization_mismatches(organization_id=organization_id)
+    yield from totals_mismatches(organization_id=organization_id)
 
 
-def owner_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
-    """Rows whose references belong to another owner (the database refuses them; an old database,
+def organization_mismatches(*, organization_id: int | None = None) -> Iterator[str]:
+    """Rows whose references belong to another organization (the database refuses them; an old database,
     or one whose constraints were dropped, could still hold some)."""
     checks = [
         (
-            Invoice.objects.exclude(customer__owner_id=F("owner_id")),
-            "invoice {} ({}): its customer {} belongs to another owner",
+            Invoice.objects.exclude(customer__organization_id=F("organization_id")),
+            "invoice {} ({}): its customer {} belongs to another organization",
             ("pk", "number", "customer_id"),
         ),
         (
-            Line.objects.exclude(invoice__owner_id=F("owner_id")),
-            "line {} of invoice {}: the invoice belongs to another owner",
+            Line.objects.exclude(invoice__organization_id=F("organization_id")),
+            "line {} of invoice {}: the invoice belongs to another organization",
             ("pk", "invoice_id"),
         ),
         (
-            Payment.objects.exclude(invoice__owner_id=F("owner_id")),
-            "payment {} of invoice {}: the invoice belongs to another owner",
+            Payment.objects.exclude(invoice__organization_id=F("organization_id")),
+            "payment {} of invoice {}: the invoice belongs to another organization",
             ("pk", "invoice_id"),
         ),
     ]
     for queryset, message, fields in checks:
-        if owner_id is not None:
-            queryset = queryset.filter(owner_id=owner_id)
+        if organization_id is not None:
+            queryset = queryset.filter(organization_id=organization_id)
         for row in queryset.order_by("pk").values_list(*fields).iterator(CHUNK):
             yield message.format(*row)
 
 
-def totals_mismatches(*, owner_id: int | None = None) -> Iterator[str]:
+def totals_mismatches(*, organization_id: int | None = None) -> Iterator[str]:
     """Each InvoiceTotals row against the count and sums of the invoices it stands for."""
     invoices = Invoice.objects.order_by()
     rows = InvoiceTotals.objects.all()
-    if owner_id is not None:
-        invoices, rows = invoices.filter(owner_id=owner_id), rows.filter(owner_id=owner_id)
+    if organization_id is not None:
+        invoices, rows = (
+            invoices.filter(organization_id=organization_id),
+            rows.filter(organization_id=organization_id),
+        )
     expected = {
-        (owner, currency, status, shard): (n, total, paid)
-        for owner, currency, status, shard, n, total, paid in invoices.annotate(
+        (organization, currency, status, shard): (n, total, paid)
+        for organization, currency, status, shard, n, total, paid in invoices.annotate(
             shard=F("id") % InvoiceTotals.SHARDS
         )
-        .values_list("owner_id", "currency", "status", "shard")
+        .values_list("organization_id", "currency", "status", "shard")
         .annotate(n=Count("*"), total=Sum(_hundredths("total")), paid=Sum(_hundredths("amount_paid")))
         .iterator(CHUNK)
     }
     kept = {
-        (owner, currency, status, shard): (n, int(total), int(paid))
-        for owner, currency, status, shard, n, total, paid in rows.values_list(
-            "owner_id", "currency", "status", "shard", "count", "total_cents", "paid_cents"
+        (organization, currency, status, shard): (n, int(total), int(paid))
+        for organization, currency, status, shard, n, total, paid in rows.values_list(
+            "organization_id", "currency", "status", "shard", "count", "total_cents", "paid_cents"
         ).iterator(CHUNK)
     }
     for key in sorted(expected.keys() | kept.keys()):
         want, have = expected.get(key, (0, 0, 0)), kept.get(key, (0, 0, 0))
         if want != have:
             yield (
-                "invoice totals of owner {} in {}, {}, shard {}: kept (count, total, paid in cents) {}, "
+                "invoice totals of organization {} in {}, {}, shard {}: kept (count, total, paid in cents) {}, "
                 "the invoices give {}".format(*key, have, want)
             )
 

@@ -1,10 +1,10 @@
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 
 from billing.exceptions import BusinessRuleViolation, NotEditable
 from billing.models import OwnedModel
 from invoices.models import Invoice
+from users.models import CreatedBy
 
 
 class PaymentMethod(models.TextChoices):
@@ -15,7 +15,7 @@ class PaymentMethod(models.TextChoices):
     OTHER = "other"
 
 
-class Payment(OwnedModel):
+class Payment(OwnedModel, CreatedBy):
     """Money received against an invoice. Written once, never changed or deleted."""
 
     Method = PaymentMethod
@@ -24,11 +24,13 @@ class Payment(OwnedModel):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     method = models.CharField(max_length=20, choices=Method.choices)
     reference = models.CharField(max_length=200, blank=True)
-    paid_at = models.DateField(default=timezone.localdate)
+    # The date in the organization's time zone (payment_record's default: its today).
+    paid_at = models.DateField()
 
     class Meta:
         ordering = ["-paid_at", "-id"]
         constraints = [
+            *CreatedBy.Meta.constraints,
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
             models.CheckConstraint(
                 condition=Q(method__in=PaymentMethod.values),
@@ -36,9 +38,9 @@ class Payment(OwnedModel):
             ),
         ]
         indexes = [
-            models.Index(fields=["owner", "-paid_at", "-id"], name="payment_owner_paid_at"),
-            models.Index(fields=["owner", "invoice"], name="payment_owner_invoice"),
-            models.Index(fields=["owner", "-created_at"], name="payment_owner_created"),
+            models.Index(fields=["organization", "-paid_at", "-id"], name="payment_org_paid_at"),
+            models.Index(fields=["organization", "invoice"], name="payment_org_invoice"),
+            models.Index(fields=["organization", "-created_at"], name="payment_org_created"),
         ]
 
     def __str__(self) -> str:
@@ -46,7 +48,9 @@ class Payment(OwnedModel):
 
     def check_fields(self) -> None:
         """The rules on the payment's own fields, with an error on the field they concern."""
-        if self.paid_at > timezone.localdate():
+        if self.paid_at is None:
+            raise BusinessRuleViolation("This field is required.", field="paid_at")
+        if self.paid_at > self.organization.today():
             raise BusinessRuleViolation("A payment cannot be dated in the future.", field="paid_at")
         if self.method not in PaymentMethod.values:
             raise BusinessRuleViolation(f'"{self.method}" is not a valid choice.', field="method")

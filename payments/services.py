@@ -5,27 +5,27 @@ from __future__ import annotations
 import datetime
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from billing.exceptions import BusinessRuleViolation
 from invoices.locks import lock_invoice
 from invoices.models import Invoice
 from payments.models import Payment
+from users.models import Actor, Organization
 
 
 @transaction.atomic
 def payment_record(
     *,
-    owner: AbstractBaseUser,
+    organization: Organization,
     invoice_id: int,
     amount: Decimal,
     method: str,
     reference: str = "",
     paid_at: datetime.date | None = None,
-    actor: AbstractBaseUser | None = None,
+    actor: Actor | None = None,
 ) -> Payment:
-    """Record a payment against one of the owner's invoices.
+    """Record a payment against one of the organization's invoices.
 
     The invoice row is locked first, then its state and balance are read and decided on, and the
     payment insert and the invoice update happen under that same lock: concurrent payments queue
@@ -34,14 +34,20 @@ def payment_record(
     payment that brings the balance to zero moves the invoice to paid.
     """
     try:
-        invoice = lock_invoice(owner_id=owner.pk, invoice_id=invoice_id, with_customer=False)
+        invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id, with_customer=False)
     except Invoice.DoesNotExist:
         raise BusinessRuleViolation(
             f'Invalid pk "{invoice_id}" - object does not exist.', field="invoice"
         ) from None
-    payment = Payment(owner=owner, invoice=invoice, amount=amount, method=method, reference=reference)
-    if paid_at is not None:
-        payment.paid_at = paid_at
+    payment = Payment(
+        organization=organization,
+        invoice=invoice,
+        amount=amount,
+        method=method,
+        reference=reference,
+        paid_at=paid_at if paid_at is not None else organization.today(),
+    )
+    payment.set_created_by(actor)
     payment.check_fields()
     invoice.apply_payment(amount, actor=actor)
     payment.save()

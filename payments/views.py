@@ -3,7 +3,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
 from billing.idempotency import idempotent
-from billing.tenancy import OwnerScopedViewSetMixin
+from billing.tenancy import OrganizationScopedViewSetMixin
 from payments.filters import PaymentFilterSet
 from payments.models import Payment
 from payments.serializers import PaymentInputSerializer, PaymentResultSerializer
@@ -11,7 +11,7 @@ from payments.services import payment_record
 
 
 class PaymentViewSet(
-    OwnerScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    OrganizationScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     """Payments are recorded, listed and read; never changed or deleted (PUT, PATCH, DELETE: 405)."""
 
@@ -26,12 +26,12 @@ class PaymentViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         payment = payment_record(
-            owner=request.user,
+            organization=self.organization,
             invoice_id=data["invoice"],
             amount=data["amount"],
             method=data["method"],
             reference=data["reference"],
             paid_at=data.get("paid_at"),
-            actor=request.user,
+            actor=self.actor,
         )
         return Response(PaymentResultSerializer(payment).data, status=status.HTTP_201_CREATED)

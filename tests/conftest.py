@@ -4,14 +4,15 @@ import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from billing.models import OwnedModel
 from customers.models import Customer
 from invoices.models import Invoice
 from tests.factories import PASSWORD as PASSWORD  # re-exported: the tests import it from here
-from tests.factories import CustomerFactory, InvoiceFactory, LineFactory, UserFactory
+from tests.factories import CustomerFactory, InvoiceFactory, LineFactory, UserFactory, org
+from users.models import ApiKey, Membership, MemberToken, Organization
+from users.services import api_key_create
 
 User = get_user_model()
 
@@ -41,15 +42,33 @@ def api():
 
 
 def make_user(username: str) -> User:
-    """A user who logs in with PASSWORD, whose email is `username@example.com`."""
+    """A user who logs in with PASSWORD, whose email is `username@example.com`, owner of an
+    organization of the same name (`org(user)`), as registration makes them."""
     return UserFactory(username=username)
 
 
-def client_for(user: User) -> APIClient:
-    _, token = AuthToken.objects.create(user=user)
+def client_for(user: User, organization: Organization | None = None) -> APIClient:
+    """A client with a token of `user`'s membership of `organization` (default: their own)."""
+    membership = Membership.objects.get(user=user, organization=organization or org(user))
+    _, token = MemberToken.objects.create(user=user, membership=membership)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
+
+
+def member_of(organization: Organization, username: str, role: str) -> User:
+    """A new user who is a member of `organization` with `role` (and owner of their own one)."""
+    user = make_user(username)
+    Membership.objects.create(organization=organization, user=user, role=role)
+    return user
+
+
+def key_client(organization: Organization, role: str = "admin", **fields) -> tuple[APIClient, ApiKey]:
+    """A client with a new API key of `organization`."""
+    api_key, key = api_key_create(organization_id=organization.pk, name=f"{role} key", role=role, **fields)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client, api_key
 
 
 @pytest.fixture
@@ -60,6 +79,16 @@ def alice(db):
 @pytest.fixture
 def bob(db):
     return make_user("bob")
+
+
+@pytest.fixture
+def alice_org(alice):
+    return org(alice)
+
+
+@pytest.fixture
+def bob_org(bob):
+    return org(bob)
 
 
 @pytest.fixture
@@ -74,10 +103,11 @@ def bob_api(bob):
 
 @pytest.fixture
 def make_customer():
-    """`make_customer(owner, **fields)`: a customer of `owner` (CustomerFactory: "Acme Corp")."""
+    """`make_customer(organization, **fields)`: a customer of `organization` (or of a user's own;
+    CustomerFactory: "Acme Corp")."""
 
-    def make(owner: User, **fields) -> Customer:
-        return CustomerFactory(owner=owner, **fields)
+    def make(organization, **fields) -> Customer:
+        return CustomerFactory(organization=organization, **fields)
 
     return make
 
@@ -89,15 +119,21 @@ def alice_customer(alice, make_customer):
 
 @pytest.fixture
 def make_invoice():
-    """An invoice of `owner` with one line of `amount`, sent unless `send=False` (InvoiceFactory:
-    through invoice_create and invoice_send); a new customer of `owner` unless one is given."""
+    """An invoice of `organization` (or of a user's own) with one line of `amount`, sent unless
+    `send=False` (InvoiceFactory: through invoice_create and invoice_send); a new customer of the
+    organization unless one is given."""
 
     def make(
-        owner: User, customer: Customer | None = None, *, amount: str = "100.00", send: bool = True, **fields
+        organization, customer: Customer | None = None, *, amount: str = "100.00", send: bool = True, **fields
     ) -> Invoice:
+        organization = org(organization)
         lines = [LineFactory(description="Services", quantity=Decimal("1"), unit_price=Decimal(amount))]
         return InvoiceFactory(
-            owner=owner, customer=customer or CustomerFactory(owner=owner), lines=lines, sent=send, **fields
+            organization=organization,
+            customer=customer or CustomerFactory(organization=organization),
+            lines=lines,
+            sent=send,
+            **fields,
         )
 
     return make
@@ -109,7 +145,7 @@ def other_customer(alice, make_customer):
 
 
 def row_counts() -> dict[str, int]:
-    """How many rows each owned table (and the lines) holds: to show that a refused write wrote nothing."""
+    """How many rows each organization-owned table (and the lines) holds: to show that a refused write wrote nothing."""
     models = [m for m in apps.get_models() if issubclass(m, OwnedModel)] + [
         apps.get_model("invoices", "Line")
     ]

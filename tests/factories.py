@@ -1,6 +1,7 @@
 """factory_boy factories for the tests' data.
 
-Users and customers are made as the app makes them (`create_user`, `customer_create`). Lines are
+Users are made as registration makes them (`create_user`, and an organization of their own, of which
+they are the owner: `org(user)`); customers as the app makes them (`customer_create`). Lines are
 dicts: `LineFactory` as the services take them (`invoices.services.LineInput`, exact Decimals),
 `LinePayloadFactory` as the API takes them (every amount a string). Invoices go through the
 services, in order — `invoice_create`, then `invoice_send`, then `payment_record` — and never by
@@ -18,6 +19,8 @@ from customers.services import customer_create
 from invoices.models import Invoice
 from invoices.services import invoice_create, invoice_send
 from payments.services import payment_record
+from users.models import Membership, Organization
+from users.services import organization_create
 
 PASSWORD = "correct-horse-battery-staple"
 DUE = datetime.date(2030, 1, 31)
@@ -35,23 +38,40 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
-        # create_user hashes the password and normalizes the username, as registration does.
-        return cls._get_manager(model_class).create_user(*args, **kwargs)
+        # create_user hashes the password and normalizes the username, as registration does, and
+        # the user owns an organization of the same name, as registration makes.
+        user = cls._get_manager(model_class).create_user(*args, **kwargs)
+        organization_create(name=user.username, owner=user)
+        return user
+
+
+def org(user_or_organization) -> Organization:
+    """The organization a test means by a user: the oldest one the user is a member of (the one
+    registration made, and the one login binds a token to by default); an organization as given."""
+    if isinstance(user_or_organization, Organization):
+        return user_or_organization
+    return (
+        Membership.objects.select_related("organization")
+        .filter(user=user_or_organization)
+        .order_by("created_at", "id")
+        .first()
+        .organization
+    )
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):
-    """A customer made by `customer_create`: "Acme Corp" <billing@acme.test> unless told otherwise."""
+    """A customer made by `customer_create` (`organization`: an organization, or a user meaning theirs): "Acme Corp" <billing@acme.test> unless told otherwise."""
 
     class Meta:
         model = Customer
 
-    owner = factory.SubFactory(UserFactory)
+    organization = factory.SubFactory(UserFactory)
     name = "Acme Corp"
     email = "billing@acme.test"
 
     @classmethod
-    def _create(cls, model_class, *args, **kwargs):
-        return customer_create(**kwargs)
+    def _create(cls, model_class, *args, organization, **kwargs):
+        return customer_create(organization=org(organization), **kwargs)
 
 
 class LineFactory(factory.DictFactory):
@@ -86,19 +106,22 @@ class InvoiceFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Invoice
 
-    owner = factory.SubFactory(UserFactory)
-    customer = factory.SubFactory(CustomerFactory, owner=factory.SelfAttribute("..owner"))
+    organization = factory.SubFactory(UserFactory)
+    customer = factory.SubFactory(CustomerFactory, organization=factory.SelfAttribute("..organization"))
     due_date = DUE
     lines = factory.LazyFunction(lambda: [LineFactory()])
     sent = False
     paid = None
 
     @classmethod
-    def _create(cls, model_class, *args, owner, customer, sent, paid, **fields):
-        invoice = invoice_create(owner=owner, customer_id=customer.pk, **fields)
+    def _create(cls, model_class, *args, organization, customer, sent, paid, **fields):
+        organization = org(organization)
+        invoice = invoice_create(organization=organization, customer_id=customer.pk, **fields)
         if sent or paid:
-            invoice = invoice_send(owner=owner, invoice_id=invoice.pk)
+            invoice = invoice_send(organization=organization, invoice_id=invoice.pk)
         if paid:
-            payment_record(owner=owner, invoice_id=invoice.pk, amount=Decimal(paid), method="bank_transfer")
+            payment_record(
+                organization=organization, invoice_id=invoice.pk, amount=Decimal(paid), method="bank_transfer"
+            )
             invoice = Invoice.objects.select_related("customer").get(pk=invoice.pk)
         return invoice

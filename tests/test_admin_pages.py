@@ -24,6 +24,7 @@ from invoices.services import invoice_void
 from payments.models import Payment
 from payments.services import payment_record
 from tests.admin_helpers import change_form_data, change_url, form_as_posted, messages_of, operator_client
+from tests.factories import org
 
 D = Decimal
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pay(owner, invoice, amount: str, reference: str = ""):
     return payment_record(
-        owner=owner, invoice_id=invoice.pk, amount=D(amount), method="card", reference=reference
+        organization=org(owner), invoice_id=invoice.pk, amount=D(amount), method="card", reference=reference
     )
 
 
@@ -91,7 +92,7 @@ def test_the_invoice_page_shows_its_status_history_with_who_made_each_change(
 ):
     voider = django_user_model.objects.create_user("carol", password="x")
     invoice = make_invoice(alice, amount="10.00")
-    invoice_void(owner=alice, invoice_id=invoice.pk, actor=voider)
+    invoice_void(organization=org(alice), invoice_id=invoice.pk, actor=voider)
 
     response = operator_client().get(change_url(invoice))
 
@@ -138,7 +139,7 @@ def test_a_settled_invoice_page_offers_no_save_buttons(alice, make_invoice, stat
     if state == "paid":
         pay(alice, invoice, "10.00")
     else:
-        invoice_void(owner=alice, invoice_id=invoice.pk)
+        invoice_void(organization=org(alice), invoice_id=invoice.pk)
 
     html = page(operator_client(), invoice)
 

@@ -4,11 +4,11 @@ import jsonschema_rs
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from tests.conftest import PASSWORD, client_for
 from tests.schema_helpers import assert_matches, openapi, response_schema
+from users.models import MemberToken as AuthToken
 from users.models import ThrottleCounter
 from users.throttling import throttle_key
 

@@ -17,7 +17,7 @@ from payments.models import Payment
 from payments.services import payment_record
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
-from tests.factories import LinePayloadFactory
+from tests.factories import LinePayloadFactory, org
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,7 +103,9 @@ def test_payments_on_different_invoices_do_not_block_each_other(alice, make_invo
 
     def pay_other():
         try:
-            payment_record(owner=alice, invoice_id=other_invoice.pk, amount=Decimal("5.00"), method="card")
+            payment_record(
+                organization=org(alice), invoice_id=other_invoice.pk, amount=Decimal("5.00"), method="card"
+            )
             finished["at"] = time.monotonic()
         finally:
             connections.close_all()
@@ -142,5 +144,5 @@ def test_concurrent_creates_with_one_idempotency_key_make_one_invoice(alice, ali
 
     assert {r.status_code for r in responses} <= {201, 409}
     assert len({r.json()["id"] for r in responses if r.status_code == 201}) == 1
-    assert Invoice.objects.filter(owner=alice).count() == 1
+    assert Invoice.objects.filter(organization=org(alice)).count() == 1
     assert_books_balance()

@@ -4,6 +4,7 @@ import jsonschema
 import pytest
 
 from customers.models import Customer
+from tests.factories import org
 from tests.schema_helpers import assert_matches, parameter, request_schema, response_schema
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def test_create_customer_sets_owner_and_returns_every_field(alice_api, alice):
     assert set(body) == {"id", "name", "email", "phone", "address", "tax_id", "created_at", "updated_at"}
     assert {k: body[k] for k in payload} == payload
     customer = Customer.objects.get(pk=body["id"])
-    assert customer.owner == alice
+    assert customer.organization == org(alice)
 
 
 def test_create_customer_needs_only_a_name(alice_api):
@@ -115,7 +116,7 @@ def test_isolation_another_users_customer_is_404_everywhere(bob_api, alice_custo
 
 
 def test_pagination_defaults_to_20_and_caps_at_100(alice_api, alice):
-    Customer.objects.bulk_create(Customer(owner=alice, name=f"C{i:03}") for i in range(105))
+    Customer.objects.bulk_create(Customer(organization=org(alice), name=f"C{i:03}") for i in range(105))
 
     first = alice_api.get("/api/customers/").json()
     assert first["count"] == 105
@@ -147,7 +148,7 @@ def test_page_past_the_end_is_404(alice_api, alice_customer):
 def test_customer_with_invoices_cannot_be_deleted(alice_api, alice, alice_customer):
     from invoices.services import invoice_create
 
-    invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=datetime.date(2030, 1, 1))
+    invoice_create(organization=org(alice), customer_id=alice_customer.pk, due_date=datetime.date(2030, 1, 1))
 
     response = alice_api.delete(f"/api/customers/{alice_customer.id}/")
 

@@ -7,7 +7,7 @@ from unittest.mock import ANY
 import pytest
 
 from invoices.models import Invoice, Line
-from tests.factories import LinePayloadFactory
+from tests.factories import LinePayloadFactory, org
 from tests.invoice_helpers import (
     INVOICES,
     MISSING,
@@ -91,7 +91,7 @@ def test_create_draft_returns_the_full_detail_with_computed_money(alice_api, ali
         "created_at": iso(invoice.created_at),
         "updated_at": iso(invoice.updated_at),
     }
-    assert invoice.owner == alice
+    assert invoice.organization == org(alice)
     assert invoice.customer == alice_customer
     assert (invoice.status, invoice.number, invoice.currency) == ("draft", None, "EUR")
     assert money(invoice) == (

@@ -84,7 +84,7 @@ def test_numbers_follow_the_order_of_sending_per_owner(
     ]
     bobs = create_invoice(bob_api, make_customer(bob, name="Bob's client"))
     assert send_invoice(bob_api, bobs["id"])["number"] == "INV-000001"
-    assert dict(Invoice.objects.filter(owner__username="alice").values_list("pk", "number")) == {
+    assert dict(Invoice.objects.filter(organization__name="alice").values_list("pk", "number")) == {
         third: "INV-000001",
         first: "INV-000002",
         second: "INV-000003",

@@ -16,7 +16,7 @@ from customers.models import Customer
 from invoices.models import AmountTooLarge, Invoice, InvoiceIncomplete, InvoiceStatusChange, Line
 from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
 from payments.ledger import ledger_mismatches
-from tests.factories import InvoiceFactory, LineFactory
+from tests.factories import InvoiceFactory, LineFactory, org
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +47,7 @@ def test_line_amounts_round_half_up(quantity, unit_price, tax_rate, amount, tax)
 
 def test_totals_are_sums_of_rounded_lines(alice, alice_customer):
     invoice = invoice_create(
-        owner=alice,
+        organization=org(alice),
         customer_id=alice_customer.pk,
         due_date=DUE,
         lines=[
@@ -66,7 +66,7 @@ def test_totals_are_sums_of_rounded_lines(alice, alice_customer):
 def test_a_total_beyond_the_column_is_refused_before_anything_is_written(alice, alice_customer):
     with pytest.raises(AmountTooLarge):
         invoice_create(
-            owner=alice,
+            organization=org(alice),
             customer_id=alice_customer.pk,
             due_date=DUE,
             lines=[LineFactory(quantity=D("999999999.999"), unit_price=D("999999999999.99"))],
@@ -78,7 +78,10 @@ def test_a_total_beyond_the_column_is_refused_before_anything_is_written(alice, 
 @pytest.fixture
 def sent_invoice(alice, alice_customer):
     return InvoiceFactory(
-        owner=alice, customer=alice_customer, lines=[LineFactory(unit_price=D("100.00"))], sent=True
+        organization=org(alice),
+        customer=alice_customer,
+        lines=[LineFactory(unit_price=D("100.00"))],
+        sent=True,
     )
 
 
@@ -127,7 +130,7 @@ def test_sent_invoice_accepts_notes_but_not_money_or_dates(sent_invoice):
     with pytest.raises(NotEditable):
         fresh.save()
     fresh = Invoice.objects.get(pk=sent_invoice.pk)
-    fresh.customer = Customer.objects.create(owner=fresh.owner, name="Other")
+    fresh.customer = Customer.objects.create(organization=fresh.organization, name="Other")
     with pytest.raises(NotEditable):
         fresh.save()
 
@@ -136,21 +139,24 @@ def test_a_line_changed_behind_the_services_back_is_reported_by_the_ledger_check
     """Lines are written only by invoice_create and invoice_update (replaced whole, totals
     recomputed in the same transaction); the model carries no guard that no path reaches. A line
     changed around them, by the ORM directly, is what verify_ledger reports."""
-    assert list(ledger_mismatches(owner_id=sent_invoice.owner_id)) == []
+    assert list(ledger_mismatches(organization_id=sent_invoice.organization_id)) == []
     Line.objects.filter(invoice=sent_invoice).update(unit_price=D("999.00"))
 
     assert any(f"invoice {sent_invoice.pk}" in m or "line" in m for m in ledger_mismatches())
 
 
 def test_send_needs_a_positive_total(alice, alice_customer):
-    empty = invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE)
+    empty = invoice_create(organization=org(alice), customer_id=alice_customer.pk, due_date=DUE)
     free = invoice_create(
-        owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[LineFactory(unit_price=D("0.00"))]
+        organization=org(alice),
+        customer_id=alice_customer.pk,
+        due_date=DUE,
+        lines=[LineFactory(unit_price=D("0.00"))],
     )
 
     for invoice in (empty, free):
         with pytest.raises(InvoiceIncomplete):
-            invoice_send(owner=alice, invoice_id=invoice.pk)
+            invoice_send(organization=org(alice), invoice_id=invoice.pk)
         invoice.refresh_from_db()
         assert (invoice.status, invoice.number) == (Invoice.Status.DRAFT, None)
 
@@ -190,11 +196,15 @@ def test_constraints_refuse_bad_invoice_rows(alice, sent_invoice):
 
 
 def test_constraint_refuses_a_duplicate_number_per_owner(alice, bob, sent_invoice, make_customer):
-    dup = Invoice(owner=alice, customer=sent_invoice.customer, due_date=DUE, number=sent_invoice.number)
+    dup = Invoice(
+        organization=org(alice), customer=sent_invoice.customer, due_date=DUE, number=sent_invoice.number
+    )
     _refused(lambda: Invoice.objects.bulk_create([dup]))
 
     # Another owner may use the same number.
-    Invoice.objects.create(owner=bob, customer=make_customer(bob), due_date=DUE, number=sent_invoice.number)
+    Invoice.objects.create(
+        organization=org(bob), customer=make_customer(bob), due_date=DUE, number=sent_invoice.number
+    )
 
 
 @pytest.mark.parametrize(
@@ -209,12 +219,16 @@ def test_constraint_refuses_a_duplicate_number_per_owner(alice, bob, sent_invoic
     ],
 )
 def test_constraints_refuse_bad_lines(alice, alice_customer, bad):
-    invoice = invoice_create(owner=alice, customer_id=alice_customer.pk, due_date=DUE)
+    invoice = invoice_create(organization=org(alice), customer_id=alice_customer.pk, due_date=DUE)
     values = {"description": "x", "quantity": D("1"), "unit_price": D("1"), "tax_rate": D("0")}
     values |= {"amount": D("1"), "tax_amount": D("0")}
     values |= bad
 
-    _refused(lambda: Line.objects.bulk_create([Line(owner=alice, invoice=invoice, position=0, **values)]))
+    _refused(
+        lambda: Line.objects.bulk_create(
+            [Line(organization=org(alice), invoice=invoice, position=0, **values)]
+        )
+    )
 
 
 # --- overdue detection --------------------------------------------------------------------------
@@ -229,7 +243,7 @@ def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_query(
 
     def make(owner, customer, status, due_date):
         return InvoiceFactory(
-            owner=owner,
+            organization=org(owner),
             customer=customer,
             issue_date=past,
             due_date=due_date,
@@ -280,13 +294,13 @@ def test_mark_overdue_uses_the_configured_time_zone(alice, alice_customer, setti
     settings.TIME_ZONE = "Pacific/Kiritimati"
     local_today = timezone.localdate()
     invoice = invoice_create(
-        owner=alice,
+        organization=org(alice),
         customer_id=alice_customer.pk,
         issue_date=local_today - datetime.timedelta(days=5),
         due_date=local_today - datetime.timedelta(days=1),
         lines=[LineFactory(unit_price=D("10"))],
     )
-    invoice_send(owner=alice, invoice_id=invoice.pk)
+    invoice_send(organization=org(alice), invoice_id=invoice.pk)
 
     assert invoice_mark_overdue(today=local_today - datetime.timedelta(days=1)) == 0
     assert invoice_mark_overdue() == 1
@@ -309,10 +323,13 @@ def test_mark_overdue_command_prints_the_count(alice, sent_invoice, capsys):
 )
 def test_save_refuses_a_status_change_off_the_lifecycle_graph(alice, alice_customer, start, target):
     invoice = invoice_create(
-        owner=alice, customer_id=alice_customer.pk, due_date=DUE, lines=[LineFactory(unit_price=D("10"))]
+        organization=org(alice),
+        customer_id=alice_customer.pk,
+        due_date=DUE,
+        lines=[LineFactory(unit_price=D("10"))],
     )
     if start != "draft":
-        invoice_send(owner=alice, invoice_id=invoice.pk)
+        invoice_send(organization=org(alice), invoice_id=invoice.pk)
         Invoice.objects.filter(pk=invoice.pk).update(status=start)
     fresh = Invoice.objects.get(pk=invoice.pk)
     fresh.status = target

@@ -12,7 +12,7 @@ from invoices.models import Invoice
 from invoices.services import invoice_delete, invoice_send, invoice_update
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
-from tests.factories import InvoiceFactory, LineFactory
+from tests.factories import InvoiceFactory, LineFactory, org
 from tests.invoice_helpers import INVOICES, create_invoice, invoice_payload, invoice_url
 from tests.schema_helpers import openapi
 
@@ -20,7 +20,7 @@ from tests.schema_helpers import openapi
 def draft(owner, customer, **fields):
     """A draft of one line of 10.00 (InvoiceFactory: through invoice_create)."""
     return InvoiceFactory(
-        owner=owner,
+        organization=org(owner),
         customer=customer,
         lines=[LineFactory(description="Work", unit_price=Decimal("10.00"))],
         **fields,
@@ -35,13 +35,13 @@ def test_numbers_follow_the_owners_sequence_and_deleted_drafts_burn_none(
     bobs = draft(bob, make_customer(bob))
     assert first.number is None
 
-    invoice_delete(owner=alice, invoice_id=doomed.pk)
-    numbers = [invoice_send(owner=alice, invoice_id=i.pk).number for i in (second, first)]
+    invoice_delete(organization=org(alice), invoice_id=doomed.pk)
+    numbers = [invoice_send(organization=org(alice), invoice_id=i.pk).number for i in (second, first)]
 
     assert numbers == ["INV-000001", "INV-000002"]
-    assert invoice_send(owner=bob, invoice_id=bobs.pk).number == "INV-000001"
+    assert invoice_send(organization=org(bob), invoice_id=bobs.pk).number == "INV-000001"
     third = draft(alice, alice_customer)
-    assert invoice_send(owner=alice, invoice_id=third.pk).number == "INV-000003"
+    assert invoice_send(organization=org(alice), invoice_id=third.pk).number == "INV-000003"
 
 
 @pytest.mark.django_db
@@ -49,10 +49,10 @@ def test_a_number_taken_by_hand_is_skipped(alice, alice_customer):
     manual = draft(alice, alice_customer, number="INV-000002")
     auto = [draft(alice, alice_customer) for _ in range(3)]
 
-    numbers = [invoice_send(owner=alice, invoice_id=i.pk).number for i in auto]
+    numbers = [invoice_send(organization=org(alice), invoice_id=i.pk).number for i in auto]
 
     assert numbers == ["INV-000001", "INV-000003", "INV-000004"]
-    assert invoice_send(owner=alice, invoice_id=manual.pk).number == "INV-000002"  # kept as given
+    assert invoice_send(organization=org(alice), invoice_id=manual.pk).number == "INV-000002"  # kept as given
 
 
 @pytest.mark.django_db
@@ -63,7 +63,7 @@ def test_duplicate_number_is_a_400_on_number(alice, alice_customer):
     with pytest.raises(BusinessRuleViolation) as create_error:
         draft(alice, alice_customer, number="A-1")
     with pytest.raises(BusinessRuleViolation) as update_error:
-        invoice_update(owner=alice, invoice_id=other.pk, number="A-1")
+        invoice_update(organization=org(alice), invoice_id=other.pk, number="A-1")
 
     assert create_error.value.field == update_error.value.field == "number"
     assert create_error.value.message == "An invoice with this number already exists."
@@ -78,7 +78,7 @@ def test_twenty_concurrent_sends_get_twenty_gapless_numbers(alice, alice_custome
     responses = run_concurrently(lambda i: client_tokens[i].post(f"/api/invoices/{drafts[i].pk}/send/"), 20)
 
     assert [r.status_code for r in responses] == [200] * 20
-    numbers = sorted(Invoice.objects.filter(owner=alice).values_list("number", flat=True))
+    numbers = sorted(Invoice.objects.filter(organization=org(alice)).values_list("number", flat=True))
     assert numbers == [f"INV-{n:06d}" for n in range(1, 21)]
 
 
@@ -93,7 +93,7 @@ def test_concurrent_first_sends_of_two_owners_do_not_collide(alice, bob, alice_c
 
     assert all(isinstance(r, str) for r in results), results
     for owner in (alice, bob):
-        numbers = sorted(Invoice.objects.filter(owner=owner).values_list("number", flat=True))
+        numbers = sorted(Invoice.objects.filter(organization=org(owner)).values_list("number", flat=True))
         assert numbers == [f"INV-{n:06d}" for n in range(1, 6)]
 
 
@@ -111,7 +111,7 @@ def test_racing_creates_with_one_number_write_one_invoice(alice, alice_customer)
         for r in responses
         if r.status_code == 400
     )
-    assert Invoice.objects.filter(owner=alice, number="RACE-1").count() == 1
+    assert Invoice.objects.filter(organization=org(alice), number="RACE-1").count() == 1
 
 
 # --- a number given by the client is kept exactly as given --------------------------------------------
@@ -203,14 +203,14 @@ def test_a_send_is_never_refused_for_a_number_typed_into_a_draft_meanwhile(alice
 
     def type_then_commit():
         with transaction.atomic():
-            invoice_update(owner=alice, invoice_id=typed.pk, number="INV-000001")
+            invoice_update(organization=org(alice), invoice_id=typed.pk, number="INV-000001")
             typing_started.set()
             time.sleep(0.5)  # the send arrives while this is uncommitted
         return "typed"
 
     def send_meanwhile():
         typing_started.wait(10)
-        return invoice_send(owner=alice, invoice_id=first.pk).number
+        return invoice_send(organization=org(alice), invoice_id=first.pk).number
 
     results = run_concurrently(lambda i: (type_then_commit, send_meanwhile)[i](), 2)
 

@@ -21,7 +21,7 @@ from payments.ledger import ledger_mismatches, totals_mismatches
 from payments.services import payment_record
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for
-from tests.factories import LinePayloadFactory
+from tests.factories import LinePayloadFactory, org
 from tests.invoice_helpers import INVOICES, SUMMARY, create_invoice, invoice_url, send_invoice
 
 ALL_STATUSES = "&".join(f"status={status}" for status in Invoice.Status.values)
@@ -145,13 +145,20 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
             for amount in ("0.29", "1.15", "4.35")
         ]
         make_invoice(owner, amount="7.77", send=False)
-    payment_record(owner=alice, invoice_id=sent[alice][2].pk, amount=Decimal("1.15"), method="card")
+    payment_record(
+        organization=org(alice), invoice_id=sent[alice][2].pk, amount=Decimal("1.15"), method="card"
+    )
     assert_totals_exact()
-    assert sum(InvoiceTotals.objects.filter(owner_id=alice.pk).values_list("paid_cents", flat=True)) == 115
+    assert (
+        sum(InvoiceTotals.objects.filter(organization_id=org(alice).pk).values_list("paid_cents", flat=True))
+        == 115
+    )
 
     assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 6  # one UPDATE over both owners
     assert_totals_exact()
-    assert Invoice.objects.filter(owner=alice).update(currency="EUR") == 4  # every key changes at once
+    assert (
+        Invoice.objects.filter(organization=org(alice)).update(currency="EUR") == 4
+    )  # every key changes at once
     assert_totals_exact()
     assert Invoice.objects.filter(status="draft").delete()[0] >= 2
     assert_totals_exact()
@@ -159,10 +166,10 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
     # Sent and overdue ones too, in bulk: PostgreSQL refuses deleting issued invoices (a trigger),
     # so this stands for an operator's deliberate erasure with the guard switched off.
     with issued_invoices_deletable():
-        assert Invoice.objects.filter(owner=bob).delete()[0] >= 3
+        assert Invoice.objects.filter(organization=org(bob)).delete()[0] >= 3
     assert_totals_exact()
-    assert not InvoiceTotals.objects.filter(owner_id=bob.pk).exclude(count=0).exists()
-    overdue = InvoiceTotals.objects.filter(owner_id=alice.pk, currency="EUR", status="overdue")
+    assert not InvoiceTotals.objects.filter(organization_id=org(bob).pk).exclude(count=0).exists()
+    overdue = InvoiceTotals.objects.filter(organization_id=org(alice).pk, currency="EUR", status="overdue")
     assert sum(overdue.values_list("total_cents", flat=True)) == 29 + 115 + 435
 
 
@@ -192,7 +199,7 @@ def test_the_rows_listed_come_from_the_invoices_whatever_the_kept_count(alice, a
     there are; only `count` and the page links follow the kept figure."""
     for _ in range(3):
         create_invoice(alice_api, alice_customer)
-    InvoiceTotals.objects.filter(owner_id=alice.pk).update(count=0)
+    InvoiceTotals.objects.filter(organization_id=org(alice).pk).update(count=0)
     page = alice_api.get(INVOICES).json()
     assert page["count"] == 0
     assert len(page["results"]) == 3
@@ -261,8 +268,8 @@ def test_the_invoice_table_has_its_totals_triggers():
 def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, make_invoice):
     invoice = make_invoice(alice, amount="50.00")
     call_command("verify_ledger")
-    InvoiceTotals.objects.filter(owner_id=alice.pk, status="sent").update(paid_cents=1)
-    assert list(ledger_mismatches(owner_id=alice.pk)) == [
+    InvoiceTotals.objects.filter(organization_id=org(alice).pk, status="sent").update(paid_cents=1)
+    assert list(ledger_mismatches(organization_id=org(alice).pk)) == [
         f"invoice totals of owner {alice.pk} in USD, sent, shard {invoice.pk % 16}: kept (count, total, paid "
         "in cents) (1, 5000, 1), the invoices give (1, 5000, 0)"
     ]

@@ -18,6 +18,7 @@ from billing.models import OwnedModel
 from customers.models import Customer
 from invoices.models import Invoice
 from payments.models import Payment
+from tests.factories import org
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +73,7 @@ def alices_books(alice, alice_customer, make_invoice):
 
     draft = make_invoice(alice, alice_customer, send=False)
     sent = make_invoice(alice, alice_customer)
-    payment_record(owner=alice, invoice_id=sent.pk, amount=Decimal("10.00"), method="card")
+    payment_record(organization=org(alice), invoice_id=sent.pk, amount=Decimal("10.00"), method="card")
     return {
         Customer: alice_customer,
         Invoice: draft,
@@ -84,7 +85,9 @@ def alices_books(alice, alice_customer, make_invoice):
 def _snapshot(owner):
     """Every row the owner has in every owned table (and the lines, which carry an owner too)."""
     owned = [m for m in apps.get_models() if issubclass(m, OwnedModel)] + [apps.get_model("invoices", "Line")]
-    return {m._meta.label: sorted(map(str, m.objects.filter(owner=owner).values())) for m in owned}
+    return {
+        m._meta.label: sorted(map(str, m.objects.filter(organization=org(owner)).values())) for m in owned
+    }
 
 
 def _referencing_bodies(books):
@@ -138,7 +141,7 @@ def test_another_users_objects_are_invisible_and_untouchable_on_every_route(
                 url = "/" + route
                 response = call(url, {"name": "Bob's own"}, format="json")
                 assert response.status_code == 201, (method, url, response.content)
-                assert model.objects.get(pk=response.json()["id"]).owner == bob
+                assert model.objects.get(pk=response.json()["id"]).organization == org(bob)
             checked.append((method.upper(), url))
 
     assert _snapshot(alice) == before

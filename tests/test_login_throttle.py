@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from django.db import DatabaseError
 from django.test import Client, RequestFactory
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from tests.concurrency import run_concurrently
 from tests.conftest import PASSWORD, make_user
+from users.models import MemberToken as AuthToken
 from users.models import ThrottleCounter
 from users.throttling import LoginRateThrottle, client_address, throttle_key
 

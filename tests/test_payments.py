@@ -9,6 +9,7 @@ from django.utils import timezone
 from billing.errors import NotEditable
 from invoices.models import Invoice
 from payments.models import Payment
+from tests.factories import org
 from tests.schema_helpers import parameter, request_schema
 
 pytestmark = pytest.mark.django_db
@@ -167,7 +168,9 @@ def test_payments_are_never_edited_or_deleted(alice_api, invoice, method):
 
 
 def test_payment_model_refuses_change_and_delete_and_the_database_refuses_bad_rows(alice, invoice):
-    payment = Payment.objects.create(owner=alice, invoice=invoice, amount=Decimal("1.00"), method="cash")
+    payment = Payment.objects.create(
+        organization=org(alice), invoice=invoice, amount=Decimal("1.00"), method="cash"
+    )
     payment.amount = Decimal("2.00")
 
     with pytest.raises(NotEditable):

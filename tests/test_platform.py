@@ -5,6 +5,8 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError
 
+from tests.factories import org
+
 pytestmark = pytest.mark.django_db
 
 
@@ -150,7 +152,7 @@ def test_seed_demo_is_repeatable_and_leaves_consistent_books(capsys):
     call_command("verify_ledger")
 
     demo = get_user_model().objects.get(username="demo")
-    statuses = sorted(Invoice.objects.filter(owner=demo).values_list("status", flat=True))
+    statuses = sorted(Invoice.objects.filter(organization=org(demo)).values_list("status", flat=True))
     assert statuses == ["draft", "overdue", "paid", "sent", "sent", "void"]
     out = capsys.readouterr().out
     assert "username 'demo', password '" in out

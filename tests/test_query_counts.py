@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from invoices.services import invoice_send
-from tests.factories import InvoiceFactory, LineFactory, LinePayloadFactory
+from tests.factories import InvoiceFactory, LineFactory, LinePayloadFactory, org
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def lines(n):
 def many_invoices(alice, make_customer):
     customers = [make_customer(alice, name=f"Customer {i}") for i in range(5)]
     return [
-        InvoiceFactory(owner=alice, customer=customers[i % 5], lines=lines(3), sent=i < 40)
+        InvoiceFactory(organization=org(alice), customer=customers[i % 5], lines=lines(3), sent=i < 40)
         for i in range(120)
     ]
 
@@ -44,8 +44,8 @@ def test_invoice_list_queries_do_not_grow_with_page_size(alice_api, many_invoice
 
 
 def test_invoice_detail_queries_do_not_grow_with_lines(alice, alice_api, alice_customer):
-    few = InvoiceFactory(owner=alice, customer=alice_customer, lines=lines(1))
-    many = InvoiceFactory(owner=alice, customer=alice_customer, lines=lines(200))
+    few = InvoiceFactory(organization=org(alice), customer=alice_customer, lines=lines(1))
+    many = InvoiceFactory(organization=org(alice), customer=alice_customer, lines=lines(200))
 
     assert count_queries(alice_api, f"/api/invoices/{few.pk}/") == count_queries(
         alice_api, f"/api/invoices/{many.pk}/"
@@ -122,7 +122,7 @@ def _write_counts(alice, alice_api, alice_customer, n_lines):
         return len(ctx.captured_queries), [q["sql"] for q in ctx.captured_queries]
 
     def draft():
-        return InvoiceFactory(owner=alice, customer=alice_customer, lines=lines(n_lines))
+        return InvoiceFactory(organization=org(alice), customer=alice_customer, lines=lines(n_lines))
 
     # An owner's first send creates its number sequence: + its insert and a second lock attempt.
     first, sql = count("post", f"/api/invoices/{draft().pk}/send/")
@@ -134,7 +134,7 @@ def _write_counts(alice, alice_api, alice_customer, n_lines):
     # token, BEGIN, lock, UPDATE, COMMIT, the lines, the payments
     notes, sql = count("patch", f"/api/invoices/{draft().pk}/", {"notes": "Thanks"})
     assert notes <= 9, sql
-    issued = invoice_send(owner=alice, invoice_id=draft().pk)
+    issued = invoice_send(organization=org(alice), invoice_id=draft().pk)
     notes_issued, sql = count("patch", f"/api/invoices/{issued.pk}/", {"notes": "Thanks"})
     assert notes_issued <= 9, sql
     # token, BEGIN, lock, UPDATE, the status change, COMMIT, the lines (nothing paid: no payments)

@@ -14,6 +14,7 @@ import pytest
 
 from invoices.models import Invoice
 from payments.services import payment_record
+from tests.factories import org
 from tests.invoice_helpers import INVOICES, SUMMARY
 from tests.schema_helpers import parameter, query_parameters, repeatable
 
@@ -34,8 +35,8 @@ def books(alice, alice_customer, make_customer, make_invoice):
     overdue = make_invoice(alice, globex, amount="30.00", number="A-3")
     Invoice.objects.filter(pk=overdue.pk).update(status=Invoice.Status.OVERDUE)
     paid = make_invoice(alice, globex, amount="40.00", number="C-4")
-    payment_record(owner=alice, invoice_id=paid.pk, amount=Decimal("40.00"), method="card")
-    payment_record(owner=alice, invoice_id=sent.pk, amount=Decimal("5.00"), method="cash")
+    payment_record(organization=org(alice), invoice_id=paid.pk, amount=Decimal("40.00"), method="card")
+    payment_record(organization=org(alice), invoice_id=sent.pk, amount=Decimal("5.00"), method="cash")
     return {"draft": draft, "sent": sent, "overdue": overdue, "paid": paid, "globex": globex}
 
 

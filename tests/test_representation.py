@@ -25,7 +25,7 @@ from billing.filters import FilterBackend, names_a_filter
 from billing.serializers import PlainRepresentationMixin
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice, Line
-from invoices.selectors import invoice_summary, owner_summary
+from invoices.selectors import invoice_summary, organization_summary
 from invoices.serializers import (
     InvoiceDetailSerializer,
     InvoicePaymentSerializer,
@@ -37,6 +37,7 @@ from payments.filters import PaymentFilterSet
 from payments.models import Payment
 from payments.serializers import PaymentResultSerializer, PaymentSerializer
 from payments.services import payment_record
+from tests.factories import org
 from tests.invoice_helpers import INVOICES, SUMMARY, invoice_url
 
 pytestmark = pytest.mark.django_db
@@ -58,9 +59,9 @@ def invoices(alice, make_customer, make_invoice):
     draft = make_invoice(alice, customer, send=False, amount="0.00", notes="")
     sent = make_invoice(alice, customer, amount="999999999.99", currency="JPY")
     paid = make_invoice(alice, customer, amount="100.00")
-    payment_record(owner=alice, invoice_id=paid.pk, amount=Decimal("33.33"), method="card")
+    payment_record(organization=org(alice), invoice_id=paid.pk, amount=Decimal("33.33"), method="card")
     payment_record(
-        owner=alice,
+        organization=org(alice),
         invoice_id=paid.pk,
         amount=Decimal("66.67"),
         method="cash",
@@ -68,12 +69,12 @@ def invoices(alice, make_customer, make_invoice):
         paid_at=datetime.date(2024, 2, 29),
     )
     partly = make_invoice(alice, customer, amount="10.01")
-    payment_record(owner=alice, invoice_id=partly.pk, amount=Decimal("0.01"), method="check")
+    payment_record(organization=org(alice), invoice_id=partly.pk, amount=Decimal("0.01"), method="check")
     # An odd line added as the services add lines (bulk_create: Line.save() refuses one line alone).
     Line.objects.bulk_create(
         [
             Line(
-                owner=alice,
+                organization=org(alice),
                 invoice=draft,
                 position=2,
                 description="Fractional",
@@ -146,9 +147,9 @@ def test_the_fast_path_is_the_one_used(invoices):
 def test_the_summary_renders_as_drf_does(alice, bob, invoices):
     """A serializer of dicts, with a nested serializer and a list of them."""
     summaries = [
-        owner_summary(owner_id=alice.pk),
-        invoice_summary(invoices=Invoice.objects.filter(owner=alice, status="paid")),
-        owner_summary(owner_id=bob.pk),  # no invoices: zeros and no currency
+        organization_summary(organization_id=org(alice).pk),
+        invoice_summary(invoices=Invoice.objects.filter(organization=org(alice), status="paid")),
+        organization_summary(organization_id=org(bob).pk),  # no invoices: zeros and no currency
         {
             "count": 1,
             "by_status": dict.fromkeys(Invoice.Status.values, 0),
@@ -173,11 +174,13 @@ def test_the_summary_renders_as_drf_does(alice, bob, invoices):
 def test_objects_still_in_memory_render_as_drf_does(alice, make_customer, make_invoice):
     """The create and payment responses render objects that were just written, not read back."""
     invoice = make_invoice(alice, make_customer(alice), amount="10.5")
-    payment = payment_record(owner=alice, invoice_id=invoice.pk, amount=Decimal("0.5"), method="card")
+    payment = payment_record(
+        organization=org(alice), invoice_id=invoice.pk, amount=Decimal("0.5"), method="card"
+    )
     assert PaymentResultSerializer(payment).data == drf_output(PaymentResultSerializer, payment)
     unsaved = Invoice(
         pk=7,
-        owner=alice,
+        organization=org(alice),
         customer=invoice.customer,
         status="sent",
         currency="EUR",
@@ -247,7 +250,7 @@ def test_a_filter_set_given_no_values_leaves_the_queryset_as_it_is(alice, filter
     """The premise of the filter backend's shortcut, for every filter of every filter set."""
     request = APIRequestFactory().get("/")
     request.user = alice
-    queryset = filterset_class._meta.model.objects.filter(owner=alice)
+    queryset = filterset_class._meta.model.objects.filter(organization=org(alice))
     filterset = filterset_class(data={}, queryset=queryset, request=request)
     assert filterset.is_valid()
     assert str(filterset.qs.query) == str(queryset.query)
@@ -314,5 +317,5 @@ def test_a_required_filter_is_still_enforced_without_any_filter_named(alice):
     request = Request(APIRequestFactory().get("/", {"page": "1"}))
     request.user = alice
     with pytest.raises(ValidationError) as refused:
-        FilterBackend().filter_queryset(request, Invoice.objects.filter(owner=alice), view)
+        FilterBackend().filter_queryset(request, Invoice.objects.filter(organization=org(alice)), view)
     assert "currency" in refused.value.detail

@@ -18,13 +18,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.test import Client
-from knox.models import AuthToken
 from rest_framework.exceptions import UnsupportedMediaType
 
 from billing.parsers import JSONParser, text_encoding
 from customers.models import Customer
 from payments.models import Payment
 from tests.conftest import PASSWORD
+from users.models import MemberToken as AuthToken
 
 pytestmark = pytest.mark.django_db
 

@@ -12,6 +12,7 @@ from billing.exceptions import InvalidTransition, NotEditable
 from invoices.models import Invoice, InvoiceStatusChange
 from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
 from payments.services import payment_record
+from tests.factories import org
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,7 @@ def history(invoice) -> list[tuple]:
 
 def draft(owner, customer, **fields):
     fields.setdefault("due_date", datetime.date(2099, 1, 1))
-    return invoice_create(owner=owner, customer_id=customer.pk, lines=ONE_LINE, **fields)
+    return invoice_create(organization=org(owner), customer_id=customer.pk, lines=ONE_LINE, **fields)
 
 
 def test_the_apis_actions_record_who_moved_the_invoice(alice, alice_api, alice_customer):
@@ -45,11 +46,11 @@ def test_the_apis_actions_record_who_moved_the_invoice(alice, alice_api, alice_c
     sent, paid = InvoiceStatusChange.objects.filter(invoice_id=invoice.pk).order_by("id")
     fresh = Invoice.objects.get(pk=invoice.pk)
     assert sent.changed_at == fresh.sent_at or sent.changed_at <= fresh.paid_at
-    assert sent.owner_id == paid.owner_id == alice.pk
+    assert sent.organization_id == paid.organization_id == alice.pk
 
 
 def test_void_is_recorded(alice, alice_api, alice_customer):
-    invoice = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer).pk)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
 
     assert alice_api.post(f"/api/invoices/{invoice.pk}/void/").status_code == 200
 
@@ -58,11 +59,12 @@ def test_void_is_recorded(alice, alice_api, alice_customer):
 
 def test_mark_overdue_records_each_moved_invoice_as_the_systems_change(alice, bob, make_customer):
     invoices = [
-        invoice_send(owner=owner, invoice_id=draft(owner, make_customer(owner), **PAST).pk)
+        invoice_send(organization=org(owner), invoice_id=draft(owner, make_customer(owner), **PAST).pk)
         for owner in (alice, bob, alice)
     ]
     not_due = invoice_send(
-        owner=alice, invoice_id=draft(alice, make_customer(alice), due_date=datetime.date(2099, 1, 1)).pk
+        organization=org(alice),
+        invoice_id=draft(alice, make_customer(alice), due_date=datetime.date(2099, 1, 1)).pk,
     )
 
     assert invoice_mark_overdue() == 3
@@ -70,8 +72,8 @@ def test_mark_overdue_records_each_moved_invoice_as_the_systems_change(alice, bo
     for invoice in invoices:
         assert history(invoice) == [("draft", "sent", None), ("sent", "overdue", None)]
         assert (
-            InvoiceStatusChange.objects.get(invoice_id=invoice.pk, to_status="overdue").owner_id
-            == invoice.owner_id
+            InvoiceStatusChange.objects.get(invoice_id=invoice.pk, to_status="overdue").organization_id
+            == invoice.organization_id
         )
         moved = Invoice.objects.get(pk=invoice.pk)
         change = InvoiceStatusChange.objects.get(invoice_id=invoice.pk, to_status="overdue")
@@ -83,10 +85,12 @@ def test_mark_overdue_records_each_moved_invoice_as_the_systems_change(alice, bo
 
 
 def test_a_payment_settling_an_overdue_invoice_is_recorded(alice, alice_customer):
-    invoice = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer, **PAST).pk)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer, **PAST).pk)
     invoice_mark_overdue()
 
-    payment_record(owner=alice, invoice_id=invoice.pk, amount=Decimal("100.00"), method="cash", actor=alice)
+    payment_record(
+        organization=org(alice), invoice_id=invoice.pk, amount=Decimal("100.00"), method="cash", actor=alice
+    )
 
     assert history(invoice)[-1] == ("overdue", "paid", alice.pk)
 
@@ -96,7 +100,7 @@ def test_a_change_rolled_back_leaves_no_history(alice, alice_customer):
 
     def send_then_fail():
         with transaction.atomic():
-            invoice_send(owner=alice, invoice_id=invoice.pk, actor=alice)
+            invoice_send(organization=org(alice), invoice_id=invoice.pk, actor=alice)
             assert history(invoice) == [("draft", "sent", alice.pk)]  # written in the same transaction
             raise RuntimeError("the caller's transaction fails after the send")
 
@@ -108,7 +112,7 @@ def test_a_change_rolled_back_leaves_no_history(alice, alice_customer):
 
 
 def test_a_save_from_a_shell_is_recorded_and_held_to_the_lifecycle(alice, alice_customer):
-    invoice = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer).pk)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
     fresh = Invoice.objects.get(pk=invoice.pk)
 
     fresh.status = Invoice.Status.OVERDUE  # an edge of TRANSITIONS: allowed, and recorded
@@ -123,7 +127,7 @@ def test_a_save_from_a_shell_is_recorded_and_held_to_the_lifecycle(alice, alice_
 
 
 def test_status_history_is_never_changed(alice, alice_customer):
-    invoice = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer).pk)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
     change = InvoiceStatusChange.objects.get(invoice_id=invoice.pk)
     change.to_status = "paid"
 
@@ -132,17 +136,21 @@ def test_status_history_is_never_changed(alice, alice_customer):
 
 
 def test_the_database_refuses_a_status_change_of_another_owners_invoice(alice, bob, alice_customer):
-    invoice = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer).pk)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
 
     with pytest.raises(IntegrityError), transaction.atomic():
         InvoiceStatusChange.objects.create(
-            owner=bob, invoice_id=invoice.pk, from_status="sent", to_status="void", changed_at=invoice.sent_at
+            organization=org(bob),
+            invoice_id=invoice.pk,
+            from_status="sent",
+            to_status="void",
+            changed_at=invoice.sent_at,
         )
     with pytest.raises(IntegrityError), transaction.atomic():
-        InvoiceStatusChange.objects.filter(invoice_id=invoice.pk).update(owner=bob)
+        InvoiceStatusChange.objects.filter(invoice_id=invoice.pk).update(organization=org(bob))
     with pytest.raises(IntegrityError), transaction.atomic():
         InvoiceStatusChange.objects.create(
-            owner=alice,
+            organization=org(alice),
             invoice_id=invoice.pk,
             from_status="sent",
             to_status="sent",
@@ -165,9 +173,11 @@ def test_the_frozen_fields_follow_from_the_editable_ones():
 def test_an_invoice_read_without_its_status_is_still_held_to_its_state(alice, alice_customer):
     """`.only()` or `.defer("status")` leaves the status unread: the guard reads it before it judges
     the change, so a partial read is no way around the frozen fields."""
-    sent = invoice_send(owner=alice, invoice_id=draft(alice, alice_customer).pk)
+    sent = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
 
-    partial = Invoice.objects.only("id", "version", "owner_id", "subtotal", "total", "number").get(pk=sent.pk)
+    partial = Invoice.objects.only("id", "version", "organization_id", "subtotal", "total", "number").get(
+        pk=sent.pk
+    )
     partial.subtotal = partial.total = Decimal("1.00")
     with pytest.raises(NotEditable):
         partial.save()

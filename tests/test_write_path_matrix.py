@@ -37,6 +37,7 @@ from payments.services import payment_record
 from tests.admin_helpers import add_url, change_form_data, change_url, delete_url, operator_client
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for, make_user
+from tests.factories import org
 from tests.test_isolation_matrix import api_routes
 
 PROJECT_APPS = {"users", "customers", "invoices", "payments", "billing"}
@@ -56,7 +57,7 @@ class Round:
 
 
 def _api(rnd: Round) -> APIClient:
-    return client_for(rnd.owner)
+    return client_for(rnd.organization)
 
 
 def _detail(client, rnd):
@@ -150,7 +151,7 @@ def api_delete_customer(rnd):
 def admin_add_invoice(rnd):
     operator = operator_client()
     data = {
-        "owner": rnd.owner.pk,
+        "owner": rnd.organization.pk,
         "customer": rnd.customer.pk,
         "currency": "USD",
         "issue_date": "2026-01-01",
@@ -183,7 +184,7 @@ def admin_mark_overdue_action(rnd):
 
 def admin_add_customer(rnd):
     operator = operator_client()
-    data = {"owner": rnd.owner.pk, "name": "Added by an operator"}
+    data = {"owner": rnd.organization.pk, "name": "Added by an operator"}
     return lambda: operator.post(add_url(Customer), data)
 
 
@@ -316,14 +317,16 @@ STATES = ("draft", "sent past due", "partly paid past due")
 
 
 def _setup(owner, state: str) -> Round:
-    customer = Customer.objects.create(owner=owner, name=f"Customer {Customer.objects.count()}")
+    customer = Customer.objects.create(organization=org(owner), name=f"Customer {Customer.objects.count()}")
     lines = [{"description": "Work", "quantity": Decimal("1"), "unit_price": Decimal("10.00")}]
-    invoice = invoice_create(owner=owner, customer_id=customer.pk, lines=lines, **PAST)
+    invoice = invoice_create(organization=org(owner), customer_id=customer.pk, lines=lines, **PAST)
     if state != "draft":
-        invoice_send(owner=owner, invoice_id=invoice.pk)
+        invoice_send(organization=org(owner), invoice_id=invoice.pk)
     if state == "partly paid past due":
-        payment_record(owner=owner, invoice_id=invoice.pk, amount=Decimal("2.50"), method="card")
-    return Round(owner=owner, customer=customer, invoice=Invoice.objects.get(pk=invoice.pk), state=state)
+        payment_record(organization=org(owner), invoice_id=invoice.pk, amount=Decimal("2.50"), method="card")
+    return Round(
+        organization=org(owner), customer=customer, invoice=Invoice.objects.get(pk=invoice.pk), state=state
+    )
 
 
 def _status(outcome) -> int | None:

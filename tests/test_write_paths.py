@@ -33,6 +33,7 @@ from tests.admin_helpers import (
 )
 from tests.concurrency import run_concurrently
 from tests.conftest import client_for, make_user
+from tests.factories import org
 from tests.invoice_helpers import invoice_payload
 
 D = Decimal
@@ -44,7 +45,7 @@ def assert_books_balance():
 
 
 def pay(owner, invoice, amount: str):
-    return payment_record(owner=owner, invoice_id=invoice.pk, amount=D(amount), method="card")
+    return payment_record(organization=org(owner), invoice_id=invoice.pk, amount=D(amount), method="card")
 
 
 # --- 1. the admin never writes a stale read back -------------------------------------------------
@@ -110,7 +111,7 @@ def test_an_admin_save_of_a_draft_keeps_lines_replaced_meanwhile_and_their_total
 
     def replace_lines():
         return invoice_update(
-            owner=alice,
+            organization=org(alice),
             invoice_id=draft.pk,
             lines=[
                 {"description": "A", "quantity": D("2"), "unit_price": D("30.00"), "tax_rate": D("0")},
@@ -290,7 +291,7 @@ def test_an_admin_delete_confirmed_after_the_draft_was_sent_is_refused(alice, ma
     with after_admin_reads(
         Invoice,
         lambda: joins.append(
-            commit_in_another_thread(lambda: invoice_send(owner=alice, invoice_id=draft.pk))
+            commit_in_another_thread(lambda: invoice_send(organization=org(alice), invoice_id=draft.pk))
         ),
     ):
         response = operator.post(delete_url(draft), {"post": "yes"}, follow=True)
@@ -310,7 +311,7 @@ def test_an_admin_delete_confirmed_after_the_draft_was_sent_is_refused(alice, ma
 def test_a_stale_instance_of_a_sent_invoice_cannot_be_deleted(alice, make_invoice):
     draft = make_invoice(alice, send=False)
     stale = Invoice.objects.get(pk=draft.pk)
-    invoice_send(owner=alice, invoice_id=draft.pk)
+    invoice_send(organization=org(alice), invoice_id=draft.pk)
 
     with pytest.raises(NotEditable):
         stale.delete()
@@ -407,7 +408,7 @@ def test_the_admin_creates_an_invoice_through_the_service(alice, alice_customer)
     )
     assert response.status_code == 302
     invoice = Invoice.objects.get()
-    assert (invoice.owner, invoice.customer, invoice.currency, invoice.status) == (
+    assert (invoice.organization, invoice.customer, invoice.currency, invoice.status) == (
         alice,
         alice_customer,
         "EUR",
@@ -419,13 +420,13 @@ def test_the_admin_creates_an_invoice_through_the_service(alice, alice_customer)
 def test_a_customer_never_moves_to_another_owner(alice, bob, alice_customer, make_invoice):
     make_invoice(alice, alice_customer)
     operator = operator_client()
-    data = change_form_data(operator, alice_customer, owner=bob.pk, name="Moved?")
+    data = change_form_data(operator, alice_customer, organization=org(bob.pk), name="Moved?")
     assert operator.post(change_url(alice_customer), data).status_code == 302
     alice_customer.refresh_from_db()
-    assert alice_customer.owner == alice  # the owner is read-only in the admin
+    assert alice_customer.organization == org(alice)  # the owner is read-only in the admin
     assert alice_customer.name == "Moved?"
 
-    alice_customer.owner = bob
+    alice_customer.organization = bob
     with pytest.raises(NotEditable):
         alice_customer.save()
 
@@ -442,13 +443,13 @@ def test_the_database_refuses_references_across_owners(alice, bob, make_customer
     bobs_invoice = make_invoice(bob, bobs_customer, amount="10.00")
 
     _refused_by_database(lambda: Invoice.objects.filter(pk=invoice.pk).update(customer=bobs_customer))
-    _refused_by_database(lambda: Invoice.objects.filter(pk=invoice.pk).update(owner=bob))
-    _refused_by_database(lambda: Customer.objects.filter(pk=bobs_customer.pk).update(owner=alice))
+    _refused_by_database(lambda: Invoice.objects.filter(pk=invoice.pk).update(organization=org(bob)))
+    _refused_by_database(lambda: Customer.objects.filter(pk=bobs_customer.pk).update(organization=org(alice)))
     _refused_by_database(
         lambda: Line.objects.bulk_create(
             [
                 Line(
-                    owner=bob,
+                    organization=org(bob),
                     invoice=invoice,
                     position=9,
                     description="x",
@@ -461,10 +462,14 @@ def test_the_database_refuses_references_across_owners(alice, bob, make_customer
         )
     )
     _refused_by_database(
-        lambda: Payment.objects.create(owner=bob, invoice=invoice, amount=D("1.00"), method="card")
+        lambda: Payment.objects.create(
+            organization=org(bob), invoice=invoice, amount=D("1.00"), method="card"
+        )
     )
     _refused_by_database(
-        lambda: Payment.objects.create(owner=alice, invoice=bobs_invoice, amount=D("1.00"), method="card")
+        lambda: Payment.objects.create(
+            organization=org(alice), invoice=bobs_invoice, amount=D("1.00"), method="card"
+        )
     )
     assert_books_balance()
 
@@ -486,7 +491,7 @@ def test_verify_ledger_reports_a_reference_across_owners(alice, bob, make_custom
     with connection.cursor() as cursor:  # what an old database, or a bypassed guard, could hold
         if connection.vendor == "postgresql":
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute("ALTER TABLE invoices_invoice DROP CONSTRAINT invoice_customer_same_owner")
+            cursor.execute("ALTER TABLE invoices_invoice DROP CONSTRAINT invoice_customer_same_org")
         else:
             cursor.execute("DROP TRIGGER invoice_customer_same_owner_update")
         cursor.execute(
@@ -599,7 +604,7 @@ def test_the_kept_totals_hold_sums_beyond_bigint(alice, alice_customer, make_inv
     from invoices.models import InvoiceTotals
 
     first = make_invoice(alice, amount="999999999999.99")
-    row = InvoiceTotals.objects.filter(owner_id=alice.pk, status="sent", shard=first.pk % 16)
+    row = InvoiceTotals.objects.filter(organization_id=org(alice).pk, status="sent", shard=first.pk % 16)
     row.update(total_cents=9_223_372_036_854_775_000)  # next to bigint's maximum
     # Another invoice of the largest total in the same row (the same shard: id modulo 16); drafts
     # take the ids in between.
@@ -615,7 +620,7 @@ def test_the_kept_totals_hold_sums_beyond_bigint(alice, alice_customer, make_inv
         assert kept > 9_223_372_036_854_775_000
 
 
-def _fail_updates_of(owner_id: int):
+def _fail_updates_of(organization_id: int):
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
@@ -624,11 +629,11 @@ def _fail_updates_of(owner_id: int):
             )
             cursor.execute(
                 "CREATE TRIGGER test_refuse BEFORE UPDATE ON invoices_invoice FOR EACH ROW "
-                f"WHEN (NEW.owner_id = {int(owner_id)}) EXECUTE FUNCTION test_refuse()"
+                f"WHEN (NEW.organization_id = {int(organization_id)}) EXECUTE FUNCTION test_refuse()"
             )
         else:
             cursor.execute(
-                f"CREATE TRIGGER test_refuse BEFORE UPDATE ON invoices_invoice WHEN NEW.owner_id = {int(owner_id)} "
+                f"CREATE TRIGGER test_refuse BEFORE UPDATE ON invoices_invoice WHEN NEW.organization_id = {int(organization_id)} "
                 "BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
             )
 

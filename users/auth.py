@@ -1,71 +1,118 @@
+from hmac import compare_digest
+
+from django.db.models import Q
 from django.utils import timezone
 from knox.auth import TokenAuthentication
+from knox.crypto import hash_token
 from knox.models import get_token_model
 from knox.settings import CONSTANTS
 from rest_framework import exceptions
-from rest_framework.authentication import get_authorization_header
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from users.models import ApiKey, hash_api_key
 
 # The schemes a key may be sent with, lower-cased (a scheme is case-insensitive, RFC 9110).
 SCHEMES = (b"token", b"bearer")
 MALFORMED_HEADER = 'Authorization header must be "Token <key>" or "Bearer <key>"'
+INVALID = "Invalid token."
 
 
-class ExpiringTokenAuthentication(TokenAuthentication):
-    """knox's hashed, expiring tokens, looked up in one query.
+def credential_from_header(request) -> str | None:
+    """The key of `Authorization: Token <key>` or `Bearer <key>`; None when there is no header.
 
-    The key comes as `Authorization: Token <key>` or `Authorization: Bearer <key>` (what generated
-    clients and Swagger UI send). This is the only authentication of the API, so a header in any
-    other form is refused with a 401 that says what is wrong, rather than passed on as "no
-    credentials"; only a missing (or empty) header is that.
+    This is the only authentication of the API, so a header in any other form is refused with a
+    401 that says what is wrong, rather than passed on as "no credentials"; only a missing (or
+    empty) header is that. A key that is not valid UTF-8 is a 401, not a crash.
+    """
+    parts = get_authorization_header(request).split()
+    if not parts:
+        return None
+    scheme = parts[0].lower()
+    if len(parts) == 1:
+        missing = "the key is missing" if scheme in SCHEMES else 'the "Token" or "Bearer" prefix is missing'
+        raise exceptions.AuthenticationFailed(f"{MALFORMED_HEADER}: {missing}.")
+    if scheme not in SCHEMES:
+        raise exceptions.AuthenticationFailed(f'{MALFORMED_HEADER}: the scheme is not "Token" or "Bearer".')
+    if len(parts) > 2:
+        raise exceptions.AuthenticationFailed(f"{MALFORMED_HEADER}: a key has no spaces.")
+    try:
+        return parts[1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise exceptions.AuthenticationFailed(INVALID) from None
 
-    knox's own class scans all of the user's tokens on every request to delete expired ones;
-    here an expired token is simply refused (and deleted), and `manage.py purge_tokens` clears the
-    rest in bulk. A header that is not valid UTF-8 is a 401, not a crash.
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """An organization's API key (`sk_…`), sent as a token is. One query: the key's row by its
+    prefix, with its organization; then the hash of the whole key is compared in constant time.
+
+    A revoked or expired key is refused at once (the row is read on every request, nothing is
+    cached). `last_used_at` is written at most once a `LAST_USED_RESOLUTION` (a minute): an
+    UPDATE that matches only when the stored time is older, so concurrent requests write it once.
+
+    The request's `user` and `auth` are both the key: it acts for its organization with its role,
+    and is the `created_by` of what it makes.
     """
 
     def authenticate(self, request):
-        parts = get_authorization_header(request).split()
-        if not parts:
+        key = credential_from_header(request)
+        if key is None:
             return None
-        scheme = parts[0].lower()
-        if len(parts) == 1:
-            missing = (
-                "the key is missing" if scheme in SCHEMES else 'the "Token" or "Bearer" prefix is missing'
-            )
-            raise exceptions.AuthenticationFailed(f"{MALFORMED_HEADER}: {missing}.")
-        if scheme not in SCHEMES:
-            raise exceptions.AuthenticationFailed(
-                f'{MALFORMED_HEADER}: the scheme is not "Token" or "Bearer".'
-            )
-        if len(parts) > 2:
-            raise exceptions.AuthenticationFailed(f"{MALFORMED_HEADER}: a key has no spaces.")
-        return self.authenticate_credentials(parts[1])
+        prefix = ApiKey.prefix_of(key)
+        if prefix is None:
+            return None  # not an API key: a member's token (ExpiringTokenAuthentication)
+        api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
+        if api_key is None or not compare_digest(hash_api_key(key), api_key.digest):
+            raise exceptions.AuthenticationFailed(INVALID)
+        now = timezone.now()
+        if api_key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if api_key.expires_at is not None and api_key.expires_at <= now:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        stale = now - ApiKey.LAST_USED_RESOLUTION
+        if api_key.last_used_at is None or api_key.last_used_at < stale:
+            ApiKey.objects.filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=api_key.pk
+            ).update(last_used_at=now)
+            api_key.last_used_at = now
+        return api_key, api_key
 
-    def authenticate_credentials(self, token: bytes):
-        try:
-            token_str = token.decode("utf-8")
-        except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
+    def authenticate_header(self, request):
+        return "Token"  # as knox's class says it: one challenge, whichever credential is missing
+
+
+class ExpiringTokenAuthentication(TokenAuthentication):
+    """knox's hashed, expiring tokens, each bound to one membership, looked up in one query (the
+    token with its user, membership and organization): the role is the membership's as it is now,
+    and a removed membership has taken its tokens with it (ON DELETE CASCADE).
+
+    knox's own class scans all of the user's tokens on every request to delete expired ones;
+    here an expired token is simply refused (and deleted), and `manage.py purge_tokens` clears the
+    rest in bulk.
+    """
+
+    def authenticate(self, request):
+        key = credential_from_header(request)
+        if key is None:
+            return None
+        return self.authenticate_credentials(key)
+
+    def authenticate_credentials(self, token: str):
         candidates = (
             get_token_model()
-            .objects.select_related("user")
-            .filter(token_key=token_str[: CONSTANTS.TOKEN_KEY_LENGTH])
+            .objects.select_related("user", "membership__organization")
+            .filter(token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
         )
         now = timezone.now()
         for auth_token in candidates:
             if auth_token.expiry is not None and auth_token.expiry < now:
                 auth_token.delete()
                 continue
-            if self._digest_matches(token_str, auth_token.digest):
+            if self._digest_matches(token, auth_token.digest):
                 return self.validate_user(auth_token)
-        raise exceptions.AuthenticationFailed("Invalid token.")
+        raise exceptions.AuthenticationFailed(INVALID)
 
     @staticmethod
     def _digest_matches(token: str, digest: str) -> bool:
-        from hmac import compare_digest
-
-        from knox.crypto import hash_token
-
         try:
             return compare_digest(hash_token(token), digest)
         except (TypeError, ValueError):

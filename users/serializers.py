@@ -6,7 +6,24 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from billing.schema import END_OF_STRING, bmp_class
-from billing.serializers import StrictCharField, StrictEmailField, StrictModelSerializer
+from billing.serializers import (
+    CurrencyField,
+    StrictCharField,
+    StrictEmailField,
+    StrictIntegerField,
+    StrictModelSerializer,
+)
+from users.models import (
+    API_KEY_ROLE_CHOICES,
+    INVOICE_PREFIX_VALIDATOR,
+    MAX_PAYMENT_TERMS_DAYS,
+    MAX_REMINDER_OFFSET,
+    MAX_REMINDER_STEPS,
+    ApiKey,
+    Membership,
+    Organization,
+    Role,
+)
 
 User = get_user_model()
 
@@ -42,6 +59,54 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class OrganizationRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+class MembershipRefSerializer(OrganizationRefSerializer):
+    role = serializers.ChoiceField(choices=Role.choices, read_only=True)
+
+
+class RegisteredSerializer(UserSerializer):
+    organization = OrganizationRefSerializer(
+        read_only=True, help_text="The new organization, owned by the new user."
+    )
+
+    class Meta(UserSerializer.Meta):
+        fields = [*UserSerializer.Meta.fields, "organization"]
+        read_only_fields = fields
+
+
+class ApiKeyRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    prefix = serializers.CharField(read_only=True)
+
+
+class MeSerializer(serializers.Serializer):
+    """The caller: a member (their user, and the organization and role their token is bound to),
+    or an API key (`username` null, `api_key` set)."""
+
+    id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="The user's id; null for an API key."
+    )
+    username = serializers.CharField(read_only=True, allow_null=True)
+    email = serializers.CharField(read_only=True, allow_null=True)
+    organization = OrganizationRefSerializer(
+        read_only=True, help_text="The organization this credential acts for."
+    )
+    role = serializers.ChoiceField(choices=Role.choices, read_only=True)
+    organizations = MembershipRefSerializer(
+        many=True,
+        read_only=True,
+        help_text="Every organization the user is a member of (for a key: its own).",
+    )
+    api_key = ApiKeyRefSerializer(
+        read_only=True, allow_null=True, help_text="The key, when the caller is one."
+    )
+
+
 def _password_field() -> StrictCharField:
     # As sent (no trimming: login compares it untrimmed), and with the minimum length of Django's
     # validator stated, so that the schema says it and it is checked first.
@@ -57,10 +122,13 @@ def _password_field() -> StrictCharField:
 class RegisterSerializer(StrictModelSerializer):
     password = _password_field()
     email = StrictEmailField(required=False, allow_blank=True, default="")
+    organization_name = StrictCharField(
+        required=False, max_length=200, help_text="The new organization's name (default: the username)."
+    )
 
     class Meta:
         model = User
-        fields = ["id", "username", "password", "email"]
+        fields = ["id", "username", "password", "email", "organization_name"]
         read_only_fields = ["id"]
         # Not trimmed, as login does not trim: " alice" is refused, not taken as "alice".
         extra_kwargs = {"username": {"trim_whitespace": False}}
@@ -99,6 +167,12 @@ class RegisterSerializer(StrictModelSerializer):
 class LoginSerializer(serializers.Serializer):
     username = StrictCharField(max_length=150, trim_whitespace=False)
     password = StrictCharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
+    organization = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="The id of the organization the token acts for (default: the user's oldest membership).",
+    )
 
 
 class TokenSerializer(serializers.Serializer):
@@ -106,3 +180,98 @@ class TokenSerializer(serializers.Serializer):
         help_text="Send it as `Authorization: Bearer <token>` (or, the same, `Authorization: Token <token>`)."
     )
     expiry = serializers.DateTimeField(help_text="When the token stops working.")
+    organization = OrganizationRefSerializer(help_text="The organization the token acts for.")
+    role = serializers.ChoiceField(choices=Role.choices, help_text="The member's role there (as it is now).")
+
+
+class OrganizationSerializer(StrictModelSerializer):
+    """The organization's profile and settings; PATCH changes what it is given (admins and owners)."""
+
+    default_currency = CurrencyField(required=False)
+    invoice_prefix = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=20,
+        validators=[INVOICE_PREFIX_VALIDATOR],
+        help_text='Issued numbers are this prefix and six digits ("INV-000042"). Changing it keeps the sequence.',
+    )
+    time_zone = StrictCharField(
+        required=False, max_length=64, help_text='An IANA time zone ("Europe/Paris"): what "today" means.'
+    )
+    payment_terms_days = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_PAYMENT_TERMS_DAYS,
+        help_text="A new invoice's due date, when none is given: the issue date plus this many days.",
+    )
+    reminder_days = serializers.ListField(
+        child=StrictIntegerField(min_value=-MAX_REMINDER_OFFSET, max_value=MAX_REMINDER_OFFSET),
+        required=False,
+        max_length=MAX_REMINDER_STEPS,
+        help_text="Days relative to the due date on which a reminder is sent (negative: before it).",
+    )
+
+    class Meta:
+        model = Organization
+        fields = [
+            "id",
+            "name",
+            "legal_name",
+            "email",
+            "phone",
+            "address",
+            "tax_id",
+            "time_zone",
+            "default_currency",
+            "invoice_prefix",
+            "payment_terms_days",
+            "invoice_footer",
+            "reminder_days",
+            "created_at",
+        ]
+        read_only_fields = ["id", "created_at"]
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user = UserSerializer(read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberCreateSerializer(serializers.Serializer):
+    username = StrictCharField(
+        max_length=150, trim_whitespace=False, help_text="An existing user's username."
+    )
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=100)
+    role = serializers.ChoiceField(choices=API_KEY_ROLE_CHOICES, help_text="Never `owner`.")
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="When the key stops working (default: never)."
+    )
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(
+        read_only=True, help_text="The key itself: shown this once, stored only as a hash."
+    )
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields

@@ -56,6 +56,8 @@ import chaos_client
 import chaos_operator
 from server import LiveServer, ServerError, live_env, logger
 
+from tests.factories import org
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_chaos"
 USERS = ("alice", "bob")
@@ -133,7 +135,9 @@ def prepare_database(env: dict[str, str]) -> list[tuple[int, str, list[int]]]:
     for name in USERS:
         user = get_user_model().objects.create_user(username=f"chaos-{name}")
         _, token = AuthToken.objects.create(user=user)
-        customers = [Customer.objects.create(owner=user, name=f"{name} customer {i}").pk for i in (1, 2)]
+        customers = [
+            Customer.objects.create(organization=org(user), name=f"{name} customer {i}").pk for i in (1, 2)
+        ]
         users.append((user.pk, token, customers))
     connections.close_all()
     return users
@@ -239,22 +243,22 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
     invoices = {
         row["pk"]: row
         for row in Invoice.objects.annotate(line_count=Count("lines")).values(
-            "pk", "owner_id", "notes", "status", "number", "total", "amount_paid", "line_count"
+            "pk", "organization_id", "notes", "status", "number", "total", "amount_paid", "line_count"
         )
     }
     payments = {
         row["pk"]: row
-        for row in Payment.objects.values("pk", "owner_id", "invoice_id", "amount", "reference")
+        for row in Payment.objects.values("pk", "organization_id", "invoice_id", "amount", "reference")
     }
     key_rows = {
-        (row["owner_id"], row["key"]): row
+        (row["organization_id"], row["key"]): row
         for row in IdempotencyKey.objects.values(
-            "owner_id", "key", "operation", "response_status", "response_body"
+            "organization_id", "key", "operation", "response_status", "response_body"
         )
     }
 
-    def names_object(owner_id: int, key: str, operation: str, pk: int) -> bool:
-        row = key_rows.get((owner_id, key))
+    def names_object(organization_id: int, key: str, operation: str, pk: int) -> bool:
+        row = key_rows.get((organization_id, key))
         return (
             row is not None
             and row["operation"] == operation
@@ -283,7 +287,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
                     f"invoice {invoice['pk']} has {invoice['line_count']} line(s) and a total of "
                     f"{invoice['total']}; its request had {attempt['lines']} line(s) for {attempt['total']}"
                 )
-            if not names_object(invoice["owner_id"], key, "invoice_create", invoice["pk"]):
+            if not names_object(invoice["organization_id"], key, "invoice_create", invoice["pk"]):
                 problems.append(f"invoice {invoice['pk']} exists without the idempotency key row of {key}")
 
     # Every acknowledged invoice exists, once, as acknowledged.
@@ -293,7 +297,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         invoice = invoices.get(ack["id"])
         if invoice is None:
             problems.append(f"acknowledged invoice {ack['id']} ({ack['key']}) does not exist")
-        elif (invoice["notes"], invoice["owner_id"], invoice["line_count"], invoice["total"]) != (
+        elif (invoice["notes"], invoice["organization_id"], invoice["line_count"], invoice["total"]) != (
             ack["key"],
             owner_of_client[ack["client"]],
             ack["lines"],
@@ -312,14 +316,14 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
     numbers = defaultdict(list)
     for invoice in invoices.values():
         if invoice["status"] != "draft":
-            numbers[invoice["owner_id"]].append(invoice["number"])
-    for owner_id, issued in numbers.items():
+            numbers[invoice["organization_id"]].append(invoice["number"])
+    for organization_id, issued in numbers.items():
         expected = [f"INV-{n:06d}" for n in range(1, len(issued) + 1)]
         if sorted(issued) != expected:
             missing = sorted(set(expected) - set(issued))[:5]
             extra = sorted(n for n, c in Counter(issued).items() if c > 1 or n not in expected)[:5]
             problems.append(
-                f"owner {owner_id}: issued numbers are not 1..{len(issued)}: missing {missing}, extra {extra}"
+                f"owner {organization_id}: issued numbers are not 1..{len(issued)}: missing {missing}, extra {extra}"
             )
 
     # Every payment in the database: one per request (key), as requested, with its key row.
@@ -337,7 +341,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         for payment in found:
             if (payment["invoice_id"], payment["amount"]) != (attempt["invoice"], Decimal(attempt["amount"])):
                 problems.append(f"payment {payment} does not match its request {attempt}")
-            if not names_object(payment["owner_id"], key, "payment_record", payment["pk"]):
+            if not names_object(payment["organization_id"], key, "payment_record", payment["pk"]):
                 problems.append(f"payment {payment['pk']} exists without the idempotency key row of {key}")
 
     # Every acknowledged payment exists, once, as acknowledged.
@@ -347,7 +351,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         payment = payments.get(ack["id"])
         if payment is None:
             problems.append(f"acknowledged payment {ack['id']} ({ack['key']}) does not exist")
-        elif (payment["reference"], payment["owner_id"], payment["invoice_id"], payment["amount"]) != (
+        elif (payment["reference"], payment["organization_id"], payment["invoice_id"], payment["amount"]) != (
             ack["key"],
             owner_of_client[ack["client"]],
             ack["invoice"],
@@ -359,12 +363,12 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
             problems.append(f"the key {key} was acknowledged with several payments: {sorted(ids)}")
 
     # Every stored key names an object that exists and carries that key; no request was refused.
-    for (owner_id, key), row in key_rows.items():
+    for (organization_id, key), row in key_rows.items():
         body = json.loads(row["response_body"])
         pk = body.get("id") if isinstance(body, dict) else None
         if row["response_status"] != 201:
             problems.append(
-                f"the request {key} of owner {owner_id} was refused: {row['response_status']} {row['response_body']}"
+                f"the request {key} of owner {organization_id} was refused: {row['response_status']} {row['response_body']}"
             )
         elif row["operation"] == "invoice_create":
             if pk not in invoices or invoices[pk]["notes"] != key:

@@ -59,6 +59,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server import LiveServer, ServerError, live_env, logger
 
+from tests.factories import org
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_fuzz"
@@ -317,41 +319,49 @@ def seed() -> tuple[str, dict[str, list[int]]]:
 
     def populate(user) -> None:
         acme, globex, initech = (
-            Customer.objects.create(owner=user, name=name, email=email)
+            Customer.objects.create(organization=org(user), name=name, email=email)
             for name, email in [
                 ("Acme Corp", "billing@acme.example"),
                 ("Globex Ltd", "ap@globex.example"),
                 ("Initech", "accounts@initech.example"),
             ]
         )
-        Customer.objects.create(owner=user, name="No Invoices Yet", phone="+1 555 0100")
+        Customer.objects.create(organization=org(user), name="No Invoices Yet", phone="+1 555 0100")
         lines = [line("Hosting", "1", "49.00", "8.25"), line("Support hours", "2.5", "80.00", "8.25")]
 
         def issued(customer, *, issue: int, due: int, items=lines, currency="USD") -> Invoice:
             invoice = invoice_create(
-                owner=user,
+                organization=org(user),
                 customer_id=customer.pk,
                 issue_date=days(issue),
                 due_date=days(due),
                 currency=currency,
                 lines=items,
             )
-            return invoice_send(owner=user, invoice_id=invoice.pk)
+            return invoice_send(organization=org(user), invoice_id=invoice.pk)
 
-        invoice_create(owner=user, customer_id=acme.pk, due_date=days(30), lines=lines)  # draft
-        invoice_create(owner=user, customer_id=acme.pk, due_date=days(30), number="DRAFT-7")  # empty draft
+        invoice_create(organization=org(user), customer_id=acme.pk, due_date=days(30), lines=lines)  # draft
+        invoice_create(
+            organization=org(user), customer_id=acme.pk, due_date=days(30), number="DRAFT-7"
+        )  # empty draft
         issued(acme, issue=-10, due=20)  # sent
         partly = issued(globex, issue=-20, due=10, items=[line("Audit", "1", "1200.00")])
-        payment_record(owner=user, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer")
+        payment_record(
+            organization=org(user), invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer"
+        )
         late = issued(initech, issue=-45, due=-15, items=[line("Licences", "12", "19.99")])  # overdue
         late_partly = issued(initech, issue=-40, due=-5, items=[line("Licences", "3", "19.99")])
-        payment_record(owner=user, invoice_id=late_partly.pk, amount=Decimal("10.00"), method="cash")
+        payment_record(
+            organization=org(user), invoice_id=late_partly.pk, amount=Decimal("10.00"), method="cash"
+        )
         paid = issued(globex, issue=-30, due=0, currency="EUR", items=[line("Beratung", "8", "120.00", "19")])
         paid.refresh_from_db()
-        payment_record(owner=user, invoice_id=paid.pk, amount=Decimal("500.00"), method="card")
-        payment_record(owner=user, invoice_id=paid.pk, amount=paid.total - Decimal("500.00"), method="check")
+        payment_record(organization=org(user), invoice_id=paid.pk, amount=Decimal("500.00"), method="card")
+        payment_record(
+            organization=org(user), invoice_id=paid.pk, amount=paid.total - Decimal("500.00"), method="check"
+        )
         voided = issued(globex, issue=-5, due=25, items=[line("Duplicate", "1", "10")])
-        invoice_void(owner=user, invoice_id=voided.pk)
+        invoice_void(organization=org(user), invoice_id=voided.pk)
         assert late.pk
 
     other = User.objects.create_user(username="other", password=secrets.token_urlsafe(16))
@@ -361,16 +371,18 @@ def seed() -> tuple[str, dict[str, list[int]]]:
     )
     populate(user)
     invoice_mark_overdue()
-    counts = {s: Invoice.objects.filter(owner=user, status=s).count() for s in Invoice.Status.values}
+    counts = {
+        s: Invoice.objects.filter(organization=org(user), status=s).count() for s in Invoice.Status.values
+    }
     log(
-        f"seeded user {FUZZ_USERNAME!r}: {Customer.objects.filter(owner=user).count()} customers, invoices {counts}"
+        f"seeded user {FUZZ_USERNAME!r}: {Customer.objects.filter(organization=org(user)).count()} customers, invoices {counts}"
     )
     _, token = AuthToken.objects.create(user=user)
     ids = {}
     for kind, model in (("customers", Customer), ("invoices", Invoice), ("payments", Payment)):
         # The fuzz user's objects, and one of the other user's (which must stay invisible: 404 / 400).
-        own = list(model.objects.filter(owner=user).order_by("pk").values_list("pk", flat=True))
-        ids[kind] = [*own, model.objects.filter(owner=other).values_list("pk", flat=True).first()]
+        own = list(model.objects.filter(organization=org(user)).order_by("pk").values_list("pk", flat=True))
+        ids[kind] = [*own, model.objects.filter(organization=org(other)).values_list("pk", flat=True).first()]
     return token, ids
 
 

@@ -5,9 +5,10 @@ from invoices.services import MarkOverdueIncomplete, invoice_mark_overdue
 
 class Command(BaseCommand):
     help = (
-        "Move every sent invoice whose due date has passed (in TIME_ZONE) to overdue, in one UPDATE "
-        "(owner by owner if that fails, so no owner blocks another; exits non-zero naming the owners "
-        "whose invoices could not be moved)."
+        "Move every sent invoice whose due date has passed (in its organization's time zone) to "
+        "overdue, in one UPDATE per time zone in use (organization by organization where one fails, "
+        "so no organization blocks another; exits non-zero naming the organizations whose invoices "
+        "could not be moved)."
     )
 
     def handle(self, *args, **options):

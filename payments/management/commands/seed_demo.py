@@ -61,7 +61,7 @@ class Command(BaseCommand):
             )
             user.set_password(password)
             user.save()
-            if not Customer.objects.filter(owner=user).exists():
+            if not Customer.objects.filter(organization=user).exists():
                 self._seed(user)
             if make_operator:
                 operator_state = self._operator(User)
@@ -107,7 +107,7 @@ class Command(BaseCommand):
 
     def _seed(self, user) -> None:
         acme, globex, initech, umbrella = Customer.objects.bulk_create(
-            Customer(owner=user, **fields) for fields in DEMO_CUSTOMERS
+            Customer(organization=user, **fields) for fields in DEMO_CUSTOMERS
         )
         today = timezone.localdate()
 
@@ -120,48 +120,53 @@ class Command(BaseCommand):
         ]
 
         invoice_create(
-            owner=user, customer_id=acme.pk, due_date=today + datetime.timedelta(days=30), lines=hosting
+            organization=user,
+            customer_id=acme.pk,
+            due_date=today + datetime.timedelta(days=30),
+            lines=hosting,
         )
         sent = invoice_create(
-            owner=user, customer_id=acme.pk, issue_date=ago(10), due_date=ago(-20), lines=hosting
+            organization=user, customer_id=acme.pk, issue_date=ago(10), due_date=ago(-20), lines=hosting
         )
-        invoice_send(owner=user, invoice_id=sent.pk)
+        invoice_send(organization=user, invoice_id=sent.pk)
         partly = invoice_create(
-            owner=user,
+            organization=user,
             customer_id=globex.pk,
             issue_date=ago(20),
             due_date=ago(-10),
             lines=[_line("Audit", "1", "1200.00")],
         )
-        invoice_send(owner=user, invoice_id=partly.pk)
-        payment_record(owner=user, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer")
+        invoice_send(organization=user, invoice_id=partly.pk)
+        payment_record(
+            organization=user, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer"
+        )
         late = invoice_create(
-            owner=user,
+            organization=user,
             customer_id=initech.pk,
             issue_date=ago(45),
             due_date=ago(15),
             lines=[_line("Licences", "12", "19.99")],
         )
-        invoice_send(owner=user, invoice_id=late.pk)
+        invoice_send(organization=user, invoice_id=late.pk)
         paid = invoice_create(
-            owner=user,
+            organization=user,
             customer_id=umbrella.pk,
             currency="EUR",
             issue_date=ago(30),
             due_date=ago(0),
             lines=[_line("Beratung", "8", "120.00", "19")],
         )
-        invoice_send(owner=user, invoice_id=paid.pk)
+        invoice_send(organization=user, invoice_id=paid.pk)
         payment_record(
-            owner=user, invoice_id=paid.pk, amount=Invoice.objects.get(pk=paid.pk).total, method="card"
+            organization=user, invoice_id=paid.pk, amount=Invoice.objects.get(pk=paid.pk).total, method="card"
         )
         cancelled = invoice_create(
-            owner=user,
+            organization=user,
             customer_id=globex.pk,
             issue_date=ago(5),
             due_date=ago(-25),
             lines=[_line("Duplicate", "1", "10")],
         )
-        invoice_send(owner=user, invoice_id=cancelled.pk)
-        invoice_void(owner=user, invoice_id=cancelled.pk)
+        invoice_send(organization=user, invoice_id=cancelled.pk)
+        invoice_void(organization=user, invoice_id=cancelled.pk)
         invoice_mark_overdue()

@@ -6,16 +6,18 @@ from payments.ledger import ledger_mismatches
 class Command(BaseCommand):
     help = (
         "Recompute every invoice's totals from its lines and amount_paid from its payments, check the "
-        "status they imply and the per-owner totals (InvoiceTotals) against the invoices, print every "
+        "status they imply and the per-organization totals (InvoiceTotals) against the invoices, print every "
         "mismatch and exit non-zero if there is one."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--owner", type=int, help="Check one owner's invoices only (a user id).")
+        parser.add_argument(
+            "--organization", type=int, help="Check one organization's invoices only (a user id)."
+        )
 
-    def handle(self, *args, owner=None, **options):
+    def handle(self, *args, organization=None, **options):
         count = 0
-        for mismatch in ledger_mismatches(owner_id=owner):
+        for mismatch in ledger_mismatches(organization_id=organization):
             count += 1
             self.stdout.write(mismatch)
         if count:

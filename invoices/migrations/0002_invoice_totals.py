@@ -1,5 +1,5 @@
 """InvoiceTotals, and the triggers that keep it: every insert, update and delete of an invoice is
-added to its (owner, currency, status, shard) row in the same statement, the shard being the
+added to its (organization, currency, status, shard) row in the same statement, the shard being the
 invoice id modulo 16.
 
 PostgreSQL: statement-level triggers with transition tables, so a bulk UPDATE (mark_overdue) or a
@@ -9,23 +9,23 @@ never lock the same rows in opposite orders). An update that changes none of the
 serialized there anyway). The table is filled from the invoices already there, under the triggers'
 own table lock, so no write falls between the two.
 
-Lock order is kept within a statement; a transaction that changes invoices of one owner in several
+Lock order is kept within a statement; a transaction that changes invoices of one organization in several
 statements holds the rows of the first until it commits (every service writes one invoice per
 statement; PostgreSQL would detect a deadlock and abort one side). On SQLite, a later migration
 that rebuilds invoices_invoice drops these triggers with the old table and must create them again
 (tests/test_invoice_totals.py checks that they exist).
 """
 
-from django.db import migrations, models
+from django.db import migrations
 
 TABLE = "invoices_invoicetotals"
-COLUMNS = "owner_id, currency, status, shard, count, total_cents, paid_cents"
-KEY = "owner_id, currency, status, shard"
+COLUMNS = "organization_id, currency, status, shard, count, total_cents, paid_cents"
+KEY = "organization_id, currency, status, shard"
 SHARD = "id % 16"  # InvoiceTotals.SHARDS
 
 
 def _pg_upsert(select: str) -> str:
-    """Add (owner_id, currency, status, shard, count, total_cents, paid_cents) rows to their totals, in
+    """Add (organization_id, currency, status, shard, count, total_cents, paid_cents) rows to their totals, in
     key order."""
     return f"""
         INSERT INTO {TABLE} AS t ({COLUMNS})
@@ -38,23 +38,21 @@ def _pg_upsert(select: str) -> str:
 
 
 PG_SUMS = "sum((total * 100)::bigint), sum((amount_paid * 100)::bigint)"
-PG_INSERTED = (
-    f"SELECT owner_id, currency, status, {SHARD}, count(*), {PG_SUMS} FROM new_rows GROUP BY 1, 2, 3, 4"
-)
+PG_INSERTED = f"SELECT organization_id, currency, status, {SHARD}, count(*), {PG_SUMS} FROM new_rows GROUP BY 1, 2, 3, 4"
 PG_DELETED = (
-    f"SELECT owner_id, currency, status, {SHARD}, -count(*), -sum((total * 100)::bigint),"
+    f"SELECT organization_id, currency, status, {SHARD}, -count(*), -sum((total * 100)::bigint),"
     " -sum((amount_paid * 100)::bigint) FROM old_rows GROUP BY 1, 2, 3, 4"
 )
-PG_UPDATED = f"""SELECT owner_id, currency, status, shard, sum(n), sum(total_cents), sum(paid_cents)
+PG_UPDATED = f"""SELECT organization_id, currency, status, shard, sum(n), sum(total_cents), sum(paid_cents)
         FROM (
-            SELECT owner_id, currency, status, {SHARD} AS shard, -1 AS n,
+            SELECT organization_id, currency, status, {SHARD} AS shard, -1 AS n,
                    -(total * 100)::bigint AS total_cents, -(amount_paid * 100)::bigint AS paid_cents
             FROM old_rows
             UNION ALL
-            SELECT owner_id, currency, status, {SHARD}, 1, (total * 100)::bigint, (amount_paid * 100)::bigint
+            SELECT organization_id, currency, status, {SHARD}, 1, (total * 100)::bigint, (amount_paid * 100)::bigint
             FROM new_rows
         ) AS delta
-        GROUP BY owner_id, currency, status, shard
+        GROUP BY organization_id, currency, status, shard
         HAVING sum(n) <> 0 OR sum(total_cents) <> 0 OR sum(paid_cents) <> 0"""
 
 POSTGRES = f"""
@@ -91,10 +89,10 @@ CREATE TRIGGER invoice_totals_truncate AFTER TRUNCATE ON invoices_invoice
 # Filling the table from the invoices already there (the triggers' table lock holds off writes).
 FILL = {
     "postgresql": f"""INSERT INTO {TABLE} ({COLUMNS})
-    SELECT owner_id, currency, status, {SHARD}, count(*), {PG_SUMS}
+    SELECT organization_id, currency, status, {SHARD}, count(*), {PG_SUMS}
     FROM invoices_invoice GROUP BY 1, 2, 3, 4""",
     "sqlite": f"""INSERT INTO {TABLE} ({COLUMNS})
-    SELECT owner_id, currency, status, {SHARD}, count(*), sum(CAST(round(total * 100) AS INTEGER)),
+    SELECT organization_id, currency, status, {SHARD}, count(*), sum(CAST(round(total * 100) AS INTEGER)),
            sum(CAST(round(amount_paid * 100) AS INTEGER))
     FROM invoices_invoice GROUP BY 1, 2, 3, 4""",
 }
@@ -112,7 +110,7 @@ DROP FUNCTION IF EXISTS invoice_totals_truncate();
 def _sqlite_add(row: str) -> str:
     return f"""
     INSERT INTO {TABLE} ({COLUMNS}) VALUES (
-        {row}.owner_id, {row}.currency, {row}.status, {row}.{SHARD}, 1,
+        {row}.organization_id, {row}.currency, {row}.status, {row}.{SHARD}, 1,
         CAST(round({row}.total * 100) AS INTEGER), CAST(round({row}.amount_paid * 100) AS INTEGER)
     )
     ON CONFLICT ({KEY}) DO UPDATE SET
@@ -129,7 +127,7 @@ def _sqlite_take_out(row: str) -> str:
         count = count - 1,
         total_cents = total_cents - CAST(round({row}.total * 100) AS INTEGER),
         paid_cents = paid_cents - CAST(round({row}.amount_paid * 100) AS INTEGER)
-    WHERE owner_id = {row}.owner_id AND currency = {row}.currency AND status = {row}.status
+    WHERE organization_id = {row}.organization_id AND currency = {row}.currency AND status = {row}.status
         AND shard = {row}.{SHARD};"""
 
 
@@ -137,7 +135,7 @@ SQLITE = [
     f"CREATE TRIGGER invoice_totals_insert AFTER INSERT ON invoices_invoice BEGIN {_sqlite_add('NEW')} END",
     f"CREATE TRIGGER invoice_totals_delete AFTER DELETE ON invoices_invoice BEGIN {_sqlite_take_out('OLD')} END",
     f"""CREATE TRIGGER invoice_totals_update AFTER UPDATE ON invoices_invoice
-    WHEN OLD.id IS NOT NEW.id OR OLD.owner_id IS NOT NEW.owner_id OR OLD.currency IS NOT NEW.currency
+    WHEN OLD.id IS NOT NEW.id OR OLD.organization_id IS NOT NEW.organization_id OR OLD.currency IS NOT NEW.currency
         OR OLD.status IS NOT NEW.status OR OLD.total IS NOT NEW.total OR OLD.amount_paid IS NOT NEW.amount_paid
     BEGIN {_sqlite_take_out("OLD")} {_sqlite_add("NEW")} END""",
 ]
@@ -163,47 +161,10 @@ def _run(statements_by_vendor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("invoices", "0002_line_invoice_index_covered_by_unique"),
+        ("invoices", "0001_initial"),
     ]
 
     operations = [
-        migrations.CreateModel(
-            name="InvoiceTotals",
-            fields=[
-                (
-                    "pk",
-                    models.CompositePrimaryKey(
-                        "owner_id",
-                        "currency",
-                        "status",
-                        "shard",
-                        blank=True,
-                        editable=False,
-                        primary_key=True,
-                        serialize=False,
-                    ),
-                ),
-                ("owner_id", models.BigIntegerField()),
-                ("currency", models.CharField(max_length=3)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("draft", "Draft"),
-                            ("sent", "Sent"),
-                            ("overdue", "Overdue"),
-                            ("paid", "Paid"),
-                            ("void", "Void"),
-                        ],
-                        max_length=10,
-                    ),
-                ),
-                ("shard", models.SmallIntegerField()),
-                ("count", models.BigIntegerField()),
-                ("total_cents", models.BigIntegerField()),
-                ("paid_cents", models.BigIntegerField()),
-            ],
-        ),
         migrations.RunPython(
             _run({"postgresql": [POSTGRES, FILL["postgresql"]], "sqlite": [*SQLITE, FILL["sqlite"]]}),
             _run({"postgresql": POSTGRES_REVERSE, "sqlite": SQLITE_REVERSE}),
