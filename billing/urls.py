@@ -14,10 +14,13 @@ api_patterns = [
     path("", include("payments.urls")),
     path("health/", HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # No metadata class: the docs pages answer OPTIONS with 405, not by rendering their template.
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", metadata_class=None), name="swagger-ui"),
     path(
         "redoc/",
-        SpectacularRedocView.as_view(url_name="schema", template_name="billing/redoc.html"),
+        SpectacularRedocView.as_view(
+            url_name="schema", template_name="billing/redoc.html", metadata_class=None
+        ),
         name="redoc",
     ),
 ]

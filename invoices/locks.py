@@ -12,12 +12,14 @@ from invoices.models import Invoice, InvoiceSequence
 
 
 def lock_invoice(*, organization_id: int, invoice_id: int, with_customer: bool = True) -> Invoice:
-    """The invoice, locked until the transaction ends. With its customer joined (read, not locked:
+    """The invoice, locked until the transaction ends. With its customer and creator joined (read, not locked:
     a customer never changes organization, and its name is what the invoice's representation shows), so
     the response needs no second read of it."""
     queryset = Invoice.objects.filter(organization_id=organization_id, pk=invoice_id)
     if with_customer:
-        queryset = queryset.select_related("customer").select_for_update(of=("self",))
+        queryset = queryset.select_related(
+            "customer", "created_by_user", "created_by_api_key"
+        ).select_for_update(of=("self",))
     else:
         queryset = queryset.select_for_update()
     return queryset.get()

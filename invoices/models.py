@@ -181,14 +181,16 @@ class Invoice(OwnedModel, CreatedBy):
     objects = InvoiceQuerySet.as_manager()
 
     class Meta:
-        # Triggers keep InvoiceTotals (migration 0003). On SQLite a migration that rebuilds this
-        # table (most changes here do) drops them: such a migration must create them again.
+        # Triggers keep InvoiceTotals (migration 0002_invoice_totals). On SQLite a migration that
+        # rebuilds this table (most changes here do) drops them: such a migration must create them
+        # again.
         ordering = ["-created_at", "-id"]
         constraints = [
             *CreatedBy.Meta.constraints,
             models.UniqueConstraint(fields=["organization", "number"], name="invoice_org_number_unique"),
-            # The target of the (invoice, organization) references of lines and payments (migration 0004),
-            # by which the database refuses a line or payment of another organization's invoice.
+            # The target of the (invoice, organization) references of lines and payments (payments
+            # migration 0002_organization_references), by which the database refuses a line or
+            # payment of another organization's invoice.
             models.UniqueConstraint(fields=["id", "organization"], name="invoice_id_org_unique"),
             models.CheckConstraint(condition=Q(status__in=InvoiceStatus.values), name="invoice_status_valid"),
             models.CheckConstraint(
@@ -600,11 +602,12 @@ class InvoiceSequence(models.Model):
 class InvoiceTotals(models.Model):
     """How many invoices one organization has in one currency and status, and their total and amount paid.
 
-    The database keeps it: triggers on the invoice table (migration 0003) add every insert, update
-    and delete of an invoice to its row, in the same statement, so it is exact whatever wrote the
-    invoice (a service, `mark_overdue`'s bulk UPDATE, the admin, a COPY). Nothing in Python writes
-    it. The unfiltered summary and the unfiltered list's count read it instead of aggregating the
-    organization's invoices, so they cost the same at 100 invoices and at a million.
+    The database keeps it: triggers on the invoice table (migration 0002_invoice_totals) add every
+    insert, update and delete of an invoice to its row, in the same statement, so it is exact
+    whatever wrote the invoice (a service, `mark_overdue`'s bulk UPDATE, the admin, a COPY).
+    Nothing in Python writes it. The unfiltered summary and the unfiltered list's count read it
+    instead of aggregating the organization's invoices, so they cost the same at 100 invoices and
+    at a million.
 
     Money is in hundredths (amounts are stored with two decimals): integer sums are exact on every
     database, where SQLite would add decimals in floating point.
@@ -614,7 +617,7 @@ class InvoiceTotals(models.Model):
     changes stays locked until its transaction commits. Readers add the shards up.
     """
 
-    SHARDS = 16  # the triggers' `id % 16` (migration 0003)
+    SHARDS = 16  # the triggers' `id % 16` (migration 0002_invoice_totals)
 
     # The key is the primary key. No foreign key to the organization: Django's collector must not
     # delete these rows with one (the triggers take its invoices out as they are deleted).

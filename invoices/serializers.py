@@ -13,6 +13,7 @@ from billing.serializers import (
     StrictDecimalField,
 )
 from invoices.models import MAX_LINES, NUMBER_VALIDATOR, Invoice, Line
+from users.models import Actor, ApiKey
 
 NEW_INVOICE_STATUS = (
     'A new invoice is a "draft": a status changes only through actions (send, void, payments).'
@@ -53,10 +54,18 @@ class InvoiceInputSerializer(serializers.Serializer):
     )
     customer = ReferenceField(help_text="One of your customers.")
     currency = CurrencyField(
-        required=False, help_text="An active ISO 4217 code, e.g. USD, EUR, JPY.", min_length=3, max_length=3
+        required=False,
+        help_text="An active ISO 4217 code, e.g. USD, EUR, JPY. Defaults to the organization's default currency.",
+        min_length=3,
+        max_length=3,
     )
-    issue_date = StrictDateField(required=False, help_text="Defaults to today.")
-    due_date = StrictDateField()
+    issue_date = StrictDateField(
+        required=False, help_text="Defaults to today in the organization's time zone."
+    )
+    due_date = StrictDateField(
+        required=False,
+        help_text="On or after the issue date. Defaults to the issue date plus the organization's payment terms.",
+    )
     notes = StrictCharField(required=False, allow_blank=True, max_length=5000)
     lines = LineInputSerializer(many=True, required=False, max_length=MAX_LINES)
 
@@ -85,6 +94,34 @@ class InvoiceInputSerializer(serializers.Serializer):
         return self.context.get("for_update", False)
 
 
+CREATED_BY_TYPES = [("user", "user"), ("api_key", "api_key")]
+
+
+class CreatedBySerializer(serializers.Serializer):
+    """Who made an invoice or a payment: a member (`user`, named by their username) or an API key
+    (`api_key`, named by the key's name). Null when the system made it."""
+
+    type = serializers.ChoiceField(choices=CREATED_BY_TYPES)
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+@extend_schema_field(CreatedBySerializer)
+class CreatedByField(serializers.Field):
+    """`created_by` as the API shows it (the schema's `CreatedBy`), read from the model's
+    `created_by` (the user or the API key, whichever made the row). A plain field, not a nested
+    serializer, so that both render paths (DRF's and `PlainRepresentationMixin`'s) format it with
+    this one `to_representation`; the rows are read with the creator joined, so it costs no query."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, actor: Actor) -> dict:
+        if isinstance(actor, ApiKey):
+            return {"type": "api_key", "id": actor.pk, "name": actor.name}
+        return {"type": "user", "id": actor.pk, "name": actor.username}
+
+
 class LineSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     class Meta:
         model = Line
@@ -99,6 +136,7 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     currency = CurrencyField(read_only=True)  # the input's enum in the schema
     balance_due = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
     available_actions = serializers.SerializerMethodField()
+    created_by = CreatedByField()
 
     class Meta:
         model = Invoice
@@ -118,6 +156,7 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
             "amount_paid",
             "balance_due",
             "available_actions",
+            "created_by",
             "sent_at",
             "paid_at",
             "created_at",
@@ -143,6 +182,7 @@ class InvoicePaymentSerializer(PlainRepresentationMixin, serializers.Serializer)
     method = _PaymentMethodField(read_only=True)
     reference = serializers.CharField(read_only=True)
     paid_at = serializers.DateField(read_only=True)
+    created_by = CreatedByField()
     created_at = serializers.DateTimeField(read_only=True)
 
 

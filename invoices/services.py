@@ -1,6 +1,8 @@
 """Writes to invoices. Each public function is one transaction; each locks the invoice row
 (`invoices.locks`) before it reads the state it decides on, and returns the invoice as written,
-with its customer and, where the write knows them without a read, its lines and payments.
+with its customer and its creator (`created_by`: joined by the lock, or set by the create) and,
+where the write knows them without a read, its lines and payments: the response reads nothing
+more than those.
 
 `organization` is the tenant the write acts for; `actor` is who makes the change (a member's user
 or an API key; the admin's operator; None for the system): it is recorded as the invoice's and

@@ -11,6 +11,7 @@ from invoices import services
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice
 from invoices.selectors import (
+    CREATOR,
     detail_prefetch,
     invoice_summary,
     organization_invoice_count,
@@ -33,7 +34,8 @@ class InvoiceViewSet(
 ):
     """The caller's invoices: create with lines, edit as the lifecycle allows, send, void."""
 
-    queryset = Invoice.objects.select_related("customer")
+    # The customer's name and the creator are shown with every invoice: joined, never read per row.
+    queryset = Invoice.objects.select_related("customer", *CREATOR)
     serializer_class = InvoiceDetailSerializer
     filterset_class = InvoiceFilterSet
 

@@ -10,6 +10,7 @@ from billing.serializers import (
     StrictIntegerField,
 )
 from invoices.models import InvoiceStatus
+from invoices.serializers import CreatedByField
 from payments.models import Payment
 
 
@@ -23,13 +24,21 @@ class PaymentInputSerializer(serializers.Serializer):
     )
     method = serializers.ChoiceField(choices=Payment.Method.choices)
     reference = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
-    paid_at = StrictDateField(required=False, help_text="The day the money was received; defaults to today.")
+    paid_at = StrictDateField(
+        required=False,
+        help_text=(
+            "The day the money was received, not after today in the organization's time zone; "
+            "defaults to that today."
+        ),
+    )
 
 
 class PaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
+    created_by = CreatedByField()
+
     class Meta:
         model = Payment
-        fields = ["id", "invoice", "amount", "method", "reference", "paid_at", "created_at"]
+        fields = ["id", "invoice", "amount", "method", "reference", "paid_at", "created_by", "created_at"]
         read_only_fields = fields
 
 

@@ -4,6 +4,7 @@ from rest_framework.response import Response
 
 from billing.idempotency import idempotent
 from billing.tenancy import OrganizationScopedViewSetMixin
+from invoices.selectors import CREATOR
 from payments.filters import PaymentFilterSet
 from payments.models import Payment
 from payments.serializers import PaymentInputSerializer, PaymentResultSerializer
@@ -15,7 +16,7 @@ class PaymentViewSet(
 ):
     """Payments are recorded, listed and read; never changed or deleted (PUT, PATCH, DELETE: 405)."""
 
-    queryset = Payment.objects.select_related("invoice")
+    queryset = Payment.objects.select_related("invoice", *CREATOR)
     serializer_class = PaymentResultSerializer
     filterset_class = PaymentFilterSet
 

@@ -10,7 +10,7 @@ from tests.schema_helpers import assert_matches, parameter, request_schema, resp
 pytestmark = pytest.mark.django_db
 
 
-def test_create_customer_sets_owner_and_returns_every_field(alice_api, alice):
+def test_create_customer_sets_organization_and_returns_every_field(alice_api, alice):
     payload = {
         "name": "Globex",
         "email": "ap@globex.test",

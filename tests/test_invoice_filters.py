@@ -156,7 +156,8 @@ def test_default_ordering_is_newest_first(alice_api, book):
         "currency=%00",
         "ordering=bogus",
         "ordering=-bogus",
-        "ordering=owner",
+        "ordering=organization",
+        "ordering=created_by_user",
     ],
 )
 def test_list_rejects_malformed_filters(alice_api, book, query):

@@ -72,7 +72,7 @@ def test_send_rejects_an_incomplete_draft(alice_api, alice_customer, lines):
 # --- numbering ----------------------------------------------------------------------------------------
 
 
-def test_numbers_follow_the_order_of_sending_per_owner(
+def test_numbers_follow_the_order_of_sending_per_organization(
     alice_api, bob_api, alice_customer, bob, make_customer
 ):
     first, second, third = (create_invoice(alice_api, alice_customer)["id"] for _ in range(3))
@@ -126,7 +126,7 @@ def test_the_sequence_skips_a_number_taken_by_hand(alice_api, alice_customer, ta
     assert Invoice.objects.get(pk=by_hand["id"]).number == taken
 
 
-def test_duplicate_number_of_the_same_owner_is_rejected(alice_api, alice_customer):
+def test_duplicate_number_of_the_same_organization_is_rejected(alice_api, alice_customer):
     by_hand = create_invoice(alice_api, alice_customer, number="Q-1")
     issued = send_invoice(alice_api, create_invoice(alice_api, alice_customer)["id"])
     draft = create_invoice(alice_api, alice_customer)

@@ -195,15 +195,19 @@ def test_constraints_refuse_bad_invoice_rows(alice, sent_invoice):
     assert (sent_invoice.status, sent_invoice.amount_paid) == ("sent", D("0.00"))
 
 
-def test_constraint_refuses_a_duplicate_number_per_owner(alice, bob, sent_invoice, make_customer):
+def test_constraint_refuses_a_duplicate_number_per_organization(alice, bob, sent_invoice, make_customer):
+    dates = {"issue_date": DUE, "due_date": DUE}
     dup = Invoice(
-        organization=org(alice), customer=sent_invoice.customer, due_date=DUE, number=sent_invoice.number
+        organization=org(alice), customer=sent_invoice.customer, number=sent_invoice.number, **dates
     )
-    _refused(lambda: Invoice.objects.bulk_create([dup]))
+    # PostgreSQL names the constraint; SQLite names its columns.
+    refused = r"invoice_org_number_unique|UNIQUE .*organization_id, invoices_invoice\.number"
+    with pytest.raises(IntegrityError, match=refused), transaction.atomic():
+        Invoice.objects.bulk_create([dup])
 
-    # Another owner may use the same number.
+    # Another organization may use the same number.
     Invoice.objects.create(
-        organization=org(bob), customer=make_customer(bob), due_date=DUE, number=sent_invoice.number
+        organization=org(bob), customer=make_customer(bob), number=sent_invoice.number, **dates
     )
 
 
@@ -234,16 +238,16 @@ def test_constraints_refuse_bad_lines(alice, alice_customer, bad):
 # --- overdue detection --------------------------------------------------------------------------
 
 
-def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_query(
+def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_statement_per_zone(
     alice, bob, alice_customer, make_customer
 ):
     today = timezone.localdate()
     yesterday = today - datetime.timedelta(days=1)
     past = datetime.date(2020, 1, 1)
 
-    def make(owner, customer, status, due_date):
+    def make(user, customer, status, due_date):
         return InvoiceFactory(
-            organization=org(owner),
+            organization=org(user),
             customer=customer,
             issue_date=past,
             due_date=due_date,
@@ -264,23 +268,25 @@ def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_query(
     with CaptureQueriesContext(connection) as queries:
         moved = invoice_mark_overdue()
 
-    # In bulk, with each change recorded: on PostgreSQL one statement (the UPDATE ... RETURNING
-    # feeding the history insert); on SQLite, where writes are serialized, the history insert and
-    # the UPDATE. The savepoint around it, which keeps an outer transaction usable if it fails, is
-    # not a statement over the data.
+    # Both organizations are in one time zone (TIME_ZONE, the default): one read of the zones in
+    # use, then one move for that zone, in bulk, with each change recorded: on PostgreSQL one
+    # statement (the UPDATE ... RETURNING feeding the history insert); on SQLite, where writes are
+    # serialized, the history insert and the UPDATE. The savepoint around each zone's move, which
+    # keeps an outer transaction usable if it fails, is not a statement over the data.
     statements = [q["sql"].upper() for q in queries if "SAVEPOINT" not in q["sql"].upper()]
+    assert statements[0].startswith('SELECT DISTINCT "USERS_ORGANIZATION"."TIME_ZONE"'), statements
     if connection.vendor == "postgresql":
-        assert len(statements) == 1, statements
-        assert statements[0].startswith("WITH MOVED AS (UPDATE")
+        assert len(statements) == 1 + 1, statements
+        assert statements[1].startswith("WITH MOVED AS (UPDATE")
     else:
-        assert len(statements) == 2, statements
-        assert statements[0].startswith("INSERT")
-        assert statements[1].startswith("UPDATE")
+        assert len(statements) == 1 + 2, statements
+        assert statements[1].startswith("INSERT")
+        assert statements[2].startswith("UPDATE")
 
     assert moved == 2
     history = InvoiceStatusChange.objects.filter(invoice__in=should_move, to_status="overdue")
-    assert sorted(history.values_list("invoice_id", "from_status", "actor")) == sorted(
-        (pk, "sent", None) for pk in should_move
+    assert sorted(history.values_list("invoice_id", "from_status", "actor_user", "actor_api_key")) == sorted(
+        (pk, "sent", None, None) for pk in should_move
     )
     assert not InvoiceStatusChange.objects.filter(to_status="overdue").exclude(invoice__in=should_move)
     assert set(Invoice.objects.filter(status="overdue").values_list("pk", flat=True)) == should_move
@@ -289,21 +295,23 @@ def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_query(
     assert invoice_mark_overdue() == 0  # idempotent: running again moves nothing
 
 
-def test_mark_overdue_uses_the_configured_time_zone(alice, alice_customer, settings):
-    # At UTC+14 "today" can be a day ahead of UTC; the due date is compared with local today.
-    settings.TIME_ZONE = "Pacific/Kiritimati"
-    local_today = timezone.localdate()
-    invoice = invoice_create(
-        organization=org(alice),
-        customer_id=alice_customer.pk,
-        issue_date=local_today - datetime.timedelta(days=5),
-        due_date=local_today - datetime.timedelta(days=1),
-        lines=[LineFactory(unit_price=D("10"))],
+def test_mark_overdue_compares_due_dates_with_today_in_the_organizations_time_zone(alice, alice_customer):
+    """At 09:00 UTC on March 10 it is 23:00 on March 10 at UTC+14 (Kiritimati); at 11:00 UTC it is
+    already March 11 there, so an invoice due March 10 is overdue there, though not yet in UTC."""
+    organization = org(alice)
+    organization.time_zone = "Pacific/Kiritimati"
+    organization.save()
+    invoice = InvoiceFactory(
+        organization=organization,
+        customer=alice_customer,
+        issue_date=datetime.date(2026, 3, 1),
+        due_date=datetime.date(2026, 3, 10),
+        sent=True,
     )
-    invoice_send(organization=org(alice), invoice_id=invoice.pk)
 
-    assert invoice_mark_overdue(today=local_today - datetime.timedelta(days=1)) == 0
-    assert invoice_mark_overdue() == 1
+    assert invoice_mark_overdue(now=datetime.datetime(2026, 3, 10, 9, tzinfo=datetime.UTC)) == 0
+    assert invoice_mark_overdue(now=datetime.datetime(2026, 3, 10, 11, tzinfo=datetime.UTC)) == 1
+    assert Invoice.objects.get(pk=invoice.pk).status == "overdue"
 
 
 def test_mark_overdue_command_prints_the_count(alice, sent_invoice, capsys):

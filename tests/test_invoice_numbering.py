@@ -1,5 +1,5 @@
 """Invoice numbers: one a client gives is kept exactly as given (or refused, if it would not print as
-itself); otherwise one is given at issue time from a per-owner counter: gapless, unique, also under
+itself); otherwise one is given at issue time from a per-organization counter: gapless, unique, also under
 races."""
 
 from decimal import Decimal
@@ -17,10 +17,10 @@ from tests.invoice_helpers import INVOICES, create_invoice, invoice_payload, inv
 from tests.schema_helpers import openapi
 
 
-def draft(owner, customer, **fields):
+def draft(user_or_organization, customer, **fields):
     """A draft of one line of 10.00 (InvoiceFactory: through invoice_create)."""
     return InvoiceFactory(
-        organization=org(owner),
+        organization=org(user_or_organization),
         customer=customer,
         lines=[LineFactory(description="Work", unit_price=Decimal("10.00"))],
         **fields,
@@ -28,7 +28,7 @@ def draft(owner, customer, **fields):
 
 
 @pytest.mark.django_db
-def test_numbers_follow_the_owners_sequence_and_deleted_drafts_burn_none(
+def test_numbers_follow_the_organizations_sequence_and_deleted_drafts_burn_none(
     alice, bob, alice_customer, make_customer
 ):
     first, doomed, second = (draft(alice, alice_customer) for _ in range(3))
@@ -83,17 +83,21 @@ def test_twenty_concurrent_sends_get_twenty_gapless_numbers(alice, alice_custome
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_first_sends_of_two_owners_do_not_collide(alice, bob, alice_customer, make_customer):
+def test_concurrent_first_sends_of_two_organizations_do_not_collide(
+    alice, bob, alice_customer, make_customer
+):
     bob_customer = make_customer(bob)
-    work = [(alice, draft(alice, alice_customer)) for _ in range(5)] + [
-        (bob, draft(bob, bob_customer)) for _ in range(5)
+    work = [(org(alice), draft(alice, alice_customer)) for _ in range(5)] + [
+        (org(bob), draft(bob, bob_customer)) for _ in range(5)
     ]
 
-    results = run_concurrently(lambda i: invoice_send(owner=work[i][0], invoice_id=work[i][1].pk).number, 10)
+    results = run_concurrently(
+        lambda i: invoice_send(organization=work[i][0], invoice_id=work[i][1].pk).number, 10
+    )
 
     assert all(isinstance(r, str) for r in results), results
-    for owner in (alice, bob):
-        numbers = sorted(Invoice.objects.filter(organization=org(owner)).values_list("number", flat=True))
+    for user in (alice, bob):
+        numbers = sorted(Invoice.objects.filter(organization=org(user)).values_list("number", flat=True))
         assert numbers == [f"INV-{n:06d}" for n in range(1, 6)]
 
 
@@ -190,7 +194,7 @@ def test_a_number_with_inner_spaces_is_unique_as_given(alice_api, alice_customer
 
 @pytest.mark.django_db(transaction=True)
 def test_a_send_is_never_refused_for_a_number_typed_into_a_draft_meanwhile(alice, alice_customer):
-    """A typed number is written under the owner's sequence lock, as a send numbers under it: a
+    """A typed number is written under the organization's sequence lock, as a send numbers under it: a
     draft being given "INV-000001" in a transaction still open makes a concurrent send wait, then
     take INV-000002 (on SQLite the two serialize on the write lock the same way)."""
     import threading

@@ -1,4 +1,4 @@
-"""InvoiceTotals: the counts and sums per (owner, currency, status) that the database keeps.
+"""InvoiceTotals: the counts and sums per (organization, currency, status) that the database keeps.
 
 The unfiltered summary and the unfiltered list's `count` read them; any filter (here: every status
 named, which selects the same invoices) takes the aggregate over the invoices instead. So each test
@@ -26,6 +26,7 @@ from tests.invoice_helpers import INVOICES, SUMMARY, create_invoice, invoice_url
 
 ALL_STATUSES = "&".join(f"status={status}" for status in Invoice.Status.values)
 PAST = {"issue_date": "2026-01-01", "due_date": "2026-01-31"}
+JUNE_1 = datetime.datetime(2026, 6, 1, 12, tzinfo=datetime.UTC)  # June 1 in every organization's zone here
 
 
 def assert_totals_exact() -> None:
@@ -76,7 +77,7 @@ def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
 
     late = create_invoice(alice_api, alice_customer, [LinePayloadFactory(unit_price="80.00")], **PAST)
     send_invoice(alice_api, late["id"])
-    assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 1
+    assert invoice_mark_overdue(now=JUNE_1) == 1
     assert_both_paths_agree(alice_api)
     # Notes of a sent invoice change nothing that is counted.
     assert alice_api.patch(invoice_url(late["id"]), {"notes": "Called"}, format="json").status_code == 200
@@ -137,14 +138,14 @@ def issued_invoices_deletable():
 def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_customer):
     # Amounts whose hundredths a float gets wrong (0.29 * 100 = 28.999...): SQLite stores REAL.
     sent = {}
-    for owner in (alice, bob):
-        sent[owner] = [
+    for user in (alice, bob):
+        sent[user] = [
             make_invoice(
-                owner, amount=amount, issue_date=datetime.date(2026, 1, 1), due_date=datetime.date(2026, 1, 2)
+                user, amount=amount, issue_date=datetime.date(2026, 1, 1), due_date=datetime.date(2026, 1, 2)
             )
             for amount in ("0.29", "1.15", "4.35")
         ]
-        make_invoice(owner, amount="7.77", send=False)
+        make_invoice(user, amount="7.77", send=False)
     payment_record(
         organization=org(alice), invoice_id=sent[alice][2].pk, amount=Decimal("1.15"), method="card"
     )
@@ -154,7 +155,7 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
         == 115
     )
 
-    assert invoice_mark_overdue(today=datetime.date(2026, 6, 1)) == 6  # one UPDATE over both owners
+    assert invoice_mark_overdue(now=JUNE_1) == 6  # one move over both organizations (one time zone)
     assert_totals_exact()
     assert (
         Invoice.objects.filter(organization=org(alice)).update(currency="EUR") == 4
@@ -226,10 +227,10 @@ def test_an_unfiltered_summary_and_count_are_one_small_query_each(
 def test_the_migrations_fill_rebuilds_the_table_from_the_invoices(alice, bob, make_invoice):
     from importlib import import_module
 
-    fill = import_module("invoices.migrations.0003_invoice_totals").FILL
-    for owner in (alice, bob):
-        make_invoice(owner, amount="12.34")
-        make_invoice(owner, amount="99999999999.99", send=False)
+    fill = import_module("invoices.migrations.0002_invoice_totals").FILL
+    for user in (alice, bob):
+        make_invoice(user, amount="12.34")
+        make_invoice(user, amount="99999999999.99", send=False)
 
     def kept():  # rows of zeros (a draft that was sent leaves one) are as good as none
         return set(InvoiceTotals.objects.exclude(count=0, total_cents=0, paid_cents=0).values_list())
@@ -270,7 +271,7 @@ def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, mak
     call_command("verify_ledger")
     InvoiceTotals.objects.filter(organization_id=org(alice).pk, status="sent").update(paid_cents=1)
     assert list(ledger_mismatches(organization_id=org(alice).pk)) == [
-        f"invoice totals of owner {alice.pk} in USD, sent, shard {invoice.pk % 16}: kept (count, total, paid "
+        f"invoice totals of organization {org(alice).pk} in USD, sent, shard {invoice.pk % 16}: kept (count, total, paid "
         "in cents) (1, 5000, 1), the invoices give (1, 5000, 0)"
     ]
     with pytest.raises(CommandError, match="1 mismatch found"):
@@ -282,7 +283,7 @@ def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, mak
 def test_concurrent_payments_creates_and_mark_overdue_keep_the_totals_exact(
     alice, make_invoice, alice_customer
 ):
-    """One owner, one currency, and every payer's invoice in the same shard: all writers change the
+    """One organization, one currency, and every payer's invoice in the same shard: all writers change the
     same few rows of the table at once (mark_overdue: all of them, in one statement)."""
     rounds, payers = 3, 6
     for _ in range(rounds):
@@ -308,7 +309,7 @@ def test_concurrent_payments_creates_and_mark_overdue_keep_the_totals_exact(
                     assert response.status_code == 201, response.content
                 return "paid"
             if i == payers:
-                return invoice_mark_overdue(today=datetime.date(2026, 6, 1))
+                return invoice_mark_overdue(now=JUNE_1)
             created = create_invoice(clients[i], alice_customer, [LinePayloadFactory(unit_price="1.00")])
             return send_invoice(clients[i], created["id"])["status"]
 

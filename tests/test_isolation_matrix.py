@@ -1,10 +1,11 @@
 """Tenant isolation, for every route the project serves and every method it allows.
 
 The matrix is built from the URL resolver, not from a list someone keeps: a new endpoint is walked
-the day it is routed. Bob acts on Alice's objects; every detail route answers 404, every list and
-summary leaves her objects out, every body or filter naming her objects is 400, and afterwards not
-one of her rows has changed. A route that holds no owned object must be named in NOT_OWNED, so an
-endpoint cannot slip through unclassified.
+the day it is routed. Bob acts on the objects of Alice's organization, with a member's token and
+with an API key of his organization; every detail route answers 404, every list and summary shows
+only his organization's rows, every body or filter naming her objects is 400, and afterwards not one
+of her organization's rows has changed. A route that holds no object of an organization must be
+named in NOT_OWNED, so an endpoint cannot slip through unclassified.
 """
 
 import re
@@ -14,20 +15,25 @@ import pytest
 from django.apps import apps
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from billing.models import OwnedModel
 from customers.models import Customer
 from invoices.models import Invoice
 from payments.models import Payment
-from tests.factories import org
+from tests.conftest import client_for, key_client, make_user, member_of
+from users.models import ApiKey, Membership, Organization
 
 pytestmark = pytest.mark.django_db
 
-# Routes that hold no owned object, and why they cannot leak one.
+# Routes that hold no object of an organization, and why they cannot leak one.
 NOT_OWNED = {
-    "api/register/": "creates a new user",
+    "api/register/": "creates a new user (and their own new organization)",
     "api/login/": "answers only with the caller's own new token",
     "api/logout/": "revokes only the caller's own token",
     "api/me/": "answers only with the caller",
+    "api/organization/": (
+        "per credential by construction: it reads and changes the organization the credential is "
+        "bound to, and no id in its URL or body names another one "
+        "(test_the_organization_route_is_the_callers_own)"
+    ),
     "api/health/": "no data",
     "api/": "the entry points' URLs, no data",
     "api/schema/": "no data",
@@ -61,32 +67,58 @@ def _methods(pattern) -> list[str]:
     return sorted(m for m in http if hasattr(view_class, m))
 
 
+def _belongs_to_an_organization(model) -> bool:
+    return any(
+        field.name == "organization" and field.related_model is Organization
+        for field in model._meta.concrete_fields
+    )
+
+
 def _model(pattern):
+    """The model a route serves, when its rows belong to an organization (else None)."""
     view_class = getattr(pattern.callback, "cls", None)
     queryset = getattr(view_class, "queryset", None)
-    return queryset.model if queryset is not None else None
+    if queryset is None or not _belongs_to_an_organization(queryset.model):
+        return None
+    return queryset.model
 
 
 @pytest.fixture
-def alices_books(alice, alice_customer, make_invoice):
+def alices_books(alice, alice_org, alice_customer, make_invoice):
     from payments.services import payment_record
 
     draft = make_invoice(alice, alice_customer, send=False)
     sent = make_invoice(alice, alice_customer)
-    payment_record(organization=org(alice), invoice_id=sent.pk, amount=Decimal("10.00"), method="card")
+    payment_record(organization=alice_org, invoice_id=sent.pk, amount=Decimal("10.00"), method="card")
+    member_of(alice_org, "dave", "viewer")
+    _, api_key = key_client(alice_org, role="member")
     return {
         Customer: alice_customer,
         Invoice: draft,
         Payment: Payment.objects.get(invoice=sent),
+        Membership: Membership.objects.get(organization=alice_org, user__username="dave"),
+        ApiKey: api_key,
         "sent": sent,
     }
 
 
-def _snapshot(owner):
-    """Every row the owner has in every owned table (and the lines, which carry an owner too)."""
-    owned = [m for m in apps.get_models() if issubclass(m, OwnedModel)] + [apps.get_model("invoices", "Line")]
+@pytest.fixture(params=["member token", "api key"])
+def bob_client(request, bob, bob_org):
+    """Bob's credential: a token of his (owner's) membership, or an admin API key of his
+    organization (a key is never an owner)."""
+    if request.param == "member token":
+        return client_for(bob)
+    client, _ = key_client(bob_org, role="admin")
+    return client
+
+
+def organization_rows(organization):
+    """Every row the organization has in every table whose rows belong to one: the books (and
+    their lines), the memberships and the API keys."""
+    models = [m for m in apps.get_models() if _belongs_to_an_organization(m)]
+    assert {Customer, Invoice, Payment, Membership, ApiKey} <= set(models)
     return {
-        m._meta.label: sorted(map(str, m.objects.filter(organization=org(owner)).values())) for m in owned
+        m._meta.label: sorted(map(str, m.objects.filter(organization=organization).values())) for m in models
     }
 
 
@@ -98,6 +130,19 @@ def _referencing_bodies(books):
     }
 
 
+# What a create that names no other organization's object sends (it must succeed, for Bob's
+# organization). A member is a user, and users belong to no organization: adding one is the
+# caller's own membership row.
+CREATE_BODIES = {
+    "api/customers/": lambda: {"name": "Bob's own"},
+    "api/api-keys/": lambda: {"name": "Bob's own", "role": "viewer"},
+    "api/members/": lambda: {"username": make_user("carol").username, "role": "viewer"},
+}
+
+# What a detail write sends: a body that would succeed on an object of Bob's own.
+DETAIL_BODIES = {Membership: {"role": "admin"}}
+
+
 def test_every_api_route_is_owned_or_declared_not_owned():
     unclassified = [
         route for route, pattern in api_routes() if _model(pattern) is None and route not in NOT_OWNED
@@ -106,10 +151,17 @@ def test_every_api_route_is_owned_or_declared_not_owned():
     assert unclassified == []
 
 
-def test_another_users_objects_are_invisible_and_untouchable_on_every_route(
-    alice, bob, bob_api, alices_books
+def _listed(body) -> tuple[int, set | None]:
+    """(count, the ids on the page) of a list; (count, None) of the summary."""
+    if "results" in body:
+        return body["count"], {row["id"] for row in body["results"]}
+    return body["count"], None
+
+
+def test_another_organizations_objects_are_invisible_and_untouchable_on_every_route(
+    alice_org, bob_org, bob_client, alices_books
 ):
-    before = _snapshot(alice)
+    before = organization_rows(alice_org)
     bodies = _referencing_bodies(alices_books)
     checked = []
 
@@ -118,11 +170,11 @@ def test_another_users_objects_are_invisible_and_untouchable_on_every_route(
         if model is None:
             continue
         for method in _methods(pattern):
-            call = getattr(bob_api, method)
+            call = getattr(bob_client, method)
             if "(?P<pk>" in route:
                 target = alices_books[model]
                 url = "/" + re.sub(r"\(\?P<pk>[^)]*\)", str(target.pk), route)
-                body = {} if method in ("post", "put", "patch") else None
+                body = DETAIL_BODIES.get(model, {}) if method in ("post", "put", "patch") else None
                 response = call(url, body, format="json") if body is not None else call(url)
                 assert response.status_code == 404, (method, url, response.status_code, response.content)
             elif method in ("get", "head"):
@@ -130,25 +182,47 @@ def test_another_users_objects_are_invisible_and_untouchable_on_every_route(
                 response = call(url)
                 assert response.status_code == 200, (url, response.content)
                 if method == "get":
-                    body = response.json()
-                    assert body.get("count", 0) == 0, (url, body)
+                    # Only Bob's organization's rows (today's few fit on one page).
+                    own = set(model.objects.filter(organization=bob_org).values_list("pk", flat=True))
+                    count, ids = _listed(response.json())
+                    assert count == len(own), (url, response.json())
+                    assert ids is None or ids == own, (url, response.json())
             elif route in bodies:
                 url = "/" + route
                 response = call(url, bodies[route], format="json")
                 assert response.status_code == 400, (method, url, response.status_code, response.content)
             else:
-                # A create that names no other object: it succeeds, and what it makes is Bob's.
+                # A create that names no other organization's object: it succeeds, for Bob's.
                 url = "/" + route
-                response = call(url, {"name": "Bob's own"}, format="json")
+                response = call(url, CREATE_BODIES[route](), format="json")
                 assert response.status_code == 201, (method, url, response.content)
-                assert model.objects.get(pk=response.json()["id"]).organization == org(bob)
+                assert model.objects.get(pk=response.json()["id"]).organization == bob_org
             checked.append((method.upper(), url))
 
-    assert _snapshot(alice) == before
-    # 3 list routes x (GET, HEAD, POST), customer and invoice detail x (GET, HEAD, PUT, PATCH,
-    # DELETE), payment detail x (GET, HEAD), send, void, summary x (GET, HEAD): 24 pairs today.
-    assert len(checked) >= 24
+    assert organization_rows(alice_org) == before
+    # 5 list routes x (GET, HEAD, POST), customer and invoice detail x (GET, HEAD, PUT, PATCH,
+    # DELETE), payment detail x (GET, HEAD), send, void, summary x (GET, HEAD), member detail x
+    # (PATCH, DELETE), API key detail x DELETE: 34 pairs today.
+    assert len(checked) >= 34
     print(f"isolation matrix: {len(checked)} route x method pairs checked")
+
+
+def test_the_organization_route_is_the_callers_own(alice_org, bob_org, bob_client):
+    alice_before = organization_rows(alice_org), Organization.objects.filter(pk=alice_org.pk).values().get()
+
+    read = bob_client.get("/api/organization/")
+    changed = bob_client.patch(
+        "/api/organization/", {"name": "Bob's books", "invoice_prefix": "B-"}, format="json"
+    )
+
+    assert (read.status_code, read.json()["id"]) == (200, bob_org.pk)
+    assert (changed.status_code, changed.json()["id"]) == (200, bob_org.pk)
+    bob_org.refresh_from_db()
+    assert (bob_org.name, bob_org.invoice_prefix) == ("Bob's books", "B-")
+    assert (
+        organization_rows(alice_org),
+        Organization.objects.filter(pk=alice_org.pk).values().get(),
+    ) == alice_before
 
 
 @pytest.mark.parametrize(
@@ -160,20 +234,28 @@ def test_another_users_objects_are_invisible_and_untouchable_on_every_route(
         ("/api/payments/", "invoice"),
     ],
 )
-def test_filters_naming_another_users_objects_are_400(bob_api, alices_books, url, param):
+def test_filters_naming_another_organizations_objects_are_400(bob_client, alices_books, url, param):
     target = alices_books[Customer] if param == "customer" else alices_books["sent"]
 
-    response = bob_api.get(f"{url}?{param}={target.pk}")
+    response = bob_client.get(f"{url}?{param}={target.pk}")
 
     assert response.status_code == 400
     assert param in response.json()
 
 
-def test_bob_sees_his_own_data_only(bob, bob_api, make_invoice, alices_books):
+def test_bob_sees_his_own_data_only(bob, bob_org, bob_client, make_invoice, alices_books):
     mine = make_invoice(bob)
+    own_members = Membership.objects.filter(organization=bob_org)
+    own_keys = ApiKey.objects.filter(organization=bob_org)
 
-    invoices = bob_api.get("/api/invoices/").json()
-    summary = bob_api.get("/api/invoices/summary/").json()
+    invoices = bob_client.get("/api/invoices/").json()
+    summary = bob_client.get("/api/invoices/summary/").json()
+    members = bob_client.get("/api/members/").json()
+    api_keys = bob_client.get("/api/api-keys/").json()
 
     assert [i["id"] for i in invoices["results"]] == [mine.pk]
     assert summary["count"] == 1
+    assert sorted(m["id"] for m in members["results"]) == sorted(own_members.values_list("pk", flat=True))
+    assert [m["user"]["username"] for m in members["results"]] == ["bob"]
+    assert sorted(k["id"] for k in api_keys["results"]) == sorted(own_keys.values_list("pk", flat=True))
+    assert alices_books[ApiKey].pk not in {k["id"] for k in api_keys["results"]}

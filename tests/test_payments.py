@@ -14,6 +14,8 @@ from tests.schema_helpers import parameter, request_schema
 
 pytestmark = pytest.mark.django_db
 
+TODAY = datetime.date(2026, 3, 10)
+
 
 def pay(api, target, amount, **extra):
     body = {"invoice": target.pk, "amount": amount, "method": "bank_transfer", **extra}
@@ -25,7 +27,7 @@ def invoice(alice, make_invoice):
     return make_invoice(alice, amount="100.00")
 
 
-def test_partial_payments_keep_the_invoice_open_and_the_balance_exact(alice_api, invoice):
+def test_partial_payments_keep_the_invoice_open_and_the_balance_exact(alice, alice_api, invoice):
     first = pay(alice_api, invoice, "30.00", reference="wire 1")
     second = pay(alice_api, invoice, "0.01")
 
@@ -38,6 +40,7 @@ def test_partial_payments_keep_the_invoice_open_and_the_balance_exact(alice_api,
         "method": "bank_transfer",
         "reference": "wire 1",
         "paid_at": timezone.localdate().isoformat(),
+        "created_by": {"type": "user", "id": alice.pk, "name": "alice"},
         "created_at": body["created_at"],
         "invoice_status": "sent",
         "invoice_balance_due": "70.00",
@@ -169,7 +172,7 @@ def test_payments_are_never_edited_or_deleted(alice_api, invoice, method):
 
 def test_payment_model_refuses_change_and_delete_and_the_database_refuses_bad_rows(alice, invoice):
     payment = Payment.objects.create(
-        organization=org(alice), invoice=invoice, amount=Decimal("1.00"), method="cash"
+        organization=org(alice), invoice=invoice, amount=Decimal("1.00"), method="cash", paid_at=TODAY
     )
     payment.amount = Decimal("2.00")
 
@@ -178,7 +181,13 @@ def test_payment_model_refuses_change_and_delete_and_the_database_refuses_bad_ro
     with pytest.raises(NotEditable):
         payment.delete()
     for bad in ({"amount": Decimal("0")}, {"amount": Decimal("-1")}, {"method": "barter"}):
-        fields = {"owner": alice, "invoice": invoice, "amount": Decimal("1"), "method": "cash"} | bad
+        fields = {
+            "organization": org(alice),
+            "invoice": invoice,
+            "amount": Decimal("1"),
+            "method": "cash",
+            "paid_at": TODAY,
+        } | bad
         with pytest.raises(IntegrityError), transaction.atomic():
             Payment.objects.bulk_create([Payment(**fields)])
 

@@ -13,7 +13,9 @@ from unittest import mock
 
 import django_filters
 import pytest
+from django.db import connection
 from django.db.models import Prefetch
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import serializers
@@ -25,7 +27,7 @@ from billing.filters import FilterBackend, names_a_filter
 from billing.serializers import PlainRepresentationMixin
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice, Line
-from invoices.selectors import invoice_summary, organization_summary
+from invoices.selectors import CREATOR, invoice_summary, organization_summary
 from invoices.serializers import (
     InvoiceDetailSerializer,
     InvoicePaymentSerializer,
@@ -37,6 +39,7 @@ from payments.filters import PaymentFilterSet
 from payments.models import Payment
 from payments.serializers import PaymentResultSerializer, PaymentSerializer
 from payments.services import payment_record
+from tests.conftest import key_client
 from tests.factories import org
 from tests.invoice_helpers import INVOICES, SUMMARY, invoice_url
 
@@ -52,14 +55,22 @@ def drf_output(serializer_class, instance, many=False):
 
 
 @pytest.fixture
-def invoices(alice, make_customer, make_invoice):
+def api_key(alice):
+    return key_client(org(alice), role="member")[1]
+
+
+@pytest.fixture
+def invoices(alice, api_key, make_customer, make_invoice):
     """Invoices in every state, with awkward values: no number, big and fractional amounts,
-    several lines and payments, a customer name with non-ASCII characters."""
+    several lines and payments, a customer name with non-ASCII characters, made by a member, by an
+    API key and by no one (the system)."""
     customer = make_customer(alice, name="Société Générale — Zürich")
-    draft = make_invoice(alice, customer, send=False, amount="0.00", notes="")
-    sent = make_invoice(alice, customer, amount="999999999.99", currency="JPY")
+    draft = make_invoice(alice, customer, send=False, amount="0.00", notes="", actor=alice)
+    sent = make_invoice(alice, customer, amount="999999999.99", currency="JPY", actor=api_key)
     paid = make_invoice(alice, customer, amount="100.00")
-    payment_record(organization=org(alice), invoice_id=paid.pk, amount=Decimal("33.33"), method="card")
+    payment_record(
+        organization=org(alice), invoice_id=paid.pk, amount=Decimal("33.33"), method="card", actor=api_key
+    )
     payment_record(
         organization=org(alice),
         invoice_id=paid.pk,
@@ -67,8 +78,9 @@ def invoices(alice, make_customer, make_invoice):
         method="cash",
         reference="R-1",
         paid_at=datetime.date(2024, 2, 29),
+        actor=alice,
     )
-    partly = make_invoice(alice, customer, amount="10.01")
+    partly = make_invoice(alice, customer, amount="10.01", actor=alice)
     payment_record(organization=org(alice), invoice_id=partly.pk, amount=Decimal("0.01"), method="check")
     # An odd line added as the services add lines (bulk_create: Line.save() refuses one line alone).
     Line.objects.bulk_create(
@@ -90,10 +102,10 @@ def invoices(alice, make_customer, make_invoice):
     void = make_invoice(alice, customer, amount="5.00")
     Invoice.objects.filter(pk=void.pk).update(status="void")
     return (
-        Invoice.objects.select_related("customer")
+        Invoice.objects.select_related("customer", *CREATOR)
         .prefetch_related(
             Prefetch("lines", queryset=Line.objects.order_by("position")),
-            Prefetch("payments", queryset=Payment.objects.order_by("paid_at", "id")),
+            Prefetch("payments", queryset=Payment.objects.select_related(*CREATOR).order_by("paid_at", "id")),
         )
         .order_by("id")
     )
@@ -111,7 +123,8 @@ def test_invoice_serializers_render_as_drf_does(invoices, zone):
 
 
 def test_line_and_payment_serializers_render_as_drf_does(invoices):
-    lines, payments = Line.objects.order_by("id"), Payment.objects.select_related("invoice").order_by("id")
+    lines = Line.objects.order_by("id")
+    payments = Payment.objects.select_related("invoice", *CREATOR).order_by("id")
     assert len(lines) >= 6
     assert len(payments) == 3
     for line in lines:
@@ -131,6 +144,27 @@ def test_values_are_formatted_as_the_schema_says(invoices):
     draft = InvoiceSerializer(invoices.get(status="draft")).data
     assert (draft["number"], draft["sent_at"]) == (None, None)
     assert draft["available_actions"] == ["edit", "delete", "send"]
+
+
+def test_created_by_says_who_made_each_invoice_and_payment(alice, api_key, invoices):
+    """The same on both paths (the tests above): a member by their username, a key by its name, and
+    null for what the system made; read from the joined rows, with no query of its own."""
+    member = {"type": "user", "id": alice.pk, "name": "alice"}
+    key = {"type": "api_key", "id": api_key.pk, "name": "member key"}
+    rows = list(invoices)
+    with CaptureQueriesContext(connection) as queries:
+        data = InvoiceDetailSerializer(rows, many=True).data
+        payments = PaymentResultSerializer(
+            Payment.objects.select_related("invoice", *CREATOR).order_by("id"), many=True
+        ).data
+    assert len(queries) == 1  # the payments themselves
+    by_status = {invoice["status"]: invoice for invoice in data}
+    assert by_status["draft"]["created_by"] == member
+    assert by_status["overdue"]["created_by"] == key
+    assert by_status["paid"]["created_by"] is None
+    assert [p["created_by"] for p in by_status["paid"]["payments"]] == [member, key]  # oldest first
+    assert [p["created_by"] for p in payments] == [key, member, None]
+    assert data == drf_output(InvoiceDetailSerializer, rows, many=True)
 
 
 def test_the_fast_path_is_the_one_used(invoices):

@@ -9,8 +9,8 @@ always between a read and another writer's commit. After every round the invaria
 
 - no 5xx and no exception on any path;
 - the ledger balances (`verify_ledger`): totals = Σ lines, Σ payments = amount_paid ≤ total,
-  paid ⇒ settled, no void or draft invoice holding money, kept totals exact, no cross-owner
-  reference;
+  paid ⇒ settled, no void or draft invoice holding money, kept totals exact, no reference
+  across organizations;
 - an invoice issued at any point still exists; a customer whose delete succeeded stays deleted.
 
 The writers are discovered from the URL resolver, the admin site and the management commands of
@@ -39,6 +39,7 @@ from tests.concurrency import run_concurrently
 from tests.conftest import client_for, make_user
 from tests.factories import org
 from tests.test_isolation_matrix import api_routes
+from users.models import Organization, User
 
 PROJECT_APPS = {"users", "customers", "invoices", "payments", "billing"}
 PAST = {"issue_date": datetime.date(2026, 1, 1), "due_date": datetime.date(2026, 1, 2)}
@@ -46,7 +47,8 @@ PAST = {"issue_date": datetime.date(2026, 1, 1), "due_date": datetime.date(2026,
 
 @dataclass
 class Round:
-    owner: object
+    organization: Organization
+    user: User  # an owner of the organization: the API writers act with a token of theirs
     customer: Customer
     invoice: Invoice
     state: str
@@ -57,7 +59,7 @@ class Round:
 
 
 def _api(rnd: Round) -> APIClient:
-    return client_for(rnd.organization)
+    return client_for(rnd.user, rnd.organization)
 
 
 def _detail(client, rnd):
@@ -151,7 +153,7 @@ def api_delete_customer(rnd):
 def admin_add_invoice(rnd):
     operator = operator_client()
     data = {
-        "owner": rnd.organization.pk,
+        "organization": rnd.organization.pk,
         "customer": rnd.customer.pk,
         "currency": "USD",
         "issue_date": "2026-01-01",
@@ -184,7 +186,7 @@ def admin_mark_overdue_action(rnd):
 
 def admin_add_customer(rnd):
     operator = operator_client()
-    data = {"owner": rnd.organization.pk, "name": "Added by an operator"}
+    data = {"organization": rnd.organization.pk, "name": "Added by an operator"}
     return lambda: operator.post(add_url(Customer), data)
 
 
@@ -229,25 +231,36 @@ WRITERS = {
 
 # Writers that cannot touch an invoice, a customer or a payment, and why.
 NOT_WRITERS = {
-    "POST api/register/": "creates a user (and nothing else)",
+    "POST api/register/": "creates a user and a new, empty organization",
     "POST api/login/": "creates a token",
     "POST api/logout/": "deletes the caller's token",
-    "admin auth.user add": "users; deleting one who owns rows is refused (PROTECT; test_write_paths)",
-    "admin auth.user change": "users; never the books",
-    "admin auth.user delete": "refused while the user owns any row (PROTECT; test_write_paths)",
-    "admin auth.user action delete_selected": "refused while a user owns any row (PROTECT)",
+    "PATCH api/organization/": (
+        "the organization's settings: defaults for what is written later (currency, terms, time zone, "
+        "prefix), never a change to an invoice, a customer or a payment already written"
+    ),
+    "POST api/members/": "adds a membership",
+    "PATCH api/members/<pk>/": "changes a membership's role",
+    "DELETE api/members/<pk>/": "deletes a membership and its tokens; what the member made stays theirs",
+    "POST api/api-keys/": "creates a key",
+    "DELETE api/api-keys/<pk>/": "revokes a key (the row stays, so what it made still names it)",
+    "admin users.user add": "users; deleting one who made rows is refused (PROTECT; test_write_paths)",
+    "admin users.user change": "users; never the books",
+    "admin users.user delete": "refused while the user made any row (PROTECT; test_write_paths)",
+    "admin users.user action delete_selected": "refused while a user made any row (PROTECT)",
     "admin auth.group add": "permission groups",
     "admin auth.group change": "permission groups",
     "admin auth.group delete": "permission groups",
     "admin auth.group action delete_selected": "permission groups",
-    "admin knox.authtoken add": "login tokens",
-    "admin knox.authtoken change": "login tokens",
-    "admin knox.authtoken delete": "login tokens",
-    "admin knox.authtoken action delete_selected": "login tokens",
+    "admin users.organization add": "a new organization, with no books",
+    "admin users.organization change": (
+        "its settings and members (organization_update, the membership services), as PATCH "
+        "api/organization/ and api/members/ do: never an invoice, a customer or a payment"
+    ),
+    "admin users.organization delete": "refused while it has any customer or invoice (PROTECT; test_write_paths)",
+    "admin users.apikey action revoke": "revokes keys (the rows stay, so what they made still names them)",
     "command verify_ledger": "reads only",
     "command purge_idempotency_keys": "deletes expired idempotency keys, never a write they recorded",
     "command purge_tokens": "deletes expired tokens",
-    "command purge_throttle": "deletes expired throttle counters",
     "command seed_demo": "creates the demo user's own data, with the services",
 }
 
@@ -316,16 +329,23 @@ def test_every_writer_is_in_the_matrix():
 STATES = ("draft", "sent past due", "partly paid past due")
 
 
-def _setup(owner, state: str) -> Round:
-    customer = Customer.objects.create(organization=org(owner), name=f"Customer {Customer.objects.count()}")
+def _setup(user, state: str) -> Round:
+    organization = org(user)
+    customer = Customer.objects.create(organization=organization, name=f"Customer {Customer.objects.count()}")
     lines = [{"description": "Work", "quantity": Decimal("1"), "unit_price": Decimal("10.00")}]
-    invoice = invoice_create(organization=org(owner), customer_id=customer.pk, lines=lines, **PAST)
+    invoice = invoice_create(organization=organization, customer_id=customer.pk, lines=lines, **PAST)
     if state != "draft":
-        invoice_send(organization=org(owner), invoice_id=invoice.pk)
+        invoice_send(organization=organization, invoice_id=invoice.pk)
     if state == "partly paid past due":
-        payment_record(organization=org(owner), invoice_id=invoice.pk, amount=Decimal("2.50"), method="card")
+        payment_record(
+            organization=organization, invoice_id=invoice.pk, amount=Decimal("2.50"), method="card"
+        )
     return Round(
-        organization=org(owner), customer=customer, invoice=Invoice.objects.get(pk=invoice.pk), state=state
+        organization=organization,
+        user=user,
+        customer=customer,
+        invoice=Invoice.objects.get(pk=invoice.pk),
+        state=state,
     )
 
 
@@ -346,12 +366,12 @@ PAIRS = list(itertools.combinations_with_replacement(sorted(WRITERS), 2))
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a} | {b}" for a, b in PAIRS])
 def test_two_writers_at_once_keep_the_books(first, second):
-    owner = make_user("owner")
+    user = make_user("owner")
     # PostgreSQL (row locks, real interleaving): every starting state. SQLite serializes writes, so
     # there a pair runs from one state, a different one for each pair.
     states = STATES if connection.vendor == "postgresql" else [STATES[PAIRS.index((first, second)) % 3]]
     for state in states:
-        rnd = _setup(owner, state)
+        rnd = _setup(user, state)
         issued_before = rnd.invoice.status != "draft"
         writes = [WRITERS[first][0](rnd), WRITERS[second][0](rnd)]
 

@@ -10,8 +10,10 @@ import datetime
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError
 from django.test.utils import CaptureQueriesContext
 
 from billing.errors import NotEditable, StaleWrite
@@ -35,6 +37,7 @@ from tests.concurrency import run_concurrently
 from tests.conftest import client_for, make_user
 from tests.factories import org
 from tests.invoice_helpers import invoice_payload
+from users.models import Membership
 
 D = Decimal
 DUE = datetime.date(2030, 1, 31)
@@ -44,8 +47,10 @@ def assert_books_balance():
     assert list(ledger_mismatches()) == []
 
 
-def pay(owner, invoice, amount: str):
-    return payment_record(organization=org(owner), invoice_id=invoice.pk, amount=D(amount), method="card")
+def pay(organization, invoice, amount: str):
+    return payment_record(
+        organization=org(organization), invoice_id=invoice.pk, amount=D(amount), method="card"
+    )
 
 
 # --- 1. the admin never writes a stale read back -------------------------------------------------
@@ -332,15 +337,54 @@ def test_the_database_refuses_deleting_an_issued_invoice(alice, make_invoice):
 
 
 @pytest.mark.django_db
-def test_deleting_a_user_who_owns_invoices_is_refused_in_the_admin(alice, make_invoice):
+def test_deleting_an_organization_that_has_books_is_refused_by_the_model_and_the_database(
+    alice, make_invoice
+):
+    invoice = make_invoice(alice)
+    organization = org(alice)
+
+    with pytest.raises(ProtectedError), transaction.atomic():
+        organization.delete()
+
+    # Below the ORM too: the books' references are foreign keys with no cascade in the database.
+    # The memberships go first, so that what refuses is the books' own references; the keys are
+    # deferred (Django's default), so the check runs them now instead of at a commit.
+    def delete_the_row():
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM users_membership WHERE organization_id = %s", [organization.pk])
+            cursor.execute("DELETE FROM users_organization WHERE id = %s", [organization.pk])
+        connection.check_constraints()
+
+    with pytest.raises(IntegrityError, match="organization_id"), transaction.atomic():
+        delete_the_row()
+    assert Invoice.objects.filter(pk=invoice.pk).exists()
+
+
+@pytest.mark.django_db
+def test_deleting_an_organization_that_has_invoices_is_refused_in_the_admin(alice, make_invoice):
     invoice = make_invoice(alice)
     operator = operator_client()
 
-    response = operator.post(delete_url(alice), {"post": "yes"})
+    response = operator.post(delete_url(org(alice)), {"post": "yes"})
 
     assert response.status_code == 200  # Django's "cannot delete: protected objects" page
     assert "cannot delete" in response.content.decode().lower()
     assert Invoice.objects.filter(pk=invoice.pk).exists()
+
+
+@pytest.mark.django_db
+def test_deleting_a_user_who_made_invoices_is_refused_in_the_admin(alice, make_invoice):
+    # A member who owns no organization (a last owner is refused for that alone).
+    carol = get_user_model().objects.create_user("carol", password="carol-password")
+    Membership.objects.create(organization=org(alice), user=carol, role="member")
+    invoice = make_invoice(alice, actor=carol)
+    operator = operator_client()
+
+    response = operator.post(delete_url(carol), {"post": "yes"})
+
+    assert response.status_code == 200  # Django's "cannot delete: protected objects" page
+    assert "cannot delete" in response.content.decode().lower()
+    assert Invoice.objects.get(pk=invoice.pk).created_by == carol
 
 
 @pytest.mark.django_db
@@ -357,18 +401,18 @@ def test_the_admin_refuses_an_invoice_number_that_does_not_print_as_itself(alice
     assert draft.number is None
 
 
-# --- 7. references never cross owners -----------------------------------------------------------
+# --- 7. references never cross organizations ------------------------------------------------------
 
 
 @pytest.mark.django_db
-def test_the_admin_refuses_an_invoice_for_another_owners_customer(alice, bob, make_customer):
+def test_the_admin_refuses_an_invoice_for_another_organizations_customer(alice, bob, make_customer):
     bobs_customer = make_customer(bob, name="Bob's client")
     operator = operator_client()
 
     response = operator.post(
         add_url(Invoice),
         {
-            "owner": alice.pk,
+            "organization": org(alice).pk,
             "customer": bobs_customer.pk,
             "currency": "USD",
             "issue_date": "2026-01-01",
@@ -393,7 +437,7 @@ def test_the_admin_creates_an_invoice_through_the_service(alice, alice_customer)
     response = operator.post(
         add_url(Invoice),
         {
-            "owner": alice.pk,
+            "organization": org(alice).pk,
             "customer": alice_customer.pk,
             "currency": "EUR",
             "issue_date": "2026-01-01",
@@ -409,7 +453,7 @@ def test_the_admin_creates_an_invoice_through_the_service(alice, alice_customer)
     assert response.status_code == 302
     invoice = Invoice.objects.get()
     assert (invoice.organization, invoice.customer, invoice.currency, invoice.status) == (
-        alice,
+        org(alice),
         alice_customer,
         "EUR",
         "draft",
@@ -417,16 +461,16 @@ def test_the_admin_creates_an_invoice_through_the_service(alice, alice_customer)
 
 
 @pytest.mark.django_db
-def test_a_customer_never_moves_to_another_owner(alice, bob, alice_customer, make_invoice):
+def test_a_customer_never_moves_to_another_organization(alice, bob, alice_customer, make_invoice):
     make_invoice(alice, alice_customer)
     operator = operator_client()
-    data = change_form_data(operator, alice_customer, organization=org(bob.pk), name="Moved?")
+    data = change_form_data(operator, alice_customer, organization=org(bob).pk, name="Moved?")
     assert operator.post(change_url(alice_customer), data).status_code == 302
     alice_customer.refresh_from_db()
-    assert alice_customer.organization == org(alice)  # the owner is read-only in the admin
+    assert alice_customer.organization == org(alice)  # the organization is read-only in the admin
     assert alice_customer.name == "Moved?"
 
-    alice_customer.organization = bob
+    alice_customer.organization = org(bob)
     with pytest.raises(NotEditable):
         alice_customer.save()
 
@@ -437,7 +481,7 @@ def _refused_by_database(write) -> None:
 
 
 @pytest.mark.django_db
-def test_the_database_refuses_references_across_owners(alice, bob, make_customer, make_invoice):
+def test_the_database_refuses_references_across_organizations(alice, bob, make_customer, make_invoice):
     invoice = make_invoice(alice, amount="10.00")
     bobs_customer = make_customer(bob)
     bobs_invoice = make_invoice(bob, bobs_customer, amount="10.00")
@@ -475,7 +519,9 @@ def test_the_database_refuses_references_across_owners(alice, bob, make_customer
 
 
 @pytest.mark.django_db
-def test_an_api_update_naming_another_owners_customer_is_400(alice_api, bob, alice_customer, make_customer):
+def test_an_api_update_naming_another_organizations_customer_is_400(
+    alice_api, bob, alice_customer, make_customer
+):
     from tests.invoice_helpers import create_invoice
 
     draft = create_invoice(alice_api, alice_customer)
@@ -485,7 +531,7 @@ def test_an_api_update_naming_another_owners_customer_is_400(alice_api, bob, ali
 
 
 @pytest.mark.django_db
-def test_verify_ledger_reports_a_reference_across_owners(alice, bob, make_customer, make_invoice):
+def test_verify_ledger_reports_a_reference_across_organizations(alice, bob, make_customer, make_invoice):
     invoice = make_invoice(alice, amount="10.00")
     bobs_customer = make_customer(bob)
     with connection.cursor() as cursor:  # what an old database, or a bypassed guard, could hold
@@ -493,13 +539,13 @@ def test_verify_ledger_reports_a_reference_across_owners(alice, bob, make_custom
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute("ALTER TABLE invoices_invoice DROP CONSTRAINT invoice_customer_same_org")
         else:
-            cursor.execute("DROP TRIGGER invoice_customer_same_owner_update")
+            cursor.execute("DROP TRIGGER invoice_customer_same_org_update")
         cursor.execute(
             "UPDATE invoices_invoice SET customer_id = %s WHERE id = %s", [bobs_customer.pk, invoice.pk]
         )
 
     mismatches = list(ledger_mismatches())
-    assert any("customer" in m and "another owner" in m for m in mismatches), mismatches
+    assert any("customer" in m and "another organization" in m for m in mismatches), mismatches
     with pytest.raises(CommandError):
         call_command("verify_ledger")
 
@@ -517,7 +563,7 @@ def test_the_admin_offers_currencies_as_a_choice_and_refuses_others(alice, alice
     response = operator.post(
         add_url(Invoice),
         {
-            "owner": alice.pk,
+            "organization": org(alice).pk,
             "customer": alice_customer.pk,
             "currency": "xyz",
             "issue_date": "2026-01-01",
@@ -596,7 +642,7 @@ def test_a_check_violation_reaching_the_handler_is_400_and_logs_only_the_constra
     assert "invoice_due_date_gte_issue_date" in caplog.text
 
 
-# --- 10. the kept totals cannot overflow; mark_overdue isolates an owner whose rows fail ----------
+# --- 10. the kept totals cannot overflow; mark_overdue isolates an organization whose rows fail ---
 
 
 @pytest.mark.django_db
@@ -639,16 +685,18 @@ def _fail_updates_of(organization_id: int):
 
 
 @pytest.mark.django_db
-def test_mark_overdue_moves_every_other_owner_when_one_owners_rows_fail(alice, bob, make_invoice):
+def test_mark_overdue_moves_every_other_organization_when_one_organizations_rows_fail(
+    alice, bob, make_invoice
+):
     carol = make_user("carol")
     past = {"issue_date": datetime.date(2026, 1, 1), "due_date": datetime.date(2026, 1, 2)}
-    invoices = {owner: make_invoice(owner, **past) for owner in (alice, bob, carol)}
-    _fail_updates_of(bob.pk)
+    invoices = {user: make_invoice(user, **past) for user in (alice, bob, carol)}
+    _fail_updates_of(org(bob).pk)
 
-    with pytest.raises(CommandError, match=rf"owner ids {bob.pk}\b"):
+    with pytest.raises(CommandError, match=rf"\(organization ids {org(bob).pk};"):
         call_command("mark_overdue")
 
-    status = {owner: Invoice.objects.get(pk=inv.pk).status for owner, inv in invoices.items()}
+    status = {user: Invoice.objects.get(pk=inv.pk).status for user, inv in invoices.items()}
     assert status == {alice: "overdue", bob: "sent", carol: "overdue"}
     assert_books_balance()
 

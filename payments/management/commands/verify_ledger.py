@@ -12,7 +12,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--organization", type=int, help="Check one organization's invoices only (a user id)."
+            "--organization", type=int, help="Check one organization's invoices only (an organization id)."
         )
 
     def handle(self, *args, organization=None, **options):
