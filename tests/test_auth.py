@@ -4,12 +4,13 @@ import jsonschema_rs
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
 
 from tests.conftest import PASSWORD, client_for
 from tests.schema_helpers import assert_matches, openapi, response_schema
+from users.models import Membership, Organization, ThrottleCounter
 from users.models import MemberToken as AuthToken
-from users.models import ThrottleCounter
 from users.throttling import throttle_key
 
 pytestmark = pytest.mark.django_db
@@ -19,15 +20,101 @@ User = get_user_model()
 INVALID = {"non_field_errors": ["Unable to log in with the provided credentials."]}
 
 
-def test_login_returns_a_token_that_authenticates(api, alice):
+def test_login_returns_a_token_that_authenticates(api, alice, alice_org):
     response = api.post("/api/login/", {"username": "alice", "password": PASSWORD})
 
     assert response.status_code == 200
-    assert set(response.json()) == {"token", "expiry"}
-    api.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    body = response.json()
+    assert set(body) == {"token", "expiry", "organization", "role"}
+    assert body["organization"] == {"id": alice_org.pk, "name": "alice"}
+    assert body["role"] == "owner"
+    stored = AuthToken.objects.get(user=alice)
+    assert stored.membership == Membership.objects.get(user=alice, organization=alice_org)
+    assert parse_datetime(body["expiry"]) == stored.expiry
+    assert_matches(response_schema("/api/login/", "post", 200), body)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {body['token']}")
     me = api.get("/api/me/")
     assert me.status_code == 200
-    assert me.json() == {"id": alice.id, "username": "alice", "email": "alice@example.com"}
+    assert me.json() == {
+        "id": alice.id,
+        "username": "alice",
+        "email": "alice@example.com",
+        "organization": {"id": alice_org.pk, "name": "alice"},
+        "role": "owner",
+        "organizations": [{"id": alice_org.pk, "name": "alice", "role": "owner"}],
+        "api_key": None,
+    }
+
+
+def test_login_binds_the_token_to_the_organization_named(api, alice, bob_org):
+    Membership.objects.create(organization=bob_org, user=alice, role="viewer")
+
+    response = api.post(
+        "/api/login/", {"username": "alice", "password": PASSWORD, "organization": bob_org.pk}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["organization"] == {"id": bob_org.pk, "name": "bob"}
+    assert response.json()["role"] == "viewer"
+    assert AuthToken.objects.get(user=alice).membership.organization == bob_org
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['token']}")
+    me = api.get("/api/me/").json()
+    assert (me["organization"], me["role"]) == ({"id": bob_org.pk, "name": "bob"}, "viewer")
+
+
+def test_login_without_an_organization_takes_the_oldest_membership(api, alice, alice_org, bob_org):
+    Membership.objects.create(organization=bob_org, user=alice, role="admin")
+
+    response = api.post("/api/login/", {"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert response.json()["organization"] == {"id": alice_org.pk, "name": "alice"}
+    assert response.json()["role"] == "owner"
+
+
+@pytest.mark.parametrize("which", ["another", "missing"])
+def test_login_to_an_organization_the_user_is_not_a_member_of_is_a_400(api, alice, bob_org, which):
+    organization_id = bob_org.pk if which == "another" else bob_org.pk + 1000
+
+    response = api.post(
+        "/api/login/", {"username": "alice", "password": PASSWORD, "organization": organization_id}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"organization": ["You are not a member of this organization."]}
+    assert not AuthToken.objects.exists()
+
+
+def test_login_with_bad_credentials_says_nothing_of_the_organization(api, alice, alice_org):
+    response = api.post(
+        "/api/login/", {"username": "alice", "password": "nope", "organization": alice_org.pk}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == INVALID
+
+
+@pytest.mark.parametrize("organization", ["1", "x", 0, -1, 2**63, 1.5, True, None, [1], {"id": 1}])
+def test_login_rejects_an_organization_that_is_not_an_id(api, alice, organization):
+    response = api.post(
+        "/api/login/",
+        {"username": "alice", "password": PASSWORD, "organization": organization},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["organization"]
+    assert not AuthToken.objects.exists()
+
+
+def test_a_user_with_no_membership_cannot_log_in(api, alice):
+    Membership.objects.filter(user=alice).delete()
+
+    response = api.post("/api/login/", {"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": ["This user is not a member of any organization."]}
+    assert not AuthToken.objects.exists()
 
 
 def test_login_token_is_stored_hashed_and_expires_after_the_configured_ttl(api, alice, settings):
@@ -130,9 +217,50 @@ def test_register_creates_a_user_who_can_log_in(api):
 
     assert response.status_code == 201
     body = response.json()
-    assert body == {"id": body["id"], "username": "carol", "email": "c@x.test"}
+    carol = User.objects.get(username="carol")
+    organization = Organization.objects.get()
+    assert body == {
+        "id": carol.pk,
+        "username": "carol",
+        "email": "c@x.test",
+        "organization": {"id": organization.pk, "name": "carol"},
+    }
+    assert list(Membership.objects.values_list("organization", "user", "role")) == [
+        (organization.pk, carol.pk, "owner")
+    ]
     login = api.post("/api/login/", {"username": "carol", "password": "a-long-and-unusual-pass"})
     assert login.status_code == 200
+    assert login.json()["organization"] == {"id": organization.pk, "name": "carol"}
+    assert login.json()["role"] == "owner"
+
+
+def test_register_names_the_organization_as_asked(api):
+    response = api.post(
+        "/api/register/",
+        {"username": "carol", "password": "a-long-and-unusual-pass", "organization_name": "Carol & Co"},
+    )
+
+    assert response.status_code == 201
+    organization = Organization.objects.get()
+    assert organization.name == "Carol & Co"
+    assert response.json()["organization"] == {"id": organization.pk, "name": "Carol & Co"}
+    # The new organization starts with the defaults API.md gives.
+    assert (organization.invoice_prefix, organization.payment_terms_days) == ("INV-", 30)
+    assert organization.reminder_days == [-3, 1, 7, 14]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, 42, None, ["Carol"]])
+def test_register_rejects_a_bad_organization_name(api, name):
+    response = api.post(
+        "/api/register/",
+        {"username": "carol", "password": "a-long-and-unusual-pass", "organization_name": name},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["organization_name"]
+    assert not User.objects.exists()
+    assert not Organization.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -160,6 +288,7 @@ def test_register_rejects_a_taken_username(api, alice):
 
     assert response.status_code == 400
     assert "username" in response.json()
+    assert Organization.objects.count() == 1  # alice's own: no organization without its owner
 
 
 def test_register_can_be_closed(api, settings):
@@ -196,7 +325,11 @@ def test_a_user_without_email_matches_the_user_schema(api):
     assert response.status_code == 201
     assert response.json()["email"] == ""
     assert_matches(response_schema("/api/register/", "post", 201), response.json())
-    assert_matches(response_schema("/api/me/", "get", 200), response.json())
+    token = api.post("/api/login/", {"username": "sr", "password": "a-long-and-unusual-pass"}).json()["token"]
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    me = api.get("/api/me/")
+    assert me.json()["email"] == ""
+    assert_matches(response_schema("/api/me/", "get", 200), me.json())
 
 
 def test_register_password_length_is_in_the_schema(api):

@@ -5,10 +5,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from knox.models import AuthToken
 from rest_framework.test import APIClient, APIRequestFactory
 
+from tests.factories import org
 from users.auth import ExpiringTokenAuthentication
+from users.models import Membership, MemberToken
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +18,8 @@ MALFORMED = 'Authorization header must be "Token <key>" or "Bearer <key>"'
 
 @pytest.fixture
 def alice_key(alice) -> str:
-    return AuthToken.objects.create(user=alice)[1]
+    membership = Membership.objects.get(user=alice, organization=org(alice))
+    return MemberToken.objects.create(user=alice, membership=membership)[1]
 
 
 def me(header: str | None):
@@ -40,9 +42,12 @@ def test_bearer_authenticates_in_one_query(alice, alice_key):
 
     with CaptureQueriesContext(connection) as queries:
         user, token = ExpiringTokenAuthentication().authenticate(request)
+        # What the permission class and every view read of the credential comes with it.
+        bound = (token.organization.name, token.role, token.actor.username, user.is_active)
 
     assert user == alice
     assert token.user_id == alice.pk
+    assert bound == ("alice", "owner", "alice", True)
     assert len(queries) == 1
 
 
@@ -107,3 +112,15 @@ def test_the_schema_says_both_prefixes_work_and_takes_the_raw_key(api):
     ):
         assert "Bearer <key>" in text
         assert "Token <key>" in text
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Token {key}\x00", "Bearer \x00{key}", "Token {key}\x7f", "Bearer é{key}", "Token {key}\x01", "Token €"],
+)
+def test_a_key_with_a_character_no_key_has_is_invalid_not_a_crash(alice_key, header):
+    # PostgreSQL refuses a NUL in a query's string parameter: looked up, it was a 500.
+    response = me(header.format(key=alice_key))
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}

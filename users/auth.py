@@ -1,3 +1,4 @@
+import re
 from hmac import compare_digest
 
 from django.db.models import Q
@@ -13,6 +14,7 @@ from users.models import ApiKey, hash_api_key
 
 # The schemes a key may be sent with, lower-cased (a scheme is case-insensitive, RFC 9110).
 SCHEMES = (b"token", b"bearer")
+VISIBLE_ASCII = re.compile(rb"[!-~]+")
 MALFORMED_HEADER = 'Authorization header must be "Token <key>" or "Bearer <key>"'
 INVALID = "Invalid token."
 
@@ -22,9 +24,12 @@ def credential_from_header(request) -> str | None:
 
     This is the only authentication of the API, so a header in any other form is refused with a
     401 that says what is wrong, rather than passed on as "no credentials"; only a missing (or
-    empty) header is that. A key that is not valid UTF-8 is a 401, not a crash.
+    empty) header is that. A key with a character no key has is a 401, not a crash.
     """
-    parts = get_authorization_header(request).split()
+    try:
+        parts = get_authorization_header(request).split()
+    except UnicodeEncodeError:  # beyond Latin-1: no server hands such a header on, a test client can
+        raise exceptions.AuthenticationFailed(INVALID) from None
     if not parts:
         return None
     scheme = parts[0].lower()
@@ -35,10 +40,13 @@ def credential_from_header(request) -> str | None:
         raise exceptions.AuthenticationFailed(f'{MALFORMED_HEADER}: the scheme is not "Token" or "Bearer".')
     if len(parts) > 2:
         raise exceptions.AuthenticationFailed(f"{MALFORMED_HEADER}: a key has no spaces.")
-    try:
-        return parts[1].decode("utf-8")
-    except UnicodeDecodeError:
-        raise exceptions.AuthenticationFailed(INVALID) from None
+    key = parts[1]
+    # Every key this API issues is visible ASCII (a knox token is hex, an API key `sk_` and
+    # URL-safe base64). Anything else cannot match, and is refused before it reaches a query:
+    # PostgreSQL cannot take a NUL in a string parameter at all (a 500, not a 401).
+    if not VISIBLE_ASCII.fullmatch(key):
+        raise exceptions.AuthenticationFailed(INVALID)
+    return key.decode("ascii")
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -17,11 +17,20 @@ DEFAULT_ACTIONS = dict.fromkeys(SAFE_METHODS, Action.READ)
 
 def required_action(request, view) -> Action:
     """The action a request is: the view's `required_actions` for its method (a view may give a
-    `"*"` default), else `read` for a safe method and `write` for any other."""
+    `"*"` default), else `read` for a safe method and `write` for any other.
+
+    HEAD is GET without a body, so it is whatever GET is; OPTIONS only describes the endpoint
+    (DRF's metadata checks the permission of each method it describes), so it is `read` unless a
+    view names it. Left to a `"*"` default, a viewer allowed to GET a page got 403 for its HEAD.
+    """
     actions = getattr(view, "required_actions", None) or {}
     method = request.method.upper()
+    if method == "HEAD" and "HEAD" not in actions:
+        method = "GET"
     if method in actions:
         return actions[method]
+    if method == "OPTIONS":
+        return Action.READ
     if "*" in actions:
         return actions["*"]
     return DEFAULT_ACTIONS.get(method, Action.WRITE)

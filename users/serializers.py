@@ -188,15 +188,20 @@ class OrganizationSerializer(StrictModelSerializer):
     """The organization's profile and settings; PATCH changes what it is given (admins and owners)."""
 
     default_currency = CurrencyField(required=False)
+    # Neither is trimmed: " INV-" is refused (a prefix has no spaces), not taken as "INV-".
     invoice_prefix = StrictCharField(
         required=False,
         allow_blank=True,
+        trim_whitespace=False,
         max_length=20,
         validators=[INVOICE_PREFIX_VALIDATOR],
         help_text='Issued numbers are this prefix and six digits ("INV-000042"). Changing it keeps the sequence.',
     )
     time_zone = StrictCharField(
-        required=False, max_length=64, help_text='An IANA time zone ("Europe/Paris"): what "today" means.'
+        required=False,
+        trim_whitespace=False,
+        max_length=64,
+        help_text='An IANA time zone ("Europe/Paris"): what "today" means.',
     )
     payment_terms_days = StrictIntegerField(
         required=False,

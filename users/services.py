@@ -163,8 +163,22 @@ def _check_role(role: str, *, field: str = "role", choices=Role.values) -> None:
         raise BusinessRuleViolation(f'"{role}" is not a valid choice.', field=field)
 
 
-def _may_touch_owners(caller_role: str | None, *roles: str) -> None:
-    if Role.OWNER in roles and not allows(caller_role, Action.MANAGE_OWNERS):
+def _may_touch_owners(
+    organization_id: int, caller_role: str | None, caller_membership_id: int | None, *roles: str
+) -> None:
+    """Only an owner grants or takes away `owner`. Called with the organization locked: a member
+    caller's role is read again there, so an owner demoted or removed by a request that committed
+    while this one waited for the lock no longer acts as one (the role their token was
+    authenticated with is from before). A key's role is its own, and never `owner`."""
+    if Role.OWNER not in roles:
+        return
+    if caller_membership_id is not None:
+        caller_role = (
+            Membership.objects.filter(pk=caller_membership_id, organization_id=organization_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+    if not allows(caller_role, Action.MANAGE_OWNERS):
         raise RoleForbids("Only an owner grants or removes the owner role.")
 
 
@@ -173,12 +187,19 @@ def _owner_count(organization_id: int) -> int:
 
 
 @transaction.atomic
-def membership_add(*, organization_id: int, username: str, role: str, caller_role: str | None) -> Membership:
+def membership_add(
+    *,
+    organization_id: int,
+    username: str,
+    role: str,
+    caller_role: str | None,
+    caller_membership_id: int | None = None,
+) -> Membership:
     """Add an existing user to the organization with `role`; a user who is already a member, or
-    no such user, is a 400 on `username`."""
+    no such user, is a 400 on `username`. Only an owner adds an owner (403)."""
     _check_role(role)
-    _may_touch_owners(caller_role, role)
     _lock_organization(organization_id)
+    _may_touch_owners(organization_id, caller_role, caller_membership_id, role)
     user = User.objects.filter(username=User.normalize_username(username)).first()
     if user is None:
         raise BusinessRuleViolation("No user with this username.", field="username")
@@ -194,15 +215,20 @@ def _lock_membership(organization_id: int, membership_id: int) -> Membership:
 
 @transaction.atomic
 def membership_change_role(
-    *, organization_id: int, membership_id: int, role: str, caller_role: str | None
+    *,
+    organization_id: int,
+    membership_id: int,
+    role: str,
+    caller_role: str | None,
+    caller_membership_id: int | None = None,
 ) -> Membership:
     """Change a member's role. Only an owner grants or takes away `owner` (403); the last owner is
     never demoted (409 `last_owner`). The member's tokens act with the new role at once."""
     _check_role(role)
     membership = _lock_membership(organization_id, membership_id)
+    _may_touch_owners(organization_id, caller_role, caller_membership_id, membership.role, role)
     if membership.role == role:
         return membership
-    _may_touch_owners(caller_role, membership.role, role)
     if membership.role == Role.OWNER and _owner_count(organization_id) <= 1:
         raise LastOwner("The last owner of an organization cannot be demoted; make another owner first.")
     membership.role = role
@@ -211,11 +237,17 @@ def membership_change_role(
 
 
 @transaction.atomic
-def membership_remove(*, organization_id: int, membership_id: int, caller_role: str | None) -> None:
+def membership_remove(
+    *,
+    organization_id: int,
+    membership_id: int,
+    caller_role: str | None,
+    caller_membership_id: int | None = None,
+) -> None:
     """Remove a member; their tokens for this organization go with the membership (they stop
     working at once). Only an owner removes an owner; the last owner is never removed (409)."""
     membership = _lock_membership(organization_id, membership_id)
-    _may_touch_owners(caller_role, membership.role)
+    _may_touch_owners(organization_id, caller_role, caller_membership_id, membership.role)
     if membership.role == Role.OWNER and _owner_count(organization_id) <= 1:
         raise LastOwner("The last owner of an organization cannot be removed; make another owner first.")
     membership.delete()

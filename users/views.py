@@ -167,15 +167,20 @@ class MemberViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     filter_backends = []
 
-    def _role(self) -> str | None:
-        return getattr(self.request.auth, "role", None)
+    def _caller(self) -> dict:
+        """Who asks, as the member services take it: the credential's role, and for a member's
+        token the membership (read again under the organization's lock, for owner changes)."""
+        return {
+            "caller_role": getattr(self.request.auth, "role", None),
+            "caller_membership_id": getattr(self.request.auth, "membership_id", None),
+        }
 
     @extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer}, summary="Add a member")
     def create(self, request):
         serializer = MemberCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         membership = services.membership_add(
-            organization_id=organization_of(request).pk, caller_role=self._role(), **serializer.validated_data
+            organization_id=organization_of(request).pk, **self._caller(), **serializer.validated_data
         )
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
@@ -192,7 +197,7 @@ class MemberViewSet(
         membership = services.membership_change_role(
             organization_id=organization_of(request).pk,
             membership_id=membership_id,
-            caller_role=self._role(),
+            **self._caller(),
             **serializer.validated_data,
         )
         return Response(MemberSerializer(membership).data)
@@ -202,7 +207,7 @@ class MemberViewSet(
         services.membership_remove(
             organization_id=organization_of(request).pk,
             membership_id=self.object_id(),
-            caller_role=self._role(),
+            **self._caller(),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
