@@ -7,11 +7,12 @@ bench/results/<date>-<profile>.md and the results block of bench/README.md.
 
 Options: --reseed (drop and seed even when the data is there), --workers N (skip the choice),
 --sweep-workers (measure 2, 4 and 5 workers and take the best; always on in full), --no-profile,
---port N (gunicorn's port; default: a free one).
+--port N (gunicorn's port; default: a free one), --label NAME (the summary's file name). The database
+is `billing_bench`, or BENCH_DATABASE.
 """
 
 # Here: the load run, the scale checks and main. The rest: config.py (profiles, environment),
-# dataset.py (seeding or reusing `billing_bench`), capture.py (the Django side: tokens, query counts,
+# dataset.py (seeding or reusing `billing_bench`), capture.py (the Django side: tokens, API keys, query counts,
 # pgbench scripts), seed.py, inproc.py, load.py and report.py.
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import load, report  # noqa: E402
-from bench.capture import create_body, pgbench_scripts, pools, query_counts, tokens  # noqa: E402
+from bench.capture import (  # noqa: E402
+    api_keys,
+    create_body,
+    credential,
+    pgbench_scripts,
+    pools,
+    query_counts,
+    tokens,
+)
 from bench.config import (  # noqa: E402
     DB_NAME,
     DEFAULT_WORKERS_PER_CORE,
@@ -63,8 +72,8 @@ def wrk_spec(name: str, ctx: dict, workdir: Path) -> dict:
 
 
 def _request_spec(name: str, ctx: dict, workdir: Path) -> dict:
-    token = ctx["tokens"]["bench_t01"]
-    if name == "ping":
+    token = credential(ctx, name)
+    if name in ("ping", "ping_key"):
         return {"mode": "get", "path": "/bench/ping/", "token": token}
     if name in ("list20", "list100"):
         return {"mode": "get", "path": f"/api/invoices/?page_size={name[4:]}", "token": token}
@@ -136,6 +145,7 @@ def load_run(
                 if name != "ping":  # the ceiling again, right before: outside load drifts
                     paired = load.wrk(connections=level, duration=pair, **ping_spec)["rps"]
                 row["http"][level] = load.wrk(connections=level, duration=profile.duration, **spec)
+                _check_answers(name, level, row["http"][level])
                 row["http"][level]["paired_ping_rps"] = paired
                 log(
                     f"wrk     {name:<8} c={level:<3} {_fmt(row['http'][level])} (ceiling just before: {paired})"
@@ -171,6 +181,17 @@ def load_run(
                     f"py-spy  {name}: {hotspots[name].get('samples')} samples; top self {hotspots[name].get('self', [])[:3]}"
                 )
     return {"endpoints": endpoints, "hotspots": hotspots}
+
+
+def _check_answers(name: str, level: int, run: dict) -> None:
+    """A non-2xx answer means the run measured something else than the endpoint (a refused token,
+    a request the API rejects): the figures would be meaningless, so the run stops."""
+    refused = run["error_detail"].get("status", 0)
+    if refused:
+        raise RuntimeError(
+            f"wrk {name} c={level}: {refused} of {run['requests']} answers were not 2xx; "
+            f"see the gunicorn log in {WORK}"
+        )
 
 
 def _fmt(r: dict) -> str:
@@ -238,14 +259,20 @@ def scale_checks(ctx: dict, profile: Profile, label: str) -> dict:
 
 
 def context_for(plan: Plan, port: int) -> dict:
+    """What the measurements need: tenant 1's organization (every request is its own) and first
+    customer, a token of every bench member, the API keys, the invoice pools."""
     from customers.models import Customer
+    from users.models import Organization
 
+    organization = Organization.objects.get(name="bench_t01")
     return {
         "plan": plan,
         "port": port,
+        "organization": organization.pk,
         "tokens": tokens(),
+        "api_keys": api_keys(),
         "pools": pools(),
-        "customer": Customer.objects.filter(owner__username="bench_t01")
+        "customer": Customer.objects.filter(organization=organization)
         .order_by("id")
         .values_list("id", flat=True)
         .first(),
@@ -269,6 +296,10 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--port", type=int, help="gunicorn's port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--no-readme", action="store_true", help="write the JSON only, leave bench/README.md")
+    parser.add_argument(
+        "--label",
+        help="name the summary bench/results/<date>-<label>-<profile>.md (default <date>-<profile>.md)",
+    )
     parser.add_argument("--duration", type=int, help="seconds per endpoint and level (overrides the profile)")
     parser.add_argument(
         "--levels", help="comma-separated connection counts (overrides the profile), e.g. 4,16"
@@ -317,6 +348,7 @@ def main() -> int:
     started = time.monotonic()
     result: dict = {
         "profile": profile.name,
+        "label": args.label,
         "date": dt.date.today().isoformat(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": {

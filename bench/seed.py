@@ -1,12 +1,15 @@
 """Fast, consistent seeding of `billing_bench` with PostgreSQL COPY.
 
-N tenants x M invoices, interleaved in creation order (invoice i of every tenant, then i + 1, ...),
+Each tenant is an organization with one user, its owner (a membership); the extra small tenant
+likewise. Organizations are spread over a few time zones (TIME_ZONES), as a shared deployment's are,
+so that mark_overdue runs its one statement per zone; tenant 1, the one every request is made for,
+is in UTC. N tenants x M invoices, interleaved in creation order (invoice i of every tenant, then i + 1, ...),
 so one tenant's rows are spread over the whole table as they would be in production. Each invoice
 has 1-5 lines and a status drawn from a realistic mix; paid and partly paid invoices have 1-3
 payments. All money is computed in integer cents with the app's rule (half-up to the cent), so
 every row satisfies the database's CHECK constraints and `verify_ledger` finds nothing.
 
-Ids are assigned here, deterministically (invoice id = i * N + tenant + 1, line id = invoice id * 5
+Ids are assigned here, deterministically (organization, user and membership id = tenant + 1; invoice id = i * N + tenant + 1, line id = invoice id * 5
 + position + 1, payment id = invoice id * 3 + k + 1), so batches are independent: a worker process
 generates the text of batch k + 1 while the main process COPYs batch k. Foreign-key triggers are
 off while loading (`session_replication_role = replica`, superuser only), and with them the triggers
@@ -58,6 +61,8 @@ COMPANIES = (
     "Soylent",
 )
 BATCH = 20_000  # invoices per COPY batch
+# Tenant t (from 0) is in TIME_ZONES[t % 3]; the small tenant in UTC.
+TIME_ZONES = ("UTC", "Europe/Berlin", "America/New_York")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class Plan:
     tiny_invoices: int  # the extra small tenant, for "does not grow with the data" checks
     seed: int = 20261125
     today: str = ""  # ISO date the data is relative to
+    # What the rows look like: a dataset seeded with another layout is seeded again, not reused.
+    layout: str = "organizations-1"
 
     @property
     def total_invoices(self) -> int:
@@ -160,7 +167,8 @@ def _invoice_rows(
             ref = f"REF-{invoice_id}-{k}" if rng.random() < 0.5 else ""
             out_pay.append(
                 f"{invoice_id * 3 + k + 1}\t{_ts(pay_ts)}\t{_ts(pay_ts)}\t{_cents(amount)}\t"
-                f"{rng.choice(METHODS)}\t{ref}\t{pay_day.isoformat()}\t{invoice_id}\t{organization_id}\n"
+                f"{rng.choice(METHODS)}\t{ref}\t{pay_day.isoformat()}\t{invoice_id}\t{organization_id}\t"
+                f"{organization_id}\n"
             )
             amount_paid += amount
         if amount_paid == total:
@@ -173,7 +181,8 @@ def _invoice_rows(
     out_inv.append(
         f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{rng.choice(CURRENCIES)}\t"
         f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{_cents(subtotal)}\t{_cents(tax_total)}\t"
-        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{organization_id}\t0\n"
+        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{organization_id}\t0\t"
+        f"{organization_id}\n"
     )
 
 
@@ -259,10 +268,13 @@ class _Progress:
 
 INVOICE_COLS = (
     "id, created_at, updated_at, number, status, currency, issue_date, due_date, notes, subtotal, "
-    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, organization_id, version"
+    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, organization_id, version, created_by_user_id"
 )
 LINE_COLS = "id, position, description, quantity, unit_price, tax_rate, amount, tax_amount, invoice_id, organization_id"
-PAYMENT_COLS = "id, created_at, updated_at, amount, method, reference, paid_at, invoice_id, organization_id"
+PAYMENT_COLS = (
+    "id, created_at, updated_at, amount, method, reference, paid_at, invoice_id, organization_id, "
+    "created_by_user_id"
+)
 
 
 def _copy(cur, table: str, cols: str, text: str) -> None:
@@ -279,16 +291,35 @@ def seed(conn, plan: Plan) -> dict:
     cur.execute("SET session_replication_role = replica")  # FK triggers off; checked afterwards
     cur.execute("SET synchronous_commit = off")
     organizations = plan.tenants + (1 if plan.tiny_invoices else 0)
+    # One user per organization, its owner: user, organization and membership ids are all u + 1 (the
+    # invoices' and payments' created_by_user is their organization's id). The password is unusable.
     users = "".join(
         f"{u + 1}\t!\t\\N\tf\t{_username(u, plan)}\t\t\t{_username(u, plan)}@bench.example\tf\tt\t{_ts(now)}\n"
         for u in range(organizations)
     )
     _copy(
         cur,
-        "auth_user",
+        "users_user",
         "id, password, last_login, is_superuser, username, first_name, last_name, email, is_staff, "
         "is_active, date_joined",
         users,
+    )
+    _copy(
+        cur,
+        "users_organization",
+        "id, name, legal_name, email, phone, address, tax_id, time_zone, default_currency, invoice_prefix, "
+        "payment_terms_days, invoice_footer, reminder_days, created_at, updated_at",
+        "".join(
+            f"{u + 1}\t{_username(u, plan)}\t\t{_username(u, plan)}@bench.example\t\t\t\t{_time_zone(u, plan)}\t"
+            f"USD\tINV-\t30\t\t[-3, 1, 7, 14]\t{_ts(now)}\t{_ts(now)}\n"
+            for u in range(organizations)
+        ),
+    )
+    _copy(
+        cur,
+        "users_membership",
+        "id, role, created_at, user_id, organization_id",
+        "".join(f"{u + 1}\towner\t{_ts(now)}\t{u + 1}\t{u + 1}\n" for u in range(organizations)),
     )
     customers = []
     for u in range(organizations):
@@ -331,7 +362,7 @@ def seed(conn, plan: Plan) -> dict:
         "SELECT organization_id, COALESCE(MAX(SUBSTRING(number FROM 5)::bigint), 0) + 1 FROM invoices_invoice "
         "WHERE number LIKE 'INV-%' GROUP BY organization_id"
     )
-    for table in ("auth_user", "customers_customer", "invoices_invoice", "invoices_line", "payments_payment"):
+    for table in SEQUENCED_TABLES:
         cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
     refill_totals(cur)  # the (disabled) triggers would have kept them
     cur.execute("SET session_replication_role = DEFAULT")
@@ -356,15 +387,34 @@ def seed(conn, plan: Plan) -> dict:
     }
 
 
+SEQUENCED_TABLES = (
+    "users_user",
+    "users_organization",
+    "users_membership",
+    "customers_customer",
+    "invoices_invoice",
+    "invoices_line",
+    "payments_payment",
+)
+
+
 def _username(u: int, plan: Plan) -> str:
+    """Organization u's name, and its owner's username."""
     return f"bench_t{u + 1:02d}" if u < plan.tenants else "bench_tiny"
+
+
+def _time_zone(u: int, plan: Plan) -> str:
+    return TIME_ZONES[u % len(TIME_ZONES)] if u < plan.tenants else "UTC"
 
 
 ORPHAN_CHECKS = {
     "lines without invoice": "SELECT count(*) FROM invoices_line l LEFT JOIN invoices_invoice i ON i.id = l.invoice_id WHERE i.id IS NULL OR i.organization_id <> l.organization_id",
     "payments without invoice": "SELECT count(*) FROM payments_payment p LEFT JOIN invoices_invoice i ON i.id = p.invoice_id WHERE i.id IS NULL OR i.organization_id <> p.organization_id",
     "invoices without customer": "SELECT count(*) FROM invoices_invoice i LEFT JOIN customers_customer c ON c.id = i.customer_id WHERE c.id IS NULL OR c.organization_id <> i.organization_id",
-    "customers without organization": "SELECT count(*) FROM customers_customer c LEFT JOIN auth_user u ON u.id = c.organization_id WHERE u.id IS NULL",
+    "customers without organization": "SELECT count(*) FROM customers_customer c LEFT JOIN users_organization o ON o.id = c.organization_id WHERE o.id IS NULL",
+    "memberships without user or organization": "SELECT count(*) FROM users_membership m LEFT JOIN users_user u ON u.id = m.user_id LEFT JOIN users_organization o ON o.id = m.organization_id WHERE u.id IS NULL OR o.id IS NULL",
+    "invoices made by no member": "SELECT count(*) FROM invoices_invoice i LEFT JOIN users_membership m ON m.user_id = i.created_by_user_id AND m.organization_id = i.organization_id WHERE i.created_by_user_id IS NOT NULL AND m.id IS NULL",
+    "payments made by no member": "SELECT count(*) FROM payments_payment p LEFT JOIN users_membership m ON m.user_id = p.created_by_user_id AND m.organization_id = p.organization_id WHERE p.created_by_user_id IS NOT NULL AND m.id IS NULL",
 }
 
 
@@ -419,12 +469,14 @@ def refill_totals(cur) -> None:
     """InvoiceTotals computed afresh from the invoices, as its migration fills it (for when the
     triggers were off). Run it in a transaction that holds writers off, or with none running."""
     cur.execute("DELETE FROM invoices_invoicetotals")
-    cur.execute(import_module("invoices.migrations.0003_invoice_totals").FILL["postgresql"])
+    cur.execute(import_module("invoices.migrations.0002_invoice_totals").FILL["postgresql"])
 
 
 def restore(conn) -> None:
     """Undo what a bench run wrote, back to the seeded state: invoices created, payments recorded,
-    statuses moved by mark_overdue, idempotency keys."""
+    statuses moved by mark_overdue and their history, idempotency keys. The run's tokens and API
+    keys stay until the next run makes its own (bench/capture.py): the load runs between restores
+    use them."""
     cur = conn.cursor()
     cur.execute("SELECT value FROM bench_meta WHERE key = 'seed'")
     meta = cur.fetchone()[0]
@@ -442,6 +494,8 @@ def restore(conn) -> None:
         "WHERE i.id = s.id AND i.status <> s.status"
     )
     cur.execute("DELETE FROM billing_idempotencykey")  # billing.models.IdempotencyKey
+    # The seed records no status change: every row is a run's (mark_overdue, a payment in full).
+    cur.execute("DELETE FROM invoices_invoicestatuschange")
     conn.commit()
 
 

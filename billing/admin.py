@@ -8,6 +8,10 @@ the page, with everything of the request rolled back (the admin runs each change
 instead of a 500. A save that changes nothing writes nothing: no service call, no UPDATE, no
 "No fields changed." entry in the admin's log. The bulk "delete selected" action, which deletes a
 queryset without the services, is not offered.
+
+Every owned object's list shows its organization and filters and searches by it; the organization
+is chosen when an object is made and read-only after (a row never moves to another tenant). What an
+operator creates records them as its `created_by`, as the API records the member or key.
 """
 
 from django.contrib import admin, messages
@@ -19,54 +23,10 @@ from billing.exceptions import BillingError
 from billing.models import IdempotencyKey
 
 
-class ServiceWriteAdmin(admin.ModelAdmin):
-    def get_readonly_fields(self, request, obj=None):
-        readonly = list(super().get_readonly_fields(request, obj))
-        if obj is not None and "organization" not in readonly:
-            readonly.append("organization")  # an object never moves to another organization
-        return readonly
-
-    # Each admin names its services: create(organization, fields) -> the new object, update(obj, changed)
-    # with only the fields the operator changed, delete(obj).
-    def create_object(self, organization, fields: dict):
-        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
-
-    def update_object(self, obj, changed: dict) -> None:
-        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
-
-    def delete_object(self, obj) -> None:
-        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            if changed:
-                self.update_object(obj, changed)
-        else:
-            fields = {name: value for name, value in form.cleaned_data.items() if name != "organization"}
-            obj.pk = self.create_object(obj.organization, fields).pk
-
-    def delete_model(self, request, obj):
-        self.delete_object(obj)
-
-    def log_change(self, request, obj, message):
-        if not message:  # neither the form nor an inline changed: nothing was written, log nothing
-            obj._admin_saved_nothing = True
-            return None
-        return super().log_change(request, obj, message)
-
-    def response_change(self, request, obj):
-        if not getattr(obj, "_admin_saved_nothing", False):
-            return super().response_change(request, obj)
-        self.message_user(request, f"Nothing changed: {obj} was not saved.", messages.INFO)
-        if "_continue" in request.POST:
-            return HttpResponseRedirect(request.get_full_path())
-        return self.response_post_save_change(request, obj)
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+class RefusalsAsMessages:
+    """A service's refusal (a domain error, or the object gone meanwhile) during a save or a delete
+    becomes a message on the page, with everything of the request rolled back (the admin runs each
+    change in a transaction), instead of a 500."""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -92,6 +52,57 @@ class ServiceWriteAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(url)
 
 
+class ServiceWriteAdmin(RefusalsAsMessages, admin.ModelAdmin):
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        owned = any(field.name == "organization" for field in self.opts.fields)
+        if owned and obj is not None and "organization" not in readonly:
+            readonly.append("organization")  # an object never moves to another organization
+        return readonly
+
+    # Each admin names its services: create(organization, fields, actor=the operator) -> the new
+    # object, update(obj, changed) with only the fields the operator changed, delete(obj).
+    def create_object(self, organization, fields: dict, *, actor):
+        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
+
+    def update_object(self, obj, changed: dict) -> None:
+        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
+
+    def delete_object(self, obj) -> None:
+        raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            if changed:
+                self.update_object(obj, changed)
+        else:
+            fields = {name: value for name, value in form.cleaned_data.items() if name != "organization"}
+            obj.pk = self.create_object(obj.organization, fields, actor=request.user).pk
+
+    def delete_model(self, request, obj):
+        self.delete_object(obj)
+
+    def log_change(self, request, obj, message):
+        if not message:  # neither the form nor an inline changed: nothing was written, log nothing
+            obj._admin_saved_nothing = True
+            return None
+        return super().log_change(request, obj, message)
+
+    def response_change(self, request, obj):
+        if not getattr(obj, "_admin_saved_nothing", False):
+            return super().response_change(request, obj)
+        self.message_user(request, f"Nothing changed: {obj} was not saved.", messages.INFO)
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(request.get_full_path())
+        return self.response_post_save_change(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Operators can look, never write: these rows are the ledger."""
 
@@ -108,6 +119,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(IdempotencyKey)
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
     list_display = ["key", "organization", "operation", "response_status", "created_at"]
-    list_filter = ["operation", "response_status"]
+    list_filter = ["organization", "operation", "response_status"]
     search_fields = ["key", "organization__name"]
     list_select_related = ["organization"]

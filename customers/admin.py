@@ -14,8 +14,8 @@ class CustomerAdmin(ServiceWriteAdmin):
     readonly_fields = ["created_at", "updated_at"]
     raw_id_fields = ["organization"]
 
-    def create_object(self, organization, fields):
-        return customer_create(organization=organization, **fields)
+    def create_object(self, organization, fields, *, actor):
+        return customer_create(organization=organization, **fields)  # a customer records no creator
 
     def update_object(self, obj, changed):
         customer_update(organization=obj.organization, customer_id=obj.pk, **changed)

@@ -4,7 +4,7 @@ from django.db.models import F
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from billing.admin import ServiceWriteAdmin
+from billing.admin import ReadOnlyAdmin, ServiceWriteAdmin
 from billing.exceptions import NotEditable
 from invoices.models import Invoice, InvoiceStatusChange
 from invoices.services import (
@@ -71,6 +71,22 @@ class InvoiceStatusChangeInline(admin.TabularInline):
         return False
 
 
+@admin.register(InvoiceStatusChange)
+class InvoiceStatusChangeAdmin(ReadOnlyAdmin):
+    """Every organization's status changes in one list (each invoice's page shows its own)."""
+
+    list_display = ["changed_at", "invoice", "organization", "from_status", "to_status", "by"]
+    list_filter = ["organization", "to_status", "changed_at"]
+    search_fields = ["invoice__number", "organization__name"]
+    list_select_related = ["invoice", "organization", "actor_user", "actor_api_key"]
+    date_hierarchy = "changed_at"
+    ordering = ["-changed_at", "-id"]
+
+    @admin.display(description="by")
+    def by(self, change):
+        return change.actor_user or change.actor_api_key or "system"
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(ServiceWriteAdmin):
     """Operators change what an invoice's state allows (a draft everything but its lines, an issued
@@ -91,7 +107,7 @@ class InvoiceAdmin(ServiceWriteAdmin):
         "amount_paid",
         "balance_due",
     ]
-    list_filter = ["status", "currency", "issue_date", "due_date"]
+    list_filter = ["organization", "status", "currency", "issue_date", "due_date"]
     search_fields = ["number", "customer__name", "organization__name"]
     list_select_related = ["customer", "organization"]
     date_hierarchy = "issue_date"
@@ -119,7 +135,8 @@ class InvoiceAdmin(ServiceWriteAdmin):
         editable = obj.editable_fields() - {"lines"}
         frozen = [f.name for f in Invoice._meta.concrete_fields if f.name not in editable and f.editable]
         at = frozen.index("amount_paid") + 1
-        return [*frozen[:at], "balance_due", *frozen[at:], "lines_table"]
+        # created_by: the member or API key that made it (`Invoice.created_by`), "-" for neither.
+        return [*frozen[:at], "balance_due", *frozen[at:], "created_by", "lines_table"]
 
     def get_inline_instances(self, request, obj=None):
         # A new invoice has no history and no payments (and its add form posts no inline data).
@@ -171,6 +188,14 @@ class InvoiceAdmin(ServiceWriteAdmin):
     def has_delete_permission(self, request, obj=None):
         return obj is None or obj.can_delete()
 
+    def get_deleted_objects(self, objs, request):
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Status history is never deleted by an operator, so its admin grants no delete: a draft
+        # has none, and one that has some was issued meanwhile, which `invoice_delete` refuses
+        # with its reason. Without this, that race would end in a bare 403 instead.
+        perms_needed = perms_needed - {str(InvoiceStatusChange._meta.verbose_name)}
+        return deleted, model_count, perms_needed, protected
+
     @staticmethod
     def _service_fields(fields: dict) -> dict:
         fields = dict(fields)
@@ -178,8 +203,8 @@ class InvoiceAdmin(ServiceWriteAdmin):
             fields["customer_id"] = fields.pop("customer").pk
         return fields
 
-    def create_object(self, organization, fields):
-        return invoice_create(organization=organization, **self._service_fields(fields))
+    def create_object(self, organization, fields, *, actor):
+        return invoice_create(organization=organization, actor=actor, **self._service_fields(fields))
 
     def update_object(self, obj, changed):
         invoice_update(organization=obj.organization, invoice_id=obj.pk, **self._service_fields(changed))

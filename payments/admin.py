@@ -28,10 +28,15 @@ class PaymentAdmin(ReadOnlyAdmin):
         "paid_at",
         "created_at",
     ]
-    list_filter = ["method", "paid_at"]
+    list_filter = ["organization", "method", "paid_at"]
     search_fields = ["reference", "invoice__number", "organization__name"]
     list_select_related = ["invoice", "organization"]
     date_hierarchy = "paid_at"
+    # The member or API key that recorded it (`Payment.created_by`), "-" for neither.
+    readonly_fields = ["created_by"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by_user", "created_by_api_key")
 
     @admin.display(description="invoice", ordering="invoice__number")
     def invoice_link(self, payment):
@@ -47,12 +52,15 @@ class PaymentInline(admin.TabularInline):
     """The invoice's payments, oldest first, each linked to its own (read-only) page."""
 
     model = Payment
-    fields = ["paid_at", "amount", "method", "reference", "created_at"]
+    fields = ["paid_at", "amount", "method", "reference", "created_by", "created_at"]
     readonly_fields = fields
     ordering = ["paid_at", "id"]
     extra = 0
     can_delete = False
     show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by_user", "created_by_api_key")
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -1,12 +1,16 @@
 """What an operator sees in the admin, and what a save there writes (or does not).
 
-The invoice's page shows its payments, its balance due and its status history; a paid or void
-invoice's page offers nothing to save; a save that changes nothing writes nothing. `seed_demo`
-makes the operator a new user logs in with.
+The invoice's page shows its payments, its balance due, its status history and who made it; a paid
+or void invoice's page offers nothing to save; a save that changes nothing writes nothing. Every
+owned list shows and filters by organization. An organization's page holds its settings (checked as
+the API checks them), its members (changed through the services, never leaving it without an owner)
+and its API keys (shown, revoked, never made). `seed_demo` makes the demo organization, its members,
+an API key printed once, and the operator a new user logs in with.
 """
 
 import io
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -14,17 +18,35 @@ from pathlib import Path
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
-from invoices.models import Invoice
+from billing.models import IdempotencyKey
+from customers.models import Customer
+from invoices.models import Invoice, InvoiceStatusChange
 from invoices.services import invoice_void
 from payments.models import Payment
 from payments.services import payment_record
-from tests.admin_helpers import change_form_data, change_url, form_as_posted, messages_of, operator_client
+from tests.admin_helpers import (
+    add_url,
+    change_form_data,
+    change_url,
+    commit_in_another_thread,
+    delete_url,
+    form_as_posted,
+    messages_of,
+    operator_client,
+)
+from tests.conftest import PASSWORD, key_client, member_of
 from tests.factories import org
+from tests.live.admin_form import PostedFields
+from users.admin import MembershipFormSet
+from users.models import ApiKey, Membership, Organization
+from users.services import LastOwner, membership_change_role
 
 D = Decimal
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,6 +332,501 @@ def test_payments_link_to_their_invoice_in_the_list_and_on_their_page(alice, mak
     assert Payment.objects.get(pk=payment.pk).amount == D("10.00")
 
 
+# --- organization on every owned list -----------------------------------------------------------
+
+
+def _books_of_two_organizations(alice, bob, make_invoice):
+    for owner in (alice, bob):
+        invoice = make_invoice(owner, amount="50.00")  # a customer, an invoice, its status change
+        pay(owner, invoice, "10.00")
+        IdempotencyKey.objects.create(
+            organization=org(owner),
+            key=f"{owner}-1",
+            operation="payment_record",
+            fingerprint="0" * 64,
+            response_status=201,
+            response_body="{}",
+        )
+
+
+OWNED_LISTS = {
+    "customer": (Customer, "/admin/customers/customer/"),
+    "invoice": (Invoice, "/admin/invoices/invoice/"),
+    "payment": (Payment, "/admin/payments/payment/"),
+    "status change": (InvoiceStatusChange, "/admin/invoices/invoicestatuschange/"),
+    "idempotency key": (IdempotencyKey, "/admin/billing/idempotencykey/"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", OWNED_LISTS)
+def test_every_owned_list_shows_and_filters_by_organization(alice, bob, make_invoice, name):
+    model, url = OWNED_LISTS[name]
+    _books_of_two_organizations(alice, bob, make_invoice)
+    operator = operator_client()
+
+    everything = operator.get(url)
+    only_alices = operator.get(f"{url}?organization__id__exact={org(alice).pk}")
+    searched = operator.get(f"{url}?q=bob")
+
+    assert "organization" in [h["text"].lower() for h in everything.context["result_headers"]]
+    assert "organization" in [spec.title for spec in everything.context["cl"].filter_specs]  # the sidebar
+    assert {row.organization_id for row in everything.context["cl"].result_list} == {
+        org(alice).pk,
+        org(bob).pk,
+    }
+    assert only_alices.status_code == 200
+    alices = only_alices.context["cl"].result_list
+    assert len(alices) == model.objects.filter(organization=org(alice)).count() > 0
+    assert {row.organization_id for row in alices} == {org(alice).pk}
+    assert {row.organization_id for row in searched.context["cl"].result_list} == {org(bob).pk}
+
+
+@pytest.mark.django_db
+def test_an_objects_organization_is_read_only_once_it_exists(alice, alice_customer, make_invoice):
+    operator = operator_client()
+    for obj in (alice_customer, make_invoice(alice, send=False)):
+        form = operator.get(change_url(obj)).context["adminform"].form
+        assert "organization" not in form.fields
+    assert "organization" in operator.get(add_url(Invoice)).context["adminform"].form.fields
+
+
+# --- who made it -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_invoice_created_in_the_admin_is_recorded_as_the_operators(alice_org, alice_customer):
+    operator = operator_client()
+    data = {
+        "organization": alice_org.pk,
+        "customer": alice_customer.pk,
+        "currency": "EUR",
+        "issue_date": "2026-01-01",
+        "due_date": "2026-02-01",
+        "notes": "from the admin",
+        "number": "",
+    }
+
+    response = operator.post(add_url(Invoice), data)
+
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    invoice = Invoice.objects.get()
+    assert invoice.organization == alice_org
+    assert invoice.created_by_user.username == "operator"
+    assert invoice.created_by_api_key is None
+    assert shown(operator.get(change_url(invoice)).context["adminform"])["created_by"] == "operator"
+
+
+@pytest.mark.django_db
+def test_the_payment_page_and_the_invoice_page_say_who_recorded_each_payment(alice_org, make_invoice):
+    invoice = make_invoice(alice_org, amount="100.00")
+    client, api_key = key_client(alice_org, role="member")
+    body = {"invoice": invoice.pk, "amount": "30.00", "method": "card"}
+    by_key = Payment.objects.get(pk=client.post("/api/payments/", body, format="json").json()["id"])
+    by_member = payment_record(
+        organization=alice_org,
+        invoice_id=invoice.pk,
+        amount=D("5.00"),
+        method="cash",
+        actor=org_owner(alice_org),
+    )
+    operator = operator_client()
+
+    assert shown(operator.get(change_url(by_key)).context["adminform"])["created_by"] == str(api_key)
+    assert shown(operator.get(change_url(by_member)).context["adminform"])["created_by"] == "alice"
+    rows = [shown(row) for row in inline_of(operator.get(change_url(invoice)), "Payment")]
+    assert [row["created_by"] for row in rows] == [str(api_key), "alice"]
+
+
+@pytest.mark.django_db
+def test_the_status_history_names_the_api_key_that_made_a_change(alice_org, make_invoice):
+    invoice = make_invoice(alice_org, amount="10.00")
+    client, api_key = key_client(alice_org)
+    assert client.post(f"/api/invoices/{invoice.pk}/void/").status_code == 200
+
+    response = operator_client().get(change_url(invoice))
+
+    rows = [shown(row) for row in inline_of(response, "InvoiceStatusChange")]
+    assert [row["by"] for row in rows] == ["system", str(api_key)]
+
+
+def org_owner(organization):
+    return Membership.objects.get(organization=organization, role="owner").user
+
+
+# --- an organization's page: settings, members, API keys -----------------------------------------
+
+MEMBERS = "memberships"  # the members inline's form prefix
+
+
+def row_of(data: dict, membership) -> str:
+    """The form prefix of `membership`'s row in a posted members inline."""
+    (row,) = [
+        key.removesuffix("id")
+        for key, value in data.items()
+        if key.endswith("-id") and value == str(membership.pk)
+    ]
+    return row
+
+
+def roles_of(organization) -> dict[str, str]:
+    return dict(Membership.objects.filter(organization=organization).values_list("user__username", "role"))
+
+
+def writes_in(queries) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith(("UPDATE", "INSERT", "DELETE")) and "django_session" not in q["sql"]
+    ]
+
+
+def add_form_as_posted(client: Client, model, **changes) -> dict:
+    """The add page of `model` as a browser would post it (read from its HTML), with `changes`."""
+    response = client.get(add_url(model))
+    assert response.status_code == 200
+    parser = PostedFields()
+    parser.feed(response.content.decode())
+    parser.fields.pop("csrfmiddlewaretoken", None)
+    return {**parser.fields, **changes}
+
+
+@pytest.mark.django_db
+def test_the_organization_page_shows_its_members_and_its_api_keys_but_no_secret(alice, alice_org):
+    member_of(alice_org, "carol", "member")
+    _, api_key = key_client(alice_org, role="viewer", expires_at=None)
+
+    response = operator_client().get(change_url(alice_org))
+
+    assert response.status_code == 200
+    members = [
+        (row.form.instance.user.username, row.form.instance.role)
+        for row in inline_of(response, "Membership")
+        if row.form.instance.pk
+    ]
+    assert members == [("alice", "owner"), ("carol", "member")]
+    (key_row,) = [shown(row) for row in inline_of(response, "ApiKey")]
+    assert (key_row["name"], key_row["prefix"], key_row["role"]) == ("viewer key", api_key.prefix, "Viewer")
+    keys = inline_of(response, "ApiKey")
+    assert (keys.has_add_permission, keys.has_change_permission, keys.has_delete_permission) == (False,) * 3
+    assert api_key.digest not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_organization_page_saves_settings_and_members_through_the_services(
+    alice, alice_org, django_user_model
+):
+    carol = member_of(alice_org, "carol", "member")
+    dave = django_user_model.objects.create_user("dave", password="x")
+    operator = operator_client()
+    data = form_as_posted(operator, alice_org, legal_name="Alice Billing Ltd", time_zone="Pacific/Auckland")
+    data[row_of(data, Membership.objects.get(user=carol, organization=alice_org)) + "role"] = "admin"
+    data[f"{MEMBERS}-2-user"], data[f"{MEMBERS}-2-role"] = str(dave.pk), "viewer"  # the blank row
+
+    response = operator.post(change_url(alice_org), {**data, "_save": "Save"})
+
+    assert response.status_code == 302, (
+        response.context and response.context["inline_admin_formsets"][0].formset.errors
+    )
+    alice_org.refresh_from_db()
+    assert (alice_org.legal_name, alice_org.time_zone, alice_org.name) == (
+        "Alice Billing Ltd",
+        "Pacific/Auckland",
+        "alice",
+    )
+    assert roles_of(alice_org) == {"alice": "owner", "carol": "admin", "dave": "viewer"}
+    message = LogEntry.objects.get().get_change_message()
+    assert "Changed Legal name and Time zone." in message
+    assert "Added member" in message
+    assert "Changed Role for member" in message
+
+
+@pytest.mark.django_db
+def test_saving_an_unchanged_organization_page_writes_nothing(alice, alice_org):
+    member_of(alice_org, "carol", "viewer")
+    key_client(alice_org)
+    operator = operator_client()
+    data = form_as_posted(operator, alice_org, _save="Save")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = operator.post(change_url(alice_org), data, follow=True)
+
+    assert response.redirect_chain[0][1] == 302
+    assert writes_in(queries) == []
+    assert any("Nothing changed" in m for m in messages_of(response))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("change", ["demote", "remove"])
+def test_the_organization_page_refuses_to_leave_it_without_an_owner(alice, alice_org, change):
+    member_of(alice_org, "carol", "admin")
+    owner = Membership.objects.get(user=alice, organization=alice_org)
+    operator = operator_client()
+    data = form_as_posted(operator, alice_org, legal_name="Not saved either", _save="Save")
+    if change == "demote":
+        data[row_of(data, owner) + "role"] = "admin"
+    else:
+        data[row_of(data, owner) + "DELETE"] = "on"
+
+    with CaptureQueriesContext(connection) as queries:
+        response = operator.post(change_url(alice_org), data)
+
+    assert response.status_code == 200  # the form again, with the error
+    (error,) = inline_of(response, "Membership").formset.non_form_errors()
+    assert "always keeps an owner" in error
+    assert "always keeps an owner" in response.content.decode()
+    assert writes_in(queries) == []
+    assert roles_of(alice_org) == {"alice": "owner", "carol": "admin"}
+    alice_org.refresh_from_db()
+    assert alice_org.legal_name == ""
+    assert not LogEntry.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_owner_demoted_meanwhile_never_leaves_the_organization_without_one(alice, alice_org, monkeypatch):
+    """The form counted two owners; between its check and the save, another writer demotes the
+    other owner. The service decides on the locked organization: one demotion wins, never both."""
+    carol = member_of(alice_org, "carol", "owner")
+    carols = Membership.objects.get(user=carol, organization=alice_org)
+    operator = operator_client()
+    data = form_as_posted(operator, alice_org, _save="Save")
+    data[row_of(data, Membership.objects.get(user=alice, organization=alice_org)) + "role"] = "admin"
+
+    def demote_carol():
+        try:
+            membership_change_role(
+                organization_id=alice_org.pk, membership_id=carols.pk, role="admin", caller_role="owner"
+            )
+        except LastOwner:
+            return "refused"
+        return "demoted"
+
+    joins = []
+    checked = MembershipFormSet._check_owners_remain
+
+    def check_then_race(self, changes):
+        checked(self, changes)
+        if not joins:
+            joins.append(commit_in_another_thread(demote_carol))
+
+    monkeypatch.setattr(MembershipFormSet, "_check_owners_remain", check_then_race)
+    response = operator.post(change_url(alice_org), data, follow=True)
+    other = joins[0]()
+
+    assert response.redirect_chain[0][1] == 302
+    if connection.vendor == "postgresql":  # the other demotion committed first: the admin's is refused
+        assert other == "demoted"
+        assert roles_of(alice_org) == {"alice": "owner", "carol": "admin"}
+        assert any("Not saved: The last owner" in m for m in messages_of(response))
+    else:  # SQLite: the admin's transaction held the write lock, so the other writer came second
+        assert other == "refused"
+        assert roles_of(alice_org) == {"alice": "admin", "carol": "owner"}
+
+
+@pytest.mark.django_db
+def test_staff_who_are_not_superusers_act_as_admins_and_never_grant_owner(
+    alice, alice_org, django_user_model
+):
+    carol = member_of(alice_org, "carol", "member")
+    clerk = django_user_model.objects.create_user("clerk", password="x", is_staff=True)
+    clerk.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="users",
+            codename__in=["view_organization", "change_organization", "view_user", "change_membership"],
+        )
+    )
+    staff = Client()
+    staff.force_login(clerk)
+    data = form_as_posted(staff, alice_org, _save="Save")
+    row = row_of(data, Membership.objects.get(user=carol, organization=alice_org))
+
+    refused = staff.post(change_url(alice_org), {**data, row + "role": "owner"})
+    allowed = staff.post(change_url(alice_org), {**data, row + "role": "admin"})
+
+    assert refused.status_code == 200
+    assert "Only an owner grants" in str(inline_of(refused, "Membership").formset.non_form_errors())
+    assert allowed.status_code == 302
+    assert roles_of(alice_org) == {"alice": "owner", "carol": "admin"}
+
+
+@pytest.mark.django_db
+def test_one_save_may_hand_the_ownership_over(alice, alice_org):
+    carol = member_of(alice_org, "carol", "member")
+    operator = operator_client()
+    data = form_as_posted(operator, alice_org, _save="Save")
+    data[row_of(data, Membership.objects.get(user=alice, organization=alice_org)) + "role"] = "member"
+    data[row_of(data, Membership.objects.get(user=carol, organization=alice_org)) + "role"] = "owner"
+
+    assert operator.post(change_url(alice_org), data).status_code == 302  # the promotion goes first
+
+    assert roles_of(alice_org) == {"alice": "member", "carol": "owner"}
+
+
+@pytest.mark.django_db
+def test_the_organization_page_refuses_a_second_membership_of_a_member(alice, alice_org):
+    carol = member_of(alice_org, "carol", "member")
+    operator = operator_client()
+    data = form_as_posted(operator, alice_org, _save="Save")
+    data[f"{MEMBERS}-2-user"], data[f"{MEMBERS}-2-role"] = str(carol.pk), "viewer"
+
+    response = operator.post(change_url(alice_org), data)
+
+    assert response.status_code == 200
+    formset = inline_of(response, "Membership").formset
+    assert formset.errors[2] == {"__all__": ["Please correct the duplicate values below."]}
+    assert "duplicate data for user" in str(formset.non_form_errors())
+    assert roles_of(alice_org) == {"alice": "owner", "carol": "member"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("time_zone", "Mars/Olympus_Mons"),
+        ("invoice_prefix", "INV #"),
+        ("reminder_days", "[1, 1]"),
+        ("default_currency", "HRK"),
+    ],
+)
+def test_an_invalid_setting_is_a_form_error_and_nothing_is_saved(alice_org, field, value):
+    operator = operator_client()
+    before = Organization.objects.filter(pk=alice_org.pk).values().get()
+    data = form_as_posted(operator, alice_org, name="Renamed", **{field: value}, _save="Save")
+
+    response = operator.post(change_url(alice_org), data)
+
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == [field]
+    assert Organization.objects.filter(pk=alice_org.pk).values().get() == before
+
+
+@pytest.mark.django_db
+def test_a_new_organization_needs_an_owner_and_gets_the_one_named(alice):
+    operator = operator_client()
+    data = add_form_as_posted(operator, Organization, name="Wayne Billing", _save="Save")
+
+    refused = operator.post(add_url(Organization), data)
+
+    assert refused.status_code == 200
+    assert "needs an owner" in str(inline_of(refused, "Membership").formset.non_form_errors())
+    assert not Organization.objects.filter(name="Wayne Billing").exists()
+
+    data[f"{MEMBERS}-0-user"], data[f"{MEMBERS}-0-role"] = str(alice.pk), "owner"
+    assert operator.post(add_url(Organization), data).status_code == 302
+    made = Organization.objects.get(name="Wayne Billing")
+    assert roles_of(made) == {"alice": "owner"}
+    assert (made.invoice_prefix, made.payment_terms_days, made.reminder_days) == ("INV-", 30, [-3, 1, 7, 14])
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_api_key_admin_lists_and_revokes_keys_and_never_makes_one(alice_org, bob_org):
+    client, api_key = key_client(alice_org)
+    _, bobs = key_client(bob_org)
+    assert client.get("/api/me/").status_code == 200
+    operator = operator_client()
+
+    assert operator.get(add_url(ApiKey)).status_code == 403
+    page = operator.get(change_url(api_key))
+    assert page.context["adminform"].form.fields == {}  # every field read-only, the digest too
+    assert shown(page.context["adminform"])["digest"] == api_key.digest
+    listing = operator.get(f"/admin/users/apikey/?organization__id__exact={alice_org.pk}")
+    assert [key.pk for key in listing.context["cl"].result_list] == [api_key.pk]
+
+    response = operator.post(
+        "/admin/users/apikey/", {"action": "revoke", "_selected_action": [api_key.pk]}, follow=True
+    )
+
+    assert "1 API keys revoked." in messages_of(response)
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
+    assert client.get("/api/me/").status_code == 401  # at once
+    bobs.refresh_from_db()
+    assert bobs.revoked_at is None
+    revoked = operator.get("/admin/users/apikey/?revoked=yes").context["cl"].result_list
+    assert [key.pk for key in revoked] == [api_key.pk]
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_user_pages_render_and_a_user_is_added_with_no_membership(alice, bob_org, django_user_model):
+    Membership.objects.create(organization=bob_org, user=alice, role="viewer")
+    operator = operator_client()
+
+    listing = operator.get(f"/admin/users/user/?memberships__organization__id__exact={bob_org.pk}")
+    page = operator.get(change_url(alice))
+    added = operator.post(
+        add_url(django_user_model),
+        {"username": "erin", "password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"},
+    )
+
+    assert sorted(user.username for user in listing.context["cl"].result_list) == ["alice", "bob"]
+    memberships = [row.form.instance for row in inline_of(page, "Membership") if row.form.instance.pk]
+    assert [(m.organization.name, m.role) for m in memberships] == [("alice", "owner"), ("bob", "viewer")]
+    assert added.status_code == 302
+    erin = django_user_model.objects.get(username="erin")
+    assert erin.check_password(PASSWORD)
+    assert not Membership.objects.filter(user=erin).exists()
+
+
+@pytest.mark.django_db
+def test_the_last_owner_of_an_organization_cannot_be_deleted(alice, alice_org):
+    operator = operator_client()
+
+    confirm = operator.get(delete_url(alice))
+    response = operator.post(delete_url(alice), {"post": "yes"})
+
+    for page in (confirm, response):
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "Cannot delete" in html
+        assert "alice (its last owner)" in html
+    assert Membership.objects.filter(user=alice, organization=alice_org, role="owner").exists()
+
+
+@pytest.mark.django_db
+def test_a_user_who_is_not_the_last_owner_is_deleted_with_their_memberships(
+    alice, alice_org, django_user_model
+):
+    carol = django_user_model.objects.create_user("carol", password="x")
+    Membership.objects.create(organization=alice_org, user=carol, role="owner")
+
+    response = operator_client().post(delete_url(carol), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not django_user_model.objects.filter(username="carol").exists()
+    assert roles_of(alice_org) == {"alice": "owner"}
+
+
+@pytest.mark.django_db
+def test_the_user_page_refuses_to_demote_the_last_owner(alice, alice_org):
+    operator = operator_client()
+    data = form_as_posted(operator, alice, _save="Save")
+    data[row_of(data, Membership.objects.get(user=alice, organization=alice_org)) + "role"] = "member"
+
+    response = operator.post(change_url(alice), data)
+
+    assert response.status_code == 200
+    assert "always keeps an owner" in str(inline_of(response, "Membership").formset.non_form_errors())
+    assert roles_of(alice_org) == {"alice": "owner"}
+
+
+@pytest.mark.django_db
+def test_the_user_page_changes_a_role_through_the_services(alice, bob_org):
+    Membership.objects.create(organization=bob_org, user=alice, role="viewer")
+    operator = operator_client()
+    data = form_as_posted(operator, alice, _save="Save")
+    data[row_of(data, Membership.objects.get(user=alice, organization=bob_org)) + "role"] = "admin"
+
+    assert operator.post(change_url(alice), data).status_code == 302
+
+    assert roles_of(bob_org) == {"bob": "owner", "alice": "admin"}
+
+
 # --- seed_demo: the operator a new user logs in with ---------------------------------------------
 
 
@@ -376,6 +893,109 @@ def test_seed_demo_never_promotes_a_user_who_signed_up_as_admin(settings, capsys
     assert (member.is_staff, member.is_superuser) == (False, False)
     assert member.check_password("their-own-password")
     assert "not staff" in capsys.readouterr().err
+
+
+# --- seed_demo: the demo organization, its members and its API key ------------------------------
+
+KEY = re.compile(r"(sk_[a-z0-9]{12}_\S+)")
+LOGIN = re.compile(r"username '([\w-]+)', password '([^']+)' \((\w+)\)")
+
+
+def _seed(**options) -> str:
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out, stderr=io.StringIO(), **options)
+    return out.getvalue()
+
+
+def _me(key: str):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.get("/api/me/")
+
+
+@pytest.mark.django_db
+def test_seed_demo_prints_an_api_key_that_works_until_the_next_run_prints_another():
+    (first,) = KEY.findall(_seed())
+
+    me = _me(first)
+    assert me.status_code == 200
+    assert (me.json()["role"], me.json()["organization"]["name"], me.json()["username"]) == (
+        "admin",
+        "Demo Company",
+        None,
+    )
+
+    (second,) = KEY.findall(_seed())
+
+    assert second != first
+    assert _me(first).status_code == 401  # revoked: its secret cannot be printed again
+    assert _me(second).status_code == 200
+    keys = ApiKey.objects.filter(name="Demo integration")
+    assert keys.count() == 2
+    assert keys.filter(revoked_at__isnull=True).count() == 1
+    assert first not in str(list(keys.values()))  # only the prefix and a hash are stored
+
+
+@pytest.mark.django_db
+def test_seed_demo_makes_the_owner_the_member_and_the_viewer_with_their_roles():
+    out = _seed()
+    demo = Organization.objects.get(name="Demo Company")
+    Membership.objects.filter(organization=demo, user__username="demo-viewer").update(role="admin")
+
+    again = _seed()  # the roles are put back, the data is not made twice
+
+    assert roles_of(demo) == {"demo": "owner", "demo-member": "member", "demo-viewer": "viewer"}
+    logins = LOGIN.findall(again)
+    assert [(username, role) for username, _, role in logins] == [
+        ("demo", "owner"),
+        ("demo-member", "member"),
+        ("demo-viewer", "viewer"),
+    ]
+    assert {password for _, password, _ in LOGIN.findall(out)}.isdisjoint(p for _, p, _ in logins)
+    for username, password, role in logins:  # each printed login works, for the demo organization
+        response = APIClient().post(
+            "/api/login/", {"username": username, "password": password}, format="json"
+        )
+        assert response.status_code == 200, response.json()
+        assert (response.json()["organization"]["id"], response.json()["role"]) == (demo.pk, role)
+    assert Organization.objects.filter(name="Demo Company").count() == 1
+    assert (demo.legal_name, demo.tax_id, demo.time_zone, demo.invoice_prefix) == (
+        "Demo Company LLC",
+        "US-98-7654321",
+        "America/Chicago",
+        "DEMO-",
+    )
+    assert demo.address.startswith("100 Congress Avenue")
+    assert demo.invoice_footer.startswith("Please pay by bank transfer")
+
+
+@pytest.mark.django_db
+def test_seed_demo_writes_the_books_once_through_the_services_as_its_members():
+    _seed()
+    _seed()
+
+    demo = Organization.objects.get(name="Demo Company")
+    invoices = Invoice.objects.filter(organization=demo)
+    assert Customer.objects.filter(organization=demo).count() == 4
+    assert sorted(invoices.values_list("status", flat=True)) == [
+        "draft",
+        "overdue",
+        "paid",
+        "sent",
+        "sent",
+        "void",
+    ]
+    assert all(
+        number.startswith("DEMO-")
+        for number in invoices.exclude(number=None).values_list("number", flat=True)
+    )
+    assert set(invoices.values_list("created_by_user__username", flat=True)) == {"demo"}
+    payments = Payment.objects.filter(organization=demo)
+    assert set(payments.values_list("created_by_user__username", flat=True)) == {"demo-member"}
+    assert not Customer.objects.exclude(organization=demo).exists()
+    out = io.StringIO()
+    call_command("verify_ledger", stdout=out)  # raises on any mismatch
+    assert "0 mismatches" in out.getvalue()
 
 
 # --- the SQLite warning about INCLUDE indexes --------------------------------------------------

@@ -10,8 +10,9 @@ from django.db import IntegrityError, transaction
 
 from billing.exceptions import InvalidTransition, NotEditable
 from invoices.models import Invoice, InvoiceStatusChange
-from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
+from invoices.services import invoice_create, invoice_mark_overdue, invoice_send, invoice_void
 from payments.services import payment_record
+from tests.conftest import key_client
 from tests.factories import org
 
 pytestmark = pytest.mark.django_db
@@ -21,10 +22,20 @@ ONE_LINE = [{"description": "Work", "quantity": Decimal("1"), "unit_price": Deci
 
 
 def history(invoice) -> list[tuple]:
+    """(from, to, the member's user id) of each change; an API key's change: see `actors`."""
     return list(
         InvoiceStatusChange.objects.filter(invoice_id=invoice.pk)
         .order_by("id")
-        .values_list("from_status", "to_status", "actor_id")
+        .values_list("from_status", "to_status", "actor_user_id")
+    )
+
+
+def actors(invoice) -> list[tuple]:
+    """(the member's user id, the API key's id) of each change: at most one of them set."""
+    return list(
+        InvoiceStatusChange.objects.filter(invoice_id=invoice.pk)
+        .order_by("id")
+        .values_list("actor_user_id", "actor_api_key_id")
     )
 
 
@@ -46,7 +57,28 @@ def test_the_apis_actions_record_who_moved_the_invoice(alice, alice_api, alice_c
     sent, paid = InvoiceStatusChange.objects.filter(invoice_id=invoice.pk).order_by("id")
     fresh = Invoice.objects.get(pk=invoice.pk)
     assert sent.changed_at == fresh.sent_at or sent.changed_at <= fresh.paid_at
-    assert sent.organization_id == paid.organization_id == alice.pk
+    assert sent.organization_id == paid.organization_id == org(alice).pk
+    assert actors(invoice) == [(alice.pk, None), (alice.pk, None)]
+
+
+def test_an_api_keys_actions_are_recorded_as_the_keys(alice, alice_org, alice_customer):
+    client, api_key = key_client(alice_org, role="member")
+    invoice = draft(alice, alice_customer)
+
+    assert client.post(f"/api/invoices/{invoice.pk}/send/").status_code == 200
+    payment = {"invoice": invoice.pk, "amount": "100.00", "method": "card"}
+    assert client.post("/api/payments/", payment, format="json").status_code == 201
+
+    assert history(invoice) == [("draft", "sent", None), ("sent", "paid", None)]
+    assert actors(invoice) == [(None, api_key.pk), (None, api_key.pk)]
+
+
+def test_each_change_records_the_member_or_the_key_that_made_it(alice, alice_org, alice_customer):
+    _, api_key = key_client(alice_org)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk, actor=api_key)
+    void = invoice_void(organization=org(alice), invoice_id=invoice.pk, actor=alice)
+
+    assert actors(void) == [(None, api_key.pk), (alice.pk, None)]
 
 
 def test_void_is_recorded(alice, alice_api, alice_customer):
@@ -135,7 +167,7 @@ def test_status_history_is_never_changed(alice, alice_customer):
         change.save()
 
 
-def test_the_database_refuses_a_status_change_of_another_owners_invoice(alice, bob, alice_customer):
+def test_the_database_refuses_a_status_change_of_another_organizations_invoice(alice, bob, alice_customer):
     invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
 
     with pytest.raises(IntegrityError), transaction.atomic():

@@ -7,12 +7,14 @@ from html.parser import HTMLParser
 
 class PostedFields(HTMLParser):
     """What a browser posts from a page: its named inputs (no buttons, checkboxes only when
-    checked), the selected option of each select, the text of each textarea."""
+    checked), the selected option of each select (a list of them for a multiple select, which
+    posts nothing when none is selected), the text of each textarea."""
 
     def __init__(self):
         super().__init__()
-        self.fields: dict[str, str] = {}
+        self.fields: dict[str, str | list[str]] = {}
         self._select: str | None = None
+        self._multiple = False
         self._textarea: str | None = None
 
     def handle_starttag(self, tag, attrs):
@@ -22,10 +24,14 @@ class PostedFields(HTMLParser):
             if attrs.get("type") != "checkbox" or "checked" in attrs:
                 self.fields[name] = attrs.get("value") or ""
         elif tag == "select" and name:
-            self._select = name
-            self.fields.setdefault(name, "")
+            self._select, self._multiple = name, "multiple" in attrs
+            if not self._multiple:
+                self.fields.setdefault(name, "")
         elif tag == "option" and self._select and "selected" in attrs:
-            self.fields[self._select] = attrs.get("value") or ""
+            if self._multiple:
+                self.fields.setdefault(self._select, []).append(attrs.get("value") or "")
+            else:
+                self.fields[self._select] = attrs.get("value") or ""
         elif tag == "textarea" and name:
             self._textarea = name
             self.fields[name] = ""

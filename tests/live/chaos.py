@@ -7,14 +7,18 @@
 What it does, in order:
 
 1. Through tests/live/server.py (LiveServer): drops and creates the PostgreSQL database
-   (`billing_chaos` by default; only databases named `billing_chaos*` are ever dropped) and
-   migrates it; starts gunicorn (`billing.wsgi:application` with ./gunicorn.conf.py, `--workers N`,
-   the options in SERVER_OPTIONS, DJANGO_DEBUG=0) on 127.0.0.1:<port> (`--port`, else a free one)
-   in its own process group and waits for /api/health/.
-2. Creates two users with a knox token and two customers each, through the ORM in this process.
-3. Starts the client processes (tests/live/chaos_client.py): invoices with 1-5 lines, sent, paid in
-   1-3 partial payments, every create with an Idempotency-Key, every unknown outcome retried as the
-   same request, some keys replayed on purpose. Every 2xx goes to a journal. Beside them an
+   (`billing_chaos` by default; only databases named `billing_chaos*` or `*_chaos` are ever
+   dropped) and migrates it; starts gunicorn (`billing.wsgi:application` with ./gunicorn.conf.py,
+   `--workers N`, the options in SERVER_OPTIONS, DJANGO_DEBUG=0) on 127.0.0.1:<port> (`--port`,
+   else a free one) in its own process group and waits for /api/health/.
+2. Registers two users through the API (each a user and an organization it owns), logs them in
+   (a token bound to that membership), creates two customers and an API key of each organization
+   through the API; the operator's superuser through the ORM in this process.
+3. Starts the client processes (tests/live/chaos_client.py): the first of each organization with
+   its owner's token, any further one with the organization's API key (one key space for both:
+   idempotency keys are the organization's): invoices with 1-5 lines, sent, paid in 1-3 partial
+   payments, every create with an Idempotency-Key, every unknown outcome retried as the same
+   request, some keys replayed on purpose. Every 2xx goes to a journal. Beside them an
    operator (tests/live/chaos_operator.py) works in the Django admin: saves the clients' invoices
    from forms read before the race, deletes drafts in the admin while the API sends them, and
    deletes drafts through the API from two threads at once.
@@ -23,12 +27,14 @@ What it does, in order:
    and starts gunicorn again.
 5. At the deadline: lets the clients finish the invoice they are on, stops gunicorn, waits until no
    connection to the database is left, then checks the database against the journals:
-   `verify_ledger` finds nothing; every acknowledged invoice exists once with the acknowledged lines
-   and total, every invoice has the lines its request had; every acknowledged payment exists once
-   with its invoice and amount; no request (one key) was applied twice, and every payment or invoice
-   in the database has the key row that says its request ran once; Σ payments = amount_paid ≤ total;
-   issued numbers have no gaps or duplicates; no client got an answer the contract does not allow
-   (a 5xx, a replay with another body, a refused request that should have passed).
+   `verify_ledger` finds nothing; every acknowledged invoice exists once, in its client's
+   organization, with the acknowledged lines and total, made by its client's credential (the user
+   or the API key); every invoice has the lines its request had; every acknowledged payment exists
+   once with its invoice and amount, made by its client's credential; no request (one key) was
+   applied twice, and every payment or invoice in the database has the key row that says its
+   request ran once; Σ payments = amount_paid ≤ total; each organization's issued numbers (its
+   `invoice_prefix` + six digits) have no gaps or duplicates; no client got an answer the contract
+   does not allow (a 5xx, a replay with another body, a refused request that should have passed).
 6. Prints the figures and exits 1 on any mismatch, or if nothing was acknowledged or killed
    (2 if the run overran its time limit).
 """
@@ -48,18 +54,19 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import chaos_client
 import chaos_operator
-from server import LiveServer, ServerError, live_env, logger
-
-from tests.factories import org
+import requests
+from server import LiveServer, ServerError, droppable, live_env, logger
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_chaos"
+DROP_PREFIX = "billing_chaos"
 USERS = ("alice", "bob")
 OPERATOR = ("chaos-operator", "chaos-operator-password-0123")
 SETUP_BUDGET = 60  # seconds for database, fixtures and the first start of gunicorn
@@ -97,8 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--kill-every needs 0 < MIN <= MAX")
     if args.duration <= 0 or args.clients < 1 or args.workers < 1:
         parser.error("--duration, --clients and --workers must be positive")
-    if not urlsplit(args.database_url).path.lstrip("/").startswith("billing_chaos"):
-        parser.error("the database must be named billing_chaos* (it is dropped on every run)")
+    if not droppable(urlsplit(args.database_url).path.lstrip("/"), DROP_PREFIX):
+        parser.error("the database must be named billing_chaos* or *_chaos (it is dropped on every run)")
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
     return args
@@ -117,8 +124,64 @@ def server_environment(args: argparse.Namespace) -> dict[str, str]:
     )
 
 
-def prepare_database(env: dict[str, str]) -> list[tuple[int, str, list[int]]]:
-    """Create the users in the migrated database; returns (user id, token, customer ids) per user."""
+@dataclass(frozen=True)
+class Tenant:
+    """One organization of the run, as its clients act for it."""
+
+    organization: int
+    user: int  # its owner
+    token: str  # the owner's member token
+    api_key: str
+    api_key_id: int
+    customers: list[int]
+
+
+def _api(base_url: str, method: str, path: str, body: dict, *, token: str | None = None) -> dict:
+    headers = {"Authorization": f"Token {token}"} if token else {}
+    response = requests.request(method, base_url + path, json=body, headers=headers, timeout=(2, 20))
+    if response.status_code not in (200, 201):
+        raise ServerError(f"setup: {method} {path} answered {response.status_code} {response.text[:500]}")
+    return response.json()
+
+
+def register_tenants(base_url: str) -> list[Tenant]:
+    """Each of USERS registered, logged in, with two customers and an API key, through the API."""
+    tenants = []
+    for name in USERS:
+        username, password = f"chaos-{name}", secrets.token_urlsafe(18)
+        registered = _api(
+            base_url,
+            "POST",
+            "/api/register/",
+            {"username": username, "password": password, "organization_name": f"Chaos {name}"},
+        )
+        login = _api(base_url, "POST", "/api/login/", {"username": username, "password": password})
+        if login["organization"]["id"] != registered["organization"]["id"] or login["role"] != "owner":
+            raise ServerError(f"setup: {username} logged in as {login}, not as the owner of {registered}")
+        token = login["token"]
+        customers = [
+            _api(base_url, "POST", "/api/customers/", {"name": f"{name} customer {i}"}, token=token)["id"]
+            for i in (1, 2)
+        ]
+        key = _api(
+            base_url, "POST", "/api/api-keys/", {"name": f"{name} integration", "role": "member"}, token=token
+        )
+        tenants.append(
+            Tenant(
+                organization=registered["organization"]["id"],
+                user=registered["id"],
+                token=token,
+                api_key=key["key"],
+                api_key_id=key["id"],
+                customers=customers,
+            )
+        )
+    return tenants
+
+
+def prepare_database(env: dict[str, str], base_url: str) -> list[Tenant]:
+    """The tenants (through the API) and the operator's superuser (the ORM); Django set up here."""
+    tenants = register_tenants(base_url)
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     import django
@@ -126,21 +189,19 @@ def prepare_database(env: dict[str, str]) -> list[tuple[int, str, list[int]]]:
     django.setup()
     from django.contrib.auth import get_user_model
     from django.db import connections
-    from knox.models import AuthToken
-
-    from customers.models import Customer
 
     get_user_model().objects.create_superuser(OPERATOR[0], "operator@example.com", OPERATOR[1])
-    users = []
-    for name in USERS:
-        user = get_user_model().objects.create_user(username=f"chaos-{name}")
-        _, token = AuthToken.objects.create(user=user)
-        customers = [
-            Customer.objects.create(organization=org(user), name=f"{name} customer {i}").pk for i in (1, 2)
-        ]
-        users.append((user.pk, token, customers))
     connections.close_all()
-    return users
+    return tenants
+
+
+def credential_of(index: int, tenants: list[Tenant]) -> tuple[Tenant, str, tuple[str, int]]:
+    """Client `index`'s organization, what it sends as its token and who its writes are by: the
+    first client of an organization uses its owner's token, the others its API key."""
+    tenant = tenants[index % len(tenants)]
+    if index < len(tenants):
+        return tenant, tenant.token, ("user", tenant.user)
+    return tenant, tenant.api_key, ("api_key", tenant.api_key_id)
 
 
 # --- the chaos ---------------------------------------------------------------------------------------
@@ -213,7 +274,9 @@ def wait_for_quiet_database(timeout: float) -> bool:
             time.sleep(0.2)
 
 
-def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> list[str]:
+def find_mismatches(
+    records: list[dict], organization_of_client: dict[int, int], actor_of_client: dict[int, tuple[str, int]]
+) -> list[str]:
     """Compare the database with what the clients sent and what they were told."""
     from django.db.models import Count
 
@@ -221,6 +284,7 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
     from invoices.models import Invoice
     from payments.ledger import ledger_mismatches
     from payments.models import Payment
+    from users.models import Organization
 
     problems = [f"verify_ledger: {line}" for line in ledger_mismatches()]
     server_errors = Counter(
@@ -243,13 +307,39 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
     invoices = {
         row["pk"]: row
         for row in Invoice.objects.annotate(line_count=Count("lines")).values(
-            "pk", "organization_id", "notes", "status", "number", "total", "amount_paid", "line_count"
+            "pk",
+            "organization_id",
+            "notes",
+            "status",
+            "number",
+            "total",
+            "amount_paid",
+            "line_count",
+            "created_by_user_id",
+            "created_by_api_key_id",
         )
     }
     payments = {
         row["pk"]: row
-        for row in Payment.objects.values("pk", "organization_id", "invoice_id", "amount", "reference")
+        for row in Payment.objects.values(
+            "pk",
+            "organization_id",
+            "invoice_id",
+            "amount",
+            "reference",
+            "created_by_user_id",
+            "created_by_api_key_id",
+        )
     }
+    prefixes = dict(Organization.objects.values_list("pk", "invoice_prefix"))
+
+    def made_by(row: dict) -> tuple[str, int] | None:
+        if row["created_by_user_id"] is not None:
+            return ("user", row["created_by_user_id"])
+        if row["created_by_api_key_id"] is not None:
+            return ("api_key", row["created_by_api_key_id"])
+        return None
+
     key_rows = {
         (row["organization_id"], row["key"]): row
         for row in IdempotencyKey.objects.values(
@@ -299,16 +389,21 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
             problems.append(f"acknowledged invoice {ack['id']} ({ack['key']}) does not exist")
         elif (invoice["notes"], invoice["organization_id"], invoice["line_count"], invoice["total"]) != (
             ack["key"],
-            owner_of_client[ack["client"]],
+            organization_of_client[ack["client"]],
             ack["lines"],
             Decimal(ack["total"]),
         ):
             problems.append(f"acknowledged invoice {ack} is in the database as {invoice}")
+        elif made_by(invoice) != actor_of_client[ack["client"]]:
+            problems.append(
+                f"acknowledged invoice {ack['id']} was made by {actor_of_client[ack['client']]} "
+                f"and is recorded as made by {made_by(invoice)}"
+            )
     for key, ids in acked_invoice_ids.items():
         if len(ids) > 1:
             problems.append(f"the key {key} was acknowledged with several invoices: {sorted(ids)}")
 
-    # Sent invoices are issued; issued numbers have no gaps and no duplicates, per owner.
+    # Sent invoices are issued; issued numbers have no gaps and no duplicates, per organization.
     for ack in by_kind["send_ack"]:
         invoice = invoices.get(ack["invoice"])
         if invoice is None or invoice["status"] == "draft" or invoice["number"] != ack["number"]:
@@ -318,12 +413,14 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         if invoice["status"] != "draft":
             numbers[invoice["organization_id"]].append(invoice["number"])
     for organization_id, issued in numbers.items():
-        expected = [f"INV-{n:06d}" for n in range(1, len(issued) + 1)]
+        prefix = prefixes[organization_id]
+        expected = [f"{prefix}{n:06d}" for n in range(1, len(issued) + 1)]
         if sorted(issued) != expected:
             missing = sorted(set(expected) - set(issued))[:5]
             extra = sorted(n for n, c in Counter(issued).items() if c > 1 or n not in expected)[:5]
             problems.append(
-                f"owner {organization_id}: issued numbers are not 1..{len(issued)}: missing {missing}, extra {extra}"
+                f"organization {organization_id}: issued numbers are not {prefix}000001..{len(issued)}: "
+                f"missing {missing}, extra {extra}"
             )
 
     # Every payment in the database: one per request (key), as requested, with its key row.
@@ -353,11 +450,16 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
             problems.append(f"acknowledged payment {ack['id']} ({ack['key']}) does not exist")
         elif (payment["reference"], payment["organization_id"], payment["invoice_id"], payment["amount"]) != (
             ack["key"],
-            owner_of_client[ack["client"]],
+            organization_of_client[ack["client"]],
             ack["invoice"],
             Decimal(ack["amount"]),
         ):
             problems.append(f"acknowledged payment {ack} is in the database as {payment}")
+        elif made_by(payment) != actor_of_client[ack["client"]]:
+            problems.append(
+                f"acknowledged payment {ack['id']} was made by {actor_of_client[ack['client']]} "
+                f"and is recorded as made by {made_by(payment)}"
+            )
     for key, ids in acked_payment_ids.items():
         if len(ids) > 1:
             problems.append(f"the key {key} was acknowledged with several payments: {sorted(ids)}")
@@ -368,7 +470,8 @@ def find_mismatches(records: list[dict], owner_of_client: dict[int, int]) -> lis
         pk = body.get("id") if isinstance(body, dict) else None
         if row["response_status"] != 201:
             problems.append(
-                f"the request {key} of owner {organization_id} was refused: {row['response_status']} {row['response_body']}"
+                f"the request {key} of organization {organization_id} was refused: "
+                f"{row['response_status']} {row['response_body']}"
             )
         elif row["operation"] == "invoice_create":
             if pk not in invoices or invoices[pk]["notes"] != key:
@@ -403,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         options=SERVER_OPTIONS,
         database="recreate",
-        drop_prefix="billing_chaos",
+        drop_prefix=DROP_PREFIX,
         log_path=workdir / "gunicorn.log",
         boot_timeout=BOOT_TIMEOUT,
         stop_timeout=10,
@@ -438,16 +541,20 @@ def main(argv: list[str] | None = None) -> int:
             if tail := server.log_tail():
                 print(tail)
             return 1
-        users = prepare_database(env)
+        try:
+            tenants = prepare_database(env, server.base_url)
+        except ServerError as error:
+            log(f"FAIL: {error}")
+            return 1
         log(f"setup took {time.monotonic() - started:.1f} s; chaos for {args.duration:g} s")
 
         context = multiprocessing.get_context("spawn")
         deadline = time.monotonic() + args.duration
         hard_stop = deadline + CLIENT_GRACE
-        counters, owner_of_client, journals = [], {}, []
+        counters, organization_of_client, actor_of_client, journals = [], {}, {}, []
         for index in range(args.clients):
-            user_id, token, customers = users[index % len(users)]
-            owner_of_client[index] = user_id
+            tenant, token, actor = credential_of(index, tenants)
+            organization_of_client[index], actor_of_client[index] = tenant.organization, actor
             journals.append(workdir / f"client-{index}.jsonl")
             counters.append(context.RawArray("q", len(chaos_client.COUNTERS)))
             clients.append(
@@ -457,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                         index,
                         server.base_url,
                         token,
-                        customers,
+                        tenant.customers,
                         str(journals[-1]),
                         counters[-1],
                         args.seed * 1000 + index,
@@ -467,7 +574,6 @@ def main(argv: list[str] | None = None) -> int:
                     name=f"chaos-client-{index}",
                 )
             )
-        user_id, token, customers = users[0]
         journals.append(workdir / "operator.jsonl")
         clients.append(
             context.Process(
@@ -475,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                 args=(
                     server.base_url,
                     *OPERATOR,
-                    token,
-                    customers[0],
+                    tenants[0].token,
+                    tenants[0].customers[0],
                     str(journals[-1]),
                     args.seed * 1000 + 999,
                     deadline,
@@ -504,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         if not wait_for_quiet_database(15):
             log("warning: sessions are still open on the database; checking anyway")
         records = read_journals(journals)
-        mismatches = find_mismatches(records, owner_of_client)
+        mismatches = find_mismatches(records, organization_of_client, actor_of_client)
         if stragglers:
             mismatches.append(f"clients still running {CLIENT_GRACE} s after the deadline: {stragglers}")
         if kills["unexpected server exits"]:
@@ -549,6 +655,7 @@ def report(
         "operator: admin saves of client invoices": sum(r["t"] == "operator_save" for r in records),
         "operator: admin deletes racing API sends": sum(r["t"] == "operator_delete_race" for r in records),
         "operator: concurrent API deletes": sum(r["t"] == "operator_double_delete" for r in records),
+        "clients using an API key (the others a token)": max(0, args.clients - len(USERS)),
         "worker kills": kills["worker kills"],
         "master kills": kills["master kills"],
         "restarts": kills["restarts"],

@@ -13,6 +13,9 @@ its request), what was acknowledged (2xx) and every answer the contract does not
 idempotency key also travels in the invoice's `notes` and the payment's `reference`, so a request
 applied twice shows up in the database as two rows with one key.
 
+A client acts for one organization with the credential it is given, a member's token or the
+organization's API key (both are sent as `Authorization: Token <key>`).
+
 Only the standard library and `requests`: no Django in the clients.
 """
 

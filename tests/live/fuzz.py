@@ -8,18 +8,20 @@
 What it does, in order:
 
 1. Through tests/live/server.py (LiveServer): (re)creates the database, PostgreSQL `billing_fuzz`
-   by default (dropped and created again on every run; only databases named `billing_fuzz*` are
-   ever dropped) or a temporary SQLite file, and migrates it; starts gunicorn
+   by default (dropped and created again on every run; only databases named `billing_fuzz*` or
+   `*_fuzz` are ever dropped) or a temporary SQLite file, and migrates it; starts gunicorn
    (`billing.wsgi:application` with ./gunicorn.conf.py, 2 workers and the options in
    SERVER_OPTIONS, DJANGO_DEBUG=0) on 127.0.0.1:<port> (`--port`, else a free one) and waits for
    /api/health/.
-2. Creates the user `fuzz` with a knox token, and seeds through the services what the path
-   parameters should hit: customers (with and without invoices), invoices in every state (draft,
-   empty draft, sent, partly paid, overdue, paid, void) and payments; plus a second user with
-   objects of its own, so ids of other tenants exist too (they must be 404 / 400, never 200).
+2. Registers the user `fuzz` (a user and an organization it owns, as `POST /api/register/` does)
+   with a token bound to that membership, and seeds through the services what the path parameters
+   should hit: customers (with and without invoices), invoices in every state (draft, empty draft,
+   sent, partly paid, overdue, paid, void), payments, a member and an API key; plus a second
+   organization with objects of its own, so ids of other organizations exist too (they must be
+   404 / 400, never 200).
 3. Runs the schemathesis CLI against http://127.0.0.1:<port>/api/schema/: every operation, every
    check (`--checks all`), every phase (examples, coverage, fuzzing, stateful). Authentication is
-   the token of `fuzz`, set by the auth provider below; `POST /api/logout/` revokes the token it is
+   the token of `fuzz` (its organization's owner), set by the auth provider below; `POST /api/logout/` revokes the token it is
    called with, so that one operation gets a freshly minted token per call (it is still fuzzed and
    checked like any other; the shared token must survive for the rest of the run).
    The stateful phase needs links between operations: drf-spectacular emits none, and schemathesis
@@ -59,8 +61,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server import LiveServer, ServerError, live_env, logger
 
-from tests.factories import org
-
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_fuzz"
@@ -93,7 +93,10 @@ INVOICE_WRITE_RULES = {
 }
 LIST_FILTER_RULES = {"customer": [NOT_A_CHOICE], "invoice": [NOT_A_CHOICE]}  # another user's object
 CONTRACT_400 = {
-    "POST /api/login/": {"non_field_errors": [r"Unable to log in with the provided credentials\."]},
+    "POST /api/login/": {
+        "non_field_errors": [r"Unable to log in with the provided credentials\."],
+        "organization": [r"You are not a member of this organization\."],  # API.md, endpoints
+    },
     "POST /api/register/": {
         "username": [r"A user with that username already exists\."],
         # Django's password validators apply (API.md). Not "too short": the schema states that one.
@@ -114,6 +117,17 @@ CONTRACT_400 = {
         "amount": [r"The amount \d+\.\d\d exceeds the balance due of \d+\.\d\d [A-Z]{3}\."],
         "paid_at": [r"A payment cannot be dated in the future\."],
     },
+    # The organization's `time_zone` is an IANA name (API.md, Organizations): a list of ~600 names
+    # the schema does not enumerate.
+    "PATCH /api/organization/": {
+        "time_zone": [r'(?s)".*" is not an IANA time zone \(e\.g\. "Europe/Paris"\)\.'],
+    },
+    # "add an existing user" (API.md, Organizations): a username that is nobody's, or a member's.
+    "POST /api/members/": {
+        "username": [r"No user with this username\.", r"This user is already a member\."],
+    },
+    # An expiry is in the future (README, API keys).
+    "POST /api/api-keys/": {"expires_at": [r"An expiry must be in the future\."]},
 }
 # Errors in the {"detail", "code"} shape that a schema-valid request gets by contract.
 CONTRACT_CODES = {
@@ -152,24 +166,48 @@ def _register_hooks() -> None:
     lock = threading.Lock()
     state: dict[str, object] = {}
 
-    def fresh_token() -> str:
-        """A new token of the fuzz user, minted in the database (cheap: knox hashes with SHA-512)."""
-        with lock:
-            if "user" not in state:
-                os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
-                sys.path.insert(0, str(ROOT))
-                import django
+    def django_ready() -> None:
+        if "ready" not in state:
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+            sys.path.insert(0, str(ROOT))
+            import django
 
-                django.setup()
-                from django.contrib.auth import get_user_model
-
-                state["user"] = get_user_model().objects.get(username=os.environ["FUZZ_USERNAME"])
+            django.setup()
+            state["ready"] = True
         from django.db import close_old_connections
-        from knox.models import AuthToken
 
         close_old_connections()
-        _, token = AuthToken.objects.create(user=state["user"])
-        return token
+
+    def fresh_token() -> str:
+        """A new token of the fuzz user for its organization, minted in the database (cheap: knox
+        hashes with SHA-512)."""
+        with lock:
+            django_ready()
+            return mint_token(fuzz_membership(repairs))
+
+    def shared_token() -> str:
+        """The fuzz user's token, valid: the fuzzed member routes may demote or remove the fuzz
+        user itself (an owner may, once another owner exists), which would leave the rest of the
+        run at 401. Its ownership is restored and a new token minted when that happened (counted
+        in the figures); otherwise the token of the seed stays."""
+        with lock:
+            django_ready()
+            from knox.models import get_token_model
+            from knox.settings import CONSTANTS
+
+            token = str(state.get("token") or os.environ["FUZZ_TOKEN"])
+            membership = fuzz_membership(repairs)
+            alive = (
+                get_token_model()
+                .objects.filter(membership=membership, token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
+                .exists()
+            )
+            if not alive:
+                repairs["token"] += 1
+                token = state["token"] = mint_token(membership)
+            return token
+
+    repairs: Counter[str] = Counter()
 
     @schemathesis.auth(refresh_interval=None)
     class FuzzTokenAuth:
@@ -178,7 +216,7 @@ def _register_hooks() -> None:
         def get(self, case, context):
             if context.operation.path == LOGOUT_PATH:
                 return fresh_token()
-            return os.environ["FUZZ_TOKEN"]
+            return shared_token()
 
         def set(self, case, data, context):
             case.headers = {**(case.headers or {}), "Authorization": f"Token {data}"}
@@ -205,7 +243,7 @@ def _register_hooks() -> None:
     @atexit.register
     def write_stats():
         if os.environ.get("FUZZ_STATS"):
-            Path(os.environ["FUZZ_STATS"]).write_text(json.dumps(dropped))
+            Path(os.environ["FUZZ_STATS"]).write_text(json.dumps({"dropped": dropped, "repairs": repairs}))
 
     calls = itertools.count()
 
@@ -223,6 +261,34 @@ def _register_hooks() -> None:
         if n % 4:
             suffix = f"~{n}"
             case.headers[IDEMPOTENCY_HEADER] = key[: 255 - len(suffix)] + suffix
+
+
+def fuzz_membership(repairs: Counter[str]):
+    """The fuzz user's owner membership of its organization, made again (and counted in `repairs`)
+    if a fuzzed request removed or demoted it."""
+    from django.contrib.auth import get_user_model
+
+    from users.models import Membership, Role
+
+    user = get_user_model().objects.get(username=os.environ["FUZZ_USERNAME"])
+    membership, created = Membership.objects.select_related("user").get_or_create(
+        user=user, organization_id=int(os.environ["FUZZ_ORGANIZATION"]), defaults={"role": Role.OWNER}
+    )
+    if created:
+        repairs["membership removed"] += 1
+    elif membership.role != Role.OWNER:
+        repairs[f"demoted to {membership.role}"] += 1
+        membership.role = Role.OWNER
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def mint_token(membership) -> str:
+    """A member token bound to `membership`, as login makes one."""
+    from knox.models import get_token_model
+
+    _, token = get_token_model().objects.create(user=membership.user, membership=membership)
+    return token
 
 
 def _valid_idempotency_key(key: str) -> bool:
@@ -274,8 +340,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 log = logger("fuzz")
 
 
-def prepare_database(database_url: str) -> tuple[str, str, dict[str, list[int]]]:
-    """Seed the migrated database; returns (username, token, ids of the seeded objects by kind)."""
+def prepare_database(database_url: str) -> tuple[str, int, str, dict[str, list[int]]]:
+    """Seed the migrated database; returns (username, its organization's id, token, ids of the
+    seeded objects by kind)."""
     os.environ["DATABASE_URL"] = database_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "billing.settings"
     sys.path.insert(0, str(ROOT))
@@ -284,26 +351,25 @@ def prepare_database(database_url: str) -> tuple[str, str, dict[str, list[int]]]
     django.setup()
     from django.db import connections
 
-    token, ids = seed()
+    organization_id, token, ids = seed()
     connections.close_all()
-    return FUZZ_USERNAME, token, ids
+    return FUZZ_USERNAME, organization_id, token, ids
 
 
-def seed() -> tuple[str, dict[str, list[int]]]:
+def seed() -> tuple[int, str, dict[str, list[int]]]:
     import datetime
     from decimal import Decimal
 
-    from django.contrib.auth import get_user_model
     from django.utils import timezone
-    from knox.models import AuthToken
 
     from customers.models import Customer
     from invoices.models import Invoice
     from invoices.services import invoice_create, invoice_mark_overdue, invoice_send, invoice_void
     from payments.models import Payment
     from payments.services import payment_record
+    from users.models import ApiKey, Membership
+    from users.services import api_key_create, membership_add, user_register
 
-    User = get_user_model()
     today = timezone.localdate()
 
     def days(n: int) -> datetime.date:
@@ -317,73 +383,95 @@ def seed() -> tuple[str, dict[str, list[int]]]:
             "tax_rate": Decimal(tax_rate),
         }
 
-    def populate(user) -> None:
+    def populate(organization) -> None:
         acme, globex, initech = (
-            Customer.objects.create(organization=org(user), name=name, email=email)
+            Customer.objects.create(organization=organization, name=name, email=email)
             for name, email in [
                 ("Acme Corp", "billing@acme.example"),
                 ("Globex Ltd", "ap@globex.example"),
                 ("Initech", "accounts@initech.example"),
             ]
         )
-        Customer.objects.create(organization=org(user), name="No Invoices Yet", phone="+1 555 0100")
+        Customer.objects.create(organization=organization, name="No Invoices Yet", phone="+1 555 0100")
         lines = [line("Hosting", "1", "49.00", "8.25"), line("Support hours", "2.5", "80.00", "8.25")]
 
         def issued(customer, *, issue: int, due: int, items=lines, currency="USD") -> Invoice:
             invoice = invoice_create(
-                organization=org(user),
+                organization=organization,
                 customer_id=customer.pk,
                 issue_date=days(issue),
                 due_date=days(due),
                 currency=currency,
                 lines=items,
             )
-            return invoice_send(organization=org(user), invoice_id=invoice.pk)
+            return invoice_send(organization=organization, invoice_id=invoice.pk)
 
-        invoice_create(organization=org(user), customer_id=acme.pk, due_date=days(30), lines=lines)  # draft
         invoice_create(
-            organization=org(user), customer_id=acme.pk, due_date=days(30), number="DRAFT-7"
+            organization=organization, customer_id=acme.pk, due_date=days(30), lines=lines
+        )  # draft
+        invoice_create(
+            organization=organization, customer_id=acme.pk, due_date=days(30), number="DRAFT-7"
         )  # empty draft
         issued(acme, issue=-10, due=20)  # sent
         partly = issued(globex, issue=-20, due=10, items=[line("Audit", "1", "1200.00")])
         payment_record(
-            organization=org(user), invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer"
+            organization=organization, invoice_id=partly.pk, amount=Decimal("500.00"), method="bank_transfer"
         )
         late = issued(initech, issue=-45, due=-15, items=[line("Licences", "12", "19.99")])  # overdue
         late_partly = issued(initech, issue=-40, due=-5, items=[line("Licences", "3", "19.99")])
         payment_record(
-            organization=org(user), invoice_id=late_partly.pk, amount=Decimal("10.00"), method="cash"
+            organization=organization, invoice_id=late_partly.pk, amount=Decimal("10.00"), method="cash"
         )
         paid = issued(globex, issue=-30, due=0, currency="EUR", items=[line("Beratung", "8", "120.00", "19")])
         paid.refresh_from_db()
-        payment_record(organization=org(user), invoice_id=paid.pk, amount=Decimal("500.00"), method="card")
+        payment_record(organization=organization, invoice_id=paid.pk, amount=Decimal("500.00"), method="card")
         payment_record(
-            organization=org(user), invoice_id=paid.pk, amount=paid.total - Decimal("500.00"), method="check"
+            organization=organization,
+            invoice_id=paid.pk,
+            amount=paid.total - Decimal("500.00"),
+            method="check",
         )
         voided = issued(globex, issue=-5, due=25, items=[line("Duplicate", "1", "10")])
-        invoice_void(organization=org(user), invoice_id=voided.pk)
+        invoice_void(organization=organization, invoice_id=voided.pk)
         assert late.pk
 
-    other = User.objects.create_user(username="other", password=secrets.token_urlsafe(16))
-    populate(other)
-    user = User.objects.create_user(
+    _other, other_organization = user_register(username="other", password=secrets.token_urlsafe(16))
+    populate(other_organization)
+    user, organization = user_register(
         username=FUZZ_USERNAME, password=secrets.token_urlsafe(16), email="fuzz@example.com"
     )
-    populate(user)
+    populate(organization)
+    # Members and keys for the organization routes to reach: `other` is also a viewer of fuzz's
+    # organization (a user of two organizations), and each organization has an API key.
+    membership_add(organization_id=organization.pk, username="other", role="viewer", caller_role="owner")
+    for owner, name in ((organization, "fuzz integration"), (other_organization, "other integration")):
+        api_key_create(organization_id=owner.pk, name=name, role="member")
     invoice_mark_overdue()
     counts = {
-        s: Invoice.objects.filter(organization=org(user), status=s).count() for s in Invoice.Status.values
+        s: Invoice.objects.filter(organization=organization, status=s).count() for s in Invoice.Status.values
     }
     log(
-        f"seeded user {FUZZ_USERNAME!r}: {Customer.objects.filter(organization=org(user)).count()} customers, invoices {counts}"
+        f"seeded organization {organization.pk} of user {FUZZ_USERNAME!r}: "
+        f"{Customer.objects.filter(organization=organization).count()} customers, invoices {counts}"
     )
-    _, token = AuthToken.objects.create(user=user)
+    token = mint_token(Membership.objects.select_related("user").get(user=user, organization=organization))
     ids = {}
-    for kind, model in (("customers", Customer), ("invoices", Invoice), ("payments", Payment)):
-        # The fuzz user's objects, and one of the other user's (which must stay invisible: 404 / 400).
-        own = list(model.objects.filter(organization=org(user)).order_by("pk").values_list("pk", flat=True))
-        ids[kind] = [*own, model.objects.filter(organization=org(other)).values_list("pk", flat=True).first()]
-    return token, ids
+    for kind, model in (
+        ("customers", Customer),
+        ("invoices", Invoice),
+        ("payments", Payment),
+        ("members", Membership),
+        ("api_keys", ApiKey),
+    ):
+        # The fuzz organization's objects, and one of the other's (which must stay invisible: 404 / 400).
+        own = list(
+            model.objects.filter(organization=organization).order_by("pk").values_list("pk", flat=True)
+        )
+        ids[kind] = [
+            *own,
+            model.objects.filter(organization=other_organization).values_list("pk", flat=True).first(),
+        ]
+    return organization.pk, token, ids
 
 
 # Seeded ids the generated requests use some of the time (schemathesis dictionaries), so that
@@ -396,6 +484,8 @@ PATH_ID_OPERATIONS = {
     "customers": r"^/api/customers/\{id\}/$",
     "invoices": r"^/api/invoices/\{id\}/",
     "payments": r"^/api/payments/\{id\}/$",
+    "members": r"^/api/members/\{id\}/$",
+    "api_keys": r"^/api/api-keys/\{id\}/$",
 }
 ID_PROBABILITY = 0.5
 
@@ -538,13 +628,17 @@ def logged_errors(server_log: Path) -> list[str]:
 
 
 def report_dropped(stats: Path) -> None:
-    """How many refusals of schema-valid data were the contract's business rules, by rule."""
+    """How many refusals of schema-valid data were the contract's business rules, by rule, and how
+    often the fuzz user's own membership had to be restored."""
     if not stats.exists():
         return
-    dropped = json.loads(stats.read_text())
+    data = json.loads(stats.read_text())
+    dropped, repairs = data["dropped"], data["repairs"]
     log(f"contract refusals of schema-valid data (not failures, see CONTRACT_400): {sum(dropped.values())}")
     for rule, count in sorted(dropped.items(), key=lambda item: -item[1]):
         log(f"  {count:5d}  {rule}")
+    if repairs:
+        log(f"the fuzz user's ownership restored (the fuzzed member routes changed it): {dict(repairs)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -577,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.open()
         os.environ.update({k: v for k, v in env.items() if k != "DATABASE_URL"})
-        username, token, ids = prepare_database(database_url)
+        username, organization_id, token, ids = prepare_database(database_url)
         config = workdir / "schemathesis.toml"
         write_config(config, ids)
         base_url = server.base_url
@@ -586,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
             **env,
             "FUZZ_TOKEN": token,
             "FUZZ_USERNAME": username,
+            "FUZZ_ORGANIZATION": str(organization_id),
             "FUZZ_STATS": str(workdir / "dropped.json"),
             "SCHEMATHESIS_HOOKS": str(Path(__file__).resolve()),
         }

@@ -17,7 +17,8 @@ What `with LiveServer(...)` does, in order (`open()`; `close()` on the way out, 
    starts (a client retrying against a dead port in that range can even connect to itself). The port
    is kept for every restart.
 2. The database of env["DATABASE_URL"]: `database="recreate"` drops and creates it (only a name that
-   starts with `drop_prefix` is ever dropped; SQLite: the file is deleted), `"ensure"` creates it if
+   starts with `drop_prefix`, `billing_fuzz…`, or ends with its last word, `…_fuzz`, is ever
+   dropped, see `droppable`; SQLite: the file is deleted), `"ensure"` creates it if
    it is missing (never dropped), None leaves it alone. Then `manage.py migrate` unless migrate=False.
 3. gunicorn `billing.wsgi:application --bind 127.0.0.1:<port> [--workers N] <options>` in the
    project root, so that ./gunicorn.conf.py configures it (gevent workers, request slots, deadlines)
@@ -150,12 +151,24 @@ def _admin_connection(url: str):
     return connection
 
 
+def droppable(name: str, drop_prefix: str) -> bool:
+    """Whether a script whose databases are `drop_prefix…` may drop `name`: it starts with the
+    prefix (`billing_chaos`, `billing_chaos_2`) or ends with the prefix's last word after an
+    underscore (`billing_ci_chaos` for prefix `billing_chaos`), so that runs side by side on one
+    PostgreSQL can each have their own, and a name of the app's own is never one of them."""
+    if not drop_prefix:
+        return False
+    word = drop_prefix.rsplit("_", 1)[-1]
+    return name.startswith(drop_prefix) or (word != drop_prefix and name.endswith(f"_{word}"))
+
+
 def recreate_database(url: str, *, drop_prefix: str) -> None:
-    """Drop and create the database of `url`; only a name that starts with `drop_prefix` is dropped."""
+    """Drop and create the database of `url`; only a `droppable` name is dropped."""
     sqlite = _sqlite_path(url)
     name = sqlite.name if sqlite else _database_name(url)
-    if not drop_prefix or not name.startswith(drop_prefix):
-        raise ServerError(f"refusing to drop {name!r}: the database must be named {drop_prefix}*")
+    if not droppable(name.removesuffix(".sqlite3") if sqlite else name, drop_prefix):
+        word = drop_prefix.rsplit("_", 1)[-1] if drop_prefix else "?"
+        raise ServerError(f"refusing to drop {name!r}: the database must be named {drop_prefix}* or *_{word}")
     if sqlite:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{sqlite}{suffix}").unlink(missing_ok=True)
