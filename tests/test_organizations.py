@@ -433,7 +433,19 @@ def test_an_admin_changes_a_role(team, alice_org):
     assert member.role == "viewer"
 
 
-@pytest.mark.parametrize("body", [{}, {"role": "boss"}, {"role": None}, {"role": ["admin"]}])
+def test_a_patch_without_a_role_changes_nothing(team, alice_org):
+    # As any PATCH: the fields it does not name keep their value (the schema makes `role` optional).
+    member = membership(alice_org, team["member"][0])
+
+    response = team["admin"][1].patch(member_url(member), {}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["role"] == "member"
+    member.refresh_from_db()
+    assert member.role == "member"
+
+
+@pytest.mark.parametrize("body", [{"role": "boss"}, {"role": None}, {"role": ["admin"]}])
 def test_a_role_change_validates_the_role(team, alice_org, body):
     member = membership(alice_org, team["member"][0])
 

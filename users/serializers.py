@@ -3,6 +3,7 @@ from django.contrib.auth.password_validation import MinimumLengthValidator
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.schema import END_OF_STRING, bmp_class
@@ -184,6 +185,18 @@ class TokenSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices, help_text="The member's role there (as it is now).")
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "integer", "minimum": -MAX_REMINDER_OFFSET, "maximum": MAX_REMINDER_OFFSET},
+        "maxItems": MAX_REMINDER_STEPS,
+        "uniqueItems": True,
+    }
+)
+class ReminderDaysField(serializers.ListField):
+    """Distinct days (the model refuses a repeated one; the schema says so with uniqueItems)."""
+
+
 class OrganizationSerializer(StrictModelSerializer):
     """The organization's profile and settings; PATCH changes what it is given (admins and owners)."""
 
@@ -209,7 +222,7 @@ class OrganizationSerializer(StrictModelSerializer):
         max_value=MAX_PAYMENT_TERMS_DAYS,
         help_text="A new invoice's due date, when none is given: the issue date plus this many days.",
     )
-    reminder_days = serializers.ListField(
+    reminder_days = ReminderDaysField(
         child=StrictIntegerField(min_value=-MAX_REMINDER_OFFSET, max_value=MAX_REMINDER_OFFSET),
         required=False,
         max_length=MAX_REMINDER_STEPS,
@@ -254,7 +267,8 @@ class MemberCreateSerializer(serializers.Serializer):
 
 
 class MemberUpdateSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=Role.choices)
+    # Optional, as in any PATCH: a body without it changes nothing.
+    role = serializers.ChoiceField(choices=Role.choices, required=False)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

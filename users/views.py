@@ -194,6 +194,8 @@ class MemberViewSet(
             if not self.get_queryset().filter(pk=membership_id).exists():
                 raise NotFound()
             raise ValidationError(serializer.errors)
+        if "role" not in serializer.validated_data:
+            return Response(MemberSerializer(self.get_queryset().get(pk=membership_id)).data)
         membership = services.membership_change_role(
             organization_id=organization_of(request).pk,
             membership_id=membership_id,
