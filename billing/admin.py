@@ -103,6 +103,22 @@ class ServiceWriteAdmin(RefusalsAsMessages, admin.ModelAdmin):
         return actions
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown on their parent's page, never a form: history, payments, keys."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Operators can look, never write: these rows are the ledger."""
 

@@ -4,7 +4,7 @@ from django.db.models import F
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from billing.admin import ReadOnlyAdmin, ServiceWriteAdmin
+from billing.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceWriteAdmin
 from billing.exceptions import NotEditable
 from invoices.models import Invoice, InvoiceStatusChange
 from invoices.services import (
@@ -42,7 +42,7 @@ class CurrencyField(forms.TypedChoiceField):
         return super().to_python(value).strip().upper()
 
 
-class InvoiceStatusChangeInline(admin.TabularInline):
+class InvoiceStatusChangeInline(ReadOnlyInline):
     """The invoice's history, as `Invoice.save()` and `mark_overdue` recorded it; never a form."""
 
     model = InvoiceStatusChange
@@ -51,24 +51,13 @@ class InvoiceStatusChangeInline(admin.TabularInline):
     fields = ["changed_at", "from_status", "to_status", "by"]
     readonly_fields = fields
     ordering = ["changed_at", "id"]
-    extra = 0
-    can_delete = False
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor_user", "actor_api_key")
 
     @admin.display(description="by")
     def by(self, change):
-        return change.actor_user or change.actor_api_key or "system"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+        return change.actor or "system"
 
 
 @admin.register(InvoiceStatusChange)
@@ -84,7 +73,7 @@ class InvoiceStatusChangeAdmin(ReadOnlyAdmin):
 
     @admin.display(description="by")
     def by(self, change):
-        return change.actor_user or change.actor_api_key or "system"
+        return change.actor or "system"
 
 
 @admin.register(Invoice)

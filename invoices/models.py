@@ -525,6 +525,10 @@ class InvoiceStatusChange(models.Model):
             models.CheckConstraint(
                 condition=~Q(from_status=F("to_status")), name="status_change_changes_status"
             ),
+            models.CheckConstraint(
+                condition=Q(actor_user__isnull=True) | Q(actor_api_key__isnull=True),
+                name="status_change_one_actor",
+            ),
         ]
         indexes = [
             models.Index(fields=["organization", "invoice", "changed_at"], name="status_change_org_invoice"),
@@ -537,6 +541,11 @@ class InvoiceStatusChange(models.Model):
         if not self._state.adding:
             raise NotEditable("A status change is history: it is never changed.")
         super().save(*args, **kwargs)
+
+    @property
+    def actor(self):
+        """The member or API key that made the change; None for the system."""
+        return self.actor_user if self.actor_user_id else self.actor_api_key
 
 
 class Line(models.Model):

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from billing.admin import ReadOnlyAdmin
+from billing.admin import ReadOnlyAdmin, ReadOnlyInline
 from invoices.admin import InvoiceAdmin
 from invoices.models import Invoice
 from payments.models import Payment
@@ -48,28 +48,17 @@ class PaymentAdmin(ReadOnlyAdmin):
         return payment.invoice.currency
 
 
-class PaymentInline(admin.TabularInline):
+class PaymentInline(ReadOnlyInline):
     """The invoice's payments, oldest first, each linked to its own (read-only) page."""
 
     model = Payment
     fields = ["paid_at", "amount", "method", "reference", "created_by", "created_at"]
     readonly_fields = fields
     ordering = ["paid_at", "id"]
-    extra = 0
-    can_delete = False
     show_change_link = True
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("created_by_user", "created_by_api_key")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class InvoiceWithPaymentsAdmin(InvoiceAdmin):

@@ -81,6 +81,15 @@ def test_each_change_records_the_member_or_the_key_that_made_it(alice, alice_org
     assert actors(void) == [(None, api_key.pk), (alice.pk, None)]
 
 
+def test_the_database_refuses_a_change_made_by_both_a_member_and_a_key(alice, alice_org, alice_customer):
+    _, api_key = key_client(alice_org)
+    invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk, actor=alice)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        InvoiceStatusChange.objects.filter(invoice_id=invoice.pk).update(actor_api_key=api_key)
+    assert [change.actor for change in invoice.status_changes.all()] == [alice]
+
+
 def test_void_is_recorded(alice, alice_api, alice_customer):
     invoice = invoice_send(organization=org(alice), invoice_id=draft(alice, alice_customer).pk)
 

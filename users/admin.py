@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, ProtectedError
 from django.forms.models import BaseInlineFormSet
 
-from billing.admin import RefusalsAsMessages, ServiceWriteAdmin
+from billing.admin import ReadOnlyAdmin, ReadOnlyInline, RefusalsAsMessages, ServiceWriteAdmin
 from billing.exceptions import InUse
 from users.models import ApiKey, Membership, Organization, Role, User
 from users.services import (
@@ -212,7 +212,7 @@ class UserMembershipInline(MembershipInline):
         return super().get_queryset(request).select_related("organization")
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyInline):
     """The organization's keys, as the API lists them: shown, each linked to its page (where it is
     revoked); never made or changed here."""
 
@@ -221,18 +221,7 @@ class ApiKeyInline(admin.TabularInline):
     verbose_name_plural = "API keys"
     fields = ["name", "prefix", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- organizations -------------------------------------------------------------------------------
@@ -245,20 +234,8 @@ class OrganizationAdmin(ServiceWriteAdmin):
     search_fields = ["name", "legal_name", "email", "tax_id"]
     readonly_fields = ["created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "legal_name", "email", "phone", "address", "tax_id"]}),
-        (
-            "Settings",
-            {
-                "fields": [
-                    "time_zone",
-                    "default_currency",
-                    "invoice_prefix",
-                    "payment_terms_days",
-                    "invoice_footer",
-                    "reminder_days",
-                ]
-            },
-        ),
+        (None, {"fields": Organization.PROFILE_FIELDS}),
+        ("Settings", {"fields": Organization.SETTINGS_FIELDS}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
     inlines = [OrganizationMemberInline, ApiKeyInline]
@@ -316,7 +293,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
         "prefix",
@@ -345,14 +322,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = fields
     actions = ["revoke"]
 
-    def has_add_permission(self, request):
-        return False  # a key is made by the API (or seed_demo), which shows its secret once
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # revoked, never deleted: what a key made still says who made it
+    # Read-only (ReadOnlyAdmin): a key is made by the API (or seed_demo), which shows its secret
+    # once, and is revoked, never deleted: what a key made still says who made it.
 
     def has_revoke_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")

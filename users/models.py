@@ -80,6 +80,18 @@ def default_reminder_days() -> list[int]:
 class Organization(models.Model):
     """The business that bills: the tenant. Every owned row carries one (billing.models.OwnedModel)."""
 
+    # What the organization itself may change (the API's PATCH, the admin's form): its profile,
+    # printed on documents, and the settings that shape its invoices.
+    PROFILE_FIELDS = ("name", "legal_name", "email", "phone", "address", "tax_id")
+    SETTINGS_FIELDS = (
+        "time_zone",
+        "default_currency",
+        "invoice_prefix",
+        "payment_terms_days",
+        "invoice_footer",
+        "reminder_days",
+    )
+
     name = models.CharField(max_length=200)
     legal_name = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)

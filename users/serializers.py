@@ -231,22 +231,7 @@ class OrganizationSerializer(StrictModelSerializer):
 
     class Meta:
         model = Organization
-        fields = [
-            "id",
-            "name",
-            "legal_name",
-            "email",
-            "phone",
-            "address",
-            "tax_id",
-            "time_zone",
-            "default_currency",
-            "invoice_prefix",
-            "payment_terms_days",
-            "invoice_footer",
-            "reminder_days",
-            "created_at",
-        ]
+        fields = ["id", *Organization.PROFILE_FIELDS, *Organization.SETTINGS_FIELDS, "created_at"]
         read_only_fields = ["id", "created_at"]
 
 

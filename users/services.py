@@ -117,20 +117,7 @@ def user_login(
 
 # --- the organization ------------------------------------------------------------------------
 
-ORGANIZATION_FIELDS = (
-    "name",
-    "legal_name",
-    "email",
-    "phone",
-    "address",
-    "tax_id",
-    "time_zone",
-    "default_currency",
-    "invoice_prefix",
-    "payment_terms_days",
-    "invoice_footer",
-    "reminder_days",
-)
+ORGANIZATION_FIELDS = (*Organization.PROFILE_FIELDS, *Organization.SETTINGS_FIELDS)
 
 
 @transaction.atomic

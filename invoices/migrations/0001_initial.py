@@ -807,6 +807,15 @@ class Migration(migrations.Migration):
                 name="status_change_changes_status",
             ),
         ),
+        migrations.AddConstraint(
+            model_name="invoicestatuschange",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("actor_user__isnull", True), ("actor_api_key__isnull", True), _connector="OR"
+                ),
+                name="status_change_one_actor",
+            ),
+        ),
         migrations.AddIndex(
             model_name="line",
             index=models.Index(fields=["organization", "invoice"], name="line_org_invoice"),
