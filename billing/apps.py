@@ -7,3 +7,10 @@ class BillingConfig(AppConfig):
 
     name = "billing"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from billing.checks import currency_places
+
+        checks.register(currency_places)

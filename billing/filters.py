@@ -15,7 +15,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
-from billing.money import CENT, MAX_AMOUNT
+from billing.money import MAX_AMOUNT, MONEY_PLACES
 from billing.serializers import DATE_RE
 
 INTEGER_RE = re.compile(r"-?[0-9]+")
@@ -89,12 +89,13 @@ class IsoDateRangeFilter(django_filters.DateFromToRangeFilter):
 
 def _money_bound(value: Decimal | None, rounding: str) -> Decimal | None:
     """A bound as the database can compare it with an amount: within the range of a money column
-    (a bound beyond it matches all or nothing just the same) and at cents, rounded inwards
-    (`total >= 0.001` is `total >= 0.01`). PostgreSQL refuses a literal such as 1E+999999999."""
+    (a bound beyond it matches all or nothing just the same) and at the columns' thousandths, rounded
+    inwards (`total >= 0.0001` is `total >= 0.001`). PostgreSQL refuses a literal such as 1E+999999999."""
     if value is None:
         return None
-    limit = MAX_AMOUNT + CENT
-    return max(-limit, min(limit, value)).quantize(CENT, rounding=rounding)
+    finest = Decimal(1).scaleb(-MONEY_PLACES)
+    limit = MAX_AMOUNT + finest
+    return max(-limit, min(limit, value)).quantize(finest, rounding=rounding)
 
 
 @extend_schema_field({"type": "string", "pattern": f"^{NUMBER_PATTERN}$"})

@@ -17,9 +17,11 @@ from django.db import models
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import ISO_8601, serializers
+from rest_framework.fields import get_attribute
 from rest_framework.settings import api_settings
 
 from billing.currencies import CURRENCY_CODES
+from billing.money import MONEY_DIGITS, MONEY_PLACES, PRICE_DIGITS, PRICE_PLACES, format_amount, format_price
 
 DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -122,7 +124,38 @@ class StrictDecimalField(serializers.DecimalField):
             self.fail("notation")
         if self.min_value is not None and self.min_value >= 0 and Decimal(data).is_signed():
             self.fail("min_value", min_value=self.min_value)
-        return value
+        # As written, not quantized to the field's places as DRF's is: an amount's places are
+        # judged against its currency's (JPY "1000.00" has two), which only the service knows.
+        return Decimal(data) if value == Decimal(data) else value
+
+
+class MoneyField(serializers.DecimalField):
+    """A read-only amount, written with exactly its currency's places: "1250" JPY, "12.50" USD,
+    "1.250" KWD (`billing.money.format_amount`; with `price=True`, a unit price: `format_price`).
+
+    `currency` is where the object holds its currency (`"currency"` on an invoice or a summary row,
+    `"invoice.currency"` on a line or a payment, whose invoice is loaded with it). The attribute is
+    the pair (amount, currency), which both render paths (DRF's and `PlainRepresentationMixin`'s)
+    read through `get_attribute` and write with this one `to_representation`.
+    """
+
+    def __init__(
+        self, *, currency: str = "currency", price: bool = False, whole_digits: int | None = None, **kwargs
+    ):
+        digits, places = (PRICE_DIGITS, PRICE_PLACES) if price else (MONEY_DIGITS, MONEY_PLACES)
+        if whole_digits is not None:  # a sum of amounts, wider than a column
+            digits = whole_digits + places
+        super().__init__(max_digits=digits, decimal_places=places, read_only=True, **kwargs)
+        self.currency_attrs = currency.split(".")
+        self.format = format_price if price else format_amount
+
+    def get_attribute(self, instance):
+        amount = super().get_attribute(instance)
+        return None if amount is None else (amount, get_attribute(instance, self.currency_attrs))
+
+    def to_representation(self, value):
+        amount, currency = value
+        return self.format(amount, currency)
 
 
 class StrictDateField(serializers.DateField):
@@ -224,6 +257,8 @@ def _build_plan(serializer) -> list[tuple]:
             continue
         if isinstance(field, serializers.SerializerMethodField):
             plan.append((name, None, field, _METHOD, field.method_name))
+        elif isinstance(field, MoneyField):
+            plan.append((name, None, field, _VALUE, field.to_representation))
         elif isinstance(field, serializers.PrimaryKeyRelatedField) and len(field.source_attrs) == 1:
             if field.pk_field is not None:
                 raise TypeError(f"{where}: pk_field is not supported")

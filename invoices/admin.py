@@ -6,7 +6,8 @@ from django.utils.safestring import mark_safe
 
 from billing.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceWriteAdmin
 from billing.exceptions import NotEditable
-from invoices.models import Invoice, InvoiceStatusChange
+from billing.money import format_amount, format_price
+from invoices.models import MONEY_COLUMNS, Invoice, InvoiceStatusChange
 from invoices.services import (
     MarkOverdueIncomplete,
     invoice_create,
@@ -76,6 +77,19 @@ class InvoiceStatusChangeAdmin(ReadOnlyAdmin):
         return change.actor or "system"
 
 
+MONEY_SHOWN = {name: f"{name}_shown" for name in MONEY_COLUMNS}
+
+
+def _shown(name: str):
+    """An admin column showing the money field `name` with its currency's places."""
+
+    @admin.display(description=name.replace("_", " "), ordering=name)
+    def shown(self, obj):
+        return format_amount(getattr(obj, name), obj.currency)
+
+    return shown
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(ServiceWriteAdmin):
     """Operators change what an invoice's state allows (a draft everything but its lines, an issued
@@ -92,8 +106,8 @@ class InvoiceAdmin(ServiceWriteAdmin):
         "issue_date",
         "due_date",
         "currency",
-        "total",
-        "amount_paid",
+        "total_shown",
+        "amount_paid_shown",
         "balance_due",
     ]
     list_filter = ["organization", "status", "currency", "issue_date", "due_date"]
@@ -104,12 +118,12 @@ class InvoiceAdmin(ServiceWriteAdmin):
     actions = ["mark_overdue_now"]
     # The payments' inline is added by payments.admin (invoices never import payments).
     inlines = [InvoiceStatusChangeInline]
+    # The money columns are shown with their currency's places ("1250" JPY, "12.50" USD), never
+    # edited (the lines and the payments make them).
+    exclude = list(MONEY_SHOWN)
     money_and_state = [
         "status",
-        "subtotal",
-        "tax_total",
-        "total",
-        "amount_paid",
+        *MONEY_SHOWN.values(),
         "balance_due",
         "sent_at",
         "paid_at",
@@ -122,8 +136,12 @@ class InvoiceAdmin(ServiceWriteAdmin):
         if obj is None:
             return self.money_and_state
         editable = obj.editable_fields() - {"lines"}
-        frozen = [f.name for f in Invoice._meta.concrete_fields if f.name not in editable and f.editable]
-        at = frozen.index("amount_paid") + 1
+        frozen = [
+            MONEY_SHOWN.get(f.name, f.name)
+            for f in Invoice._meta.concrete_fields
+            if f.name not in editable and f.editable
+        ]
+        at = frozen.index(MONEY_SHOWN["amount_paid"]) + 1
         # created_by: the member or API key that made it (`Invoice.created_by`), "-" for neither.
         return [*frozen[:at], "balance_due", *frozen[at:], "created_by", "lines_table"]
 
@@ -142,7 +160,12 @@ class InvoiceAdmin(ServiceWriteAdmin):
 
     @admin.display(description="balance due", ordering=F("total") - F("amount_paid"))
     def balance_due(self, obj):
-        return obj.balance_due
+        return format_amount(obj.balance_due, obj.currency)
+
+    subtotal_shown = _shown("subtotal")
+    tax_total_shown = _shown("tax_total")
+    total_shown = _shown("total")
+    amount_paid_shown = _shown("amount_paid")
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and not obj.can_edit():
@@ -167,7 +190,14 @@ class InvoiceAdmin(ServiceWriteAdmin):
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (ln.description, ln.quantity, ln.unit_price, ln.tax_rate, ln.amount, ln.tax_amount)
+                (
+                    ln.description,
+                    ln.quantity,
+                    format_price(ln.unit_price, obj.currency),
+                    ln.tax_rate,
+                    format_amount(ln.amount, obj.currency),
+                    format_amount(ln.tax_amount, obj.currency),
+                )
                 for ln in obj.lines.order_by("position")
             ),
         )

@@ -21,12 +21,20 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django.utils import timezone
 
-from billing.currencies import CURRENCY_CHOICES, CURRENCY_CODES, is_currency
+from billing import money
+from billing.currencies import (
+    CURRENCY_CHOICES,
+    CURRENCY_CODES,
+    THREE_PLACE_CODES,
+    ZERO_PLACE_CODES,
+    is_currency,
+)
 from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTransition, NotEditable
 from billing.models import OwnedModel
-from billing.money import MAX_AMOUNT, ZERO, quantize
+from billing.money import MONEY_DIGITS, MONEY_PLACES, PRICE_DIGITS, PRICE_PLACES, ZERO
 from customers.models import Customer
 from users.models import CreatedBy, actor_columns
 
@@ -49,7 +57,19 @@ NUMBER_VALIDATOR = RegexValidator(
         "(no space at either end, no control or invisible character)."
     ),
 )
-HALF_CENT = Decimal("0.005")
+# Half the finest minor unit (a thousandth): see invoice_total_is_subtotal_plus_tax.
+HALF_THOUSANDTH = Decimal("0.0005")
+MONEY_COLUMNS = ("subtotal", "tax_total", "total", "amount_paid")
+
+
+def _at_places(places: int) -> Q:
+    """The invoice's money columns hold no more than `places` decimals."""
+    return Q(**{name: Round(F(name), places) for name in MONEY_COLUMNS})
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    """A money column: 12 whole digits and 3 places, the finest any accepted currency has."""
+    return models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
 
 
 def default_currency() -> str:
@@ -168,10 +188,10 @@ class Invoice(OwnedModel, CreatedBy):
     issue_date = models.DateField()
     due_date = models.DateField()
     notes = models.TextField(blank=True, max_length=5000)
-    subtotal = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
-    tax_total = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
-    total = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
-    amount_paid = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    subtotal = money_field(default=ZERO)
+    tax_total = money_field(default=ZERO)
+    total = money_field(default=ZERO)
+    amount_paid = money_field(default=ZERO)
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     # Bumped by every write; a save matches the version it read (OwnedModel), so no write is ever
@@ -199,16 +219,25 @@ class Invoice(OwnedModel, CreatedBy):
             models.CheckConstraint(
                 condition=Q(due_date__gte=F("issue_date")), name="invoice_due_date_gte_issue_date"
             ),
-            # total = subtotal + tax_total. Written as "within half a cent" because SQLite does
-            # this arithmetic in floating point; on PostgreSQL's numeric(14, 2) it is exact equality.
+            # total = subtotal + tax_total. Written as "within half a thousandth" because SQLite
+            # does this arithmetic in floating point; on PostgreSQL's numeric(15, 3) it is exact
+            # equality (each amount has at most 3 places).
             models.CheckConstraint(
                 condition=Q(
                     subtotal__gte=0,
                     tax_total__gte=0,
-                    total__gt=F("subtotal") + F("tax_total") - HALF_CENT,
-                    total__lt=F("subtotal") + F("tax_total") + HALF_CENT,
+                    total__gt=F("subtotal") + F("tax_total") - HALF_THOUSANDTH,
+                    total__lt=F("subtotal") + F("tax_total") + HALF_THOUSANDTH,
                 ),
                 name="invoice_total_is_subtotal_plus_tax",
+            ),
+            # Every amount has at most its currency's places (ISO 4217 minor units, as recorded in
+            # billing.currencies): none for JPY, 2 for USD; the columns' 3 suffice for KWD. The
+            # lines' and payments' amounts add up to these (the models check each one).
+            models.CheckConstraint(
+                condition=(Q(currency__in=THREE_PLACE_CODES) | _at_places(2))
+                & (~Q(currency__in=ZERO_PLACE_CODES) | _at_places(0)),
+                name="invoice_amounts_in_minor_units",
             ),
             models.CheckConstraint(
                 condition=Q(amount_paid__gte=0, amount_paid__lte=F("total")),
@@ -259,7 +288,8 @@ class Invoice(OwnedModel, CreatedBy):
 
     @property
     def balance_due(self) -> Decimal:
-        return self.total - self.amount_paid
+        """What is left to pay, with the currency's places (the columns hold 3: 12.500 USD is 12.50)."""
+        return money.quantize(self.total - self.amount_paid, self.currency)
 
     def editable_fields(self) -> frozenset[str]:
         return self.EDITABLE_FIELDS[self.status]
@@ -376,6 +406,7 @@ class Invoice(OwnedModel, CreatedBy):
 
     def apply_payment(self, amount: Decimal, *, actor=None) -> None:
         """Take `amount` off the balance; settle the invoice when the balance reaches zero."""
+        self.check_amount(amount)
         if not self.can_pay():
             raise InvalidTransition(
                 f"Only a sent or overdue invoice accepts payments; this invoice is {self.status}."
@@ -392,15 +423,33 @@ class Invoice(OwnedModel, CreatedBy):
             self._set_status(self.Status.PAID, actor=actor)
             self.paid_at = timezone.now()
 
+    def check_amount(self, amount: Decimal, *, as_written: bool = False) -> None:
+        """Refuse an amount (a payment's) with more places than the invoice's currency: by value
+        (JPY 12.5), or with `as_written` by the places as given (JPY "1000.00" has two), as the API
+        counts them. A 400 on `amount`; its places are part of its form, so they are judged before
+        the invoice's state (a well-formed amount on a paid invoice is 409)."""
+        places = money.places(self.currency)
+        given = money.places_written(amount) if as_written else money.places_written(amount.normalize())
+        if given > places:
+            raise BusinessRuleViolation(
+                f"A {self.currency} amount has at most {places} decimal place{'' if places == 1 else 's'} "
+                f"(ISO 4217 minor units); {amount} has {given}.",
+                field="amount",
+            )
+
     def set_totals(self, lines: Iterable[Line]) -> None:
         """Recompute the totals from `lines`, whose own amounts are computed here too."""
         subtotal = tax_total = ZERO
         for line in lines:
-            line.compute_amounts()
+            line.compute_amounts(self.currency)
             subtotal += line.amount
             tax_total += line.tax_amount
-        if subtotal + tax_total > MAX_AMOUNT:
-            raise AmountTooLarge(f"The invoice total would exceed {MAX_AMOUNT}.", field="lines")
+        limit = money.max_amount(self.currency)
+        if subtotal + tax_total > limit:
+            raise AmountTooLarge(
+                f"The invoice total would exceed {money.format_amount(limit, self.currency)} {self.currency}.",
+                field="lines",
+            )
         self.subtotal, self.tax_total, self.total = subtotal, tax_total, subtotal + tax_total
 
     # --- writes ---------------------------------------------------------------------------
@@ -560,10 +609,12 @@ class Line(models.Model):
     position = models.PositiveIntegerField()
     description = models.CharField(max_length=500)
     quantity = models.DecimalField(max_digits=12, decimal_places=3)
-    unit_price = models.DecimalField(max_digits=14, decimal_places=2)
+    # Up to 4 places in any currency: a per-unit price is often finer than the currency.
+    unit_price = models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES)
     tax_rate = models.DecimalField(max_digits=5, decimal_places=2, default=ZERO)
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
-    tax_amount = models.DecimalField(max_digits=14, decimal_places=2)
+    # In the invoice's currency, rounded half-up to its places.
+    amount = money_field()
+    tax_amount = money_field()
 
     class Meta:
         ordering = ["invoice", "position"]
@@ -583,12 +634,38 @@ class Line(models.Model):
     def __str__(self) -> str:
         return self.description
 
-    def compute_amounts(self) -> None:
-        """amount = quantity x unit_price, tax = amount x rate / 100, each rounded half-up to cents."""
-        self.amount = quantize(self.quantity * self.unit_price)
-        self.tax_amount = quantize(self.amount * self.tax_rate / 100)
-        if self.amount + self.tax_amount > MAX_AMOUNT:
-            raise AmountTooLarge(f"A line amount would exceed {MAX_AMOUNT}.", field="lines")
+    def compute_amounts(self, currency: str) -> None:
+        """amount = quantity x unit_price, tax = amount x rate / 100, each rounded half-up to the
+        places of `currency` (the invoice's), after checking the figures the line is made of."""
+        self.check_fields()
+        self.amount = money.quantize(self.quantity * self.unit_price, currency)
+        self.tax_amount = money.quantize(self.amount * self.tax_rate / 100, currency)
+        limit = money.max_amount(currency)
+        if self.amount + self.tax_amount > limit:
+            raise AmountTooLarge(
+                f"A line amount would exceed {money.format_amount(limit, currency)} {currency}.",
+                field="lines",
+            )
+
+    # (field, places, the smallest value, the largest value) of what a writer gives.
+    _FIGURES = (
+        ("quantity", 3, Decimal("0.001"), Decimal("999999999.999")),
+        ("unit_price", PRICE_PLACES, ZERO, Decimal("999999999999.9999")),
+        ("tax_rate", 2, ZERO, Decimal(100)),
+    )
+
+    def check_fields(self) -> None:
+        """The figures as the columns hold them, whoever wrote them (a service, the admin, a shell),
+        so that nothing is rounded away by the database: an error on `lines`."""
+        for name, places, smallest, largest in self._FIGURES:
+            value = getattr(self, name)
+            if not isinstance(value, Decimal) or not value.is_finite():
+                raise BusinessRuleViolation(f"A line's {name} must be a decimal number.", field="lines")
+            if not smallest <= value <= largest or value != value.quantize(Decimal(1).scaleb(-places)):
+                raise BusinessRuleViolation(
+                    f"A line's {name} is between {smallest} and {largest}, with at most {places} decimal places.",
+                    field="lines",
+                )
 
 
 class InvoiceSequence(models.Model):
@@ -618,8 +695,11 @@ class InvoiceTotals(models.Model):
     instead of aggregating the organization's invoices, so they cost the same at 100 invoices and
     at a million.
 
-    Money is in hundredths (amounts are stored with two decimals): integer sums are exact on every
-    database, where SQLite would add decimals in floating point.
+    Money is in each currency's minor units (ISO 4217, as recorded in `billing.currencies`: yen for
+    JPY, cents for USD, fils for KWD): integer sums are exact on every database, where SQLite would
+    add decimals in floating point. The triggers know the places of each currency as recorded when
+    they were written (invoices migration 0003); `billing.E020` names a currency whose ISO places
+    have changed since.
 
     Each (organization, currency, status) is split over SHARDS rows by invoice id, so that writers of one
     organization (two payments of different invoices, say) seldom wait on the same row: a row a write
@@ -637,10 +717,10 @@ class InvoiceTotals(models.Model):
     shard = models.SmallIntegerField()
     count = models.BigIntegerField()
     # numeric, not bigint: a sum of amounts that each fit their column cannot overflow it (38 digits
-    # hold 2^63 invoices of the largest total), where bigint hundredths overflowed after ~92,000
+    # hold 2^63 invoices of the largest total), where bigint minor units overflowed after ~92,000
     # invoices of the largest total in one row, making every later write of that row fail.
-    total_cents = models.DecimalField(max_digits=38, decimal_places=0)
-    paid_cents = models.DecimalField(max_digits=38, decimal_places=0)
+    total_minor = models.DecimalField(max_digits=38, decimal_places=0)
+    paid_minor = models.DecimalField(max_digits=38, decimal_places=0)
 
     def __str__(self) -> str:
         return (

@@ -1,17 +1,15 @@
 """Reads over invoices that are more than a queryset."""
 
 from collections.abc import Iterable
-from decimal import Decimal
 
 from django.db import connections, router
-from django.db.models import Count, DecimalField, Prefetch, QuerySet, Sum, prefetch_related_objects
+from django.db.models import BigIntegerField, Count, F, Prefetch, QuerySet, Sum, prefetch_related_objects
+from django.db.models.functions import Cast, Round
 
-from billing.money import ZERO
+from billing import money
 from invoices.models import Invoice, InvoiceTotals
 
 S = Invoice.Status
-# A sum of many 14-digit amounts can outgrow 14 digits; the aggregate's own type is wider.
-SUM_FIELD = DecimalField(max_digits=20, decimal_places=2)
 # The relations behind `created_by` (a member or an API key), joined wherever an invoice or payment
 # is read for its representation, so that showing who made it costs no query.
 CREATOR = ("created_by_user", "created_by_api_key")
@@ -25,8 +23,8 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
     invoiced = total of sent, overdue and paid; collected = amount paid; outstanding = balance due
     of sent and overdue; overdue = balance due of overdue. Currencies are never added together.
 
-    The database groups by (currency, status) and sums two columns; the few groups (at most five a
-    currency) are then added up here, exactly, in Decimal. That is a third of the work of one row a
+    The database groups by (currency, status) and sums two columns, as integers (thousandths); the
+    few groups (at most five a currency) are then added up here, exactly, in minor units. That is a third of the work of one row a
     currency with a filtered sum per figure (each row feeds nine aggregates there, three here), and
     with the covering index invoice_org_summary (organization, currency, status; total, amount_paid) it
     is an index-only scan read in group order, whose cost follows the tenant's size, not the table's.
@@ -34,14 +32,25 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
     groups = (
         invoices.order_by()
         .values_list("currency", "status")
-        .annotate(
-            n=Count("*"),
-            total=Sum("total", output_field=SUM_FIELD),
-            paid=Sum("amount_paid", output_field=SUM_FIELD),
-        )
+        .annotate(n=Count("*"), total=Sum(thousandths("total")), paid=Sum(thousandths("amount_paid")))
         .order_by("currency", "status")
     )
-    return _summary(groups)
+    return _summary(
+        (currency, status, n, _from_thousandths(total, currency), _from_thousandths(paid, currency))
+        for currency, status, n, total, paid in groups
+    )
+
+
+def thousandths(name: str) -> Cast:
+    """An amount column in thousandths of the major unit (the finest minor unit there is), as an
+    integer per row: summed exactly on every database, where SQLite would add decimals in floating
+    point."""
+    return Cast(Round(F(name) * 1000), BigIntegerField())
+
+
+def _from_thousandths(value, currency: str) -> int:
+    """A sum of thousandths in `currency`'s minor units (exact: each amount has at most its places)."""
+    return int(value or 0) // 10 ** (3 - money.places(currency))
 
 
 # The two reads of InvoiceTotals are fixed statements with one parameter, so they are written once
@@ -50,7 +59,7 @@ def invoice_summary(*, invoices: QuerySet[Invoice]) -> dict:
 # PostgreSQL and SQLite both run;
 # tests/test_invoice_totals.py compares their results with the aggregate over the invoices.
 _SUMMARY_SQL = (
-    "SELECT currency, status, SUM(count), SUM(total_cents), SUM(paid_cents) FROM invoices_invoicetotals "
+    "SELECT currency, status, SUM(count), SUM(total_minor), SUM(paid_minor) FROM invoices_invoicetotals "
     "WHERE organization_id = %s GROUP BY currency, status HAVING SUM(count) > 0 ORDER BY currency, status"
 )
 _COUNT_SQL = "SELECT COALESCE(SUM(count), 0) FROM invoices_invoicetotals WHERE organization_id = %s"
@@ -63,7 +72,7 @@ def organization_summary(*, organization_id: int) -> dict:
         cursor.execute(_SUMMARY_SQL, [organization_id])
         groups = cursor.fetchall()
     return _summary(
-        (currency, status, int(n), _cents(total), _cents(paid)) for currency, status, n, total, paid in groups
+        (currency, status, int(n), int(total), int(paid)) for currency, status, n, total, paid in groups
     )
 
 
@@ -74,31 +83,34 @@ def organization_invoice_count(*, organization_id: int) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _cents(value: int) -> Decimal:
-    return Decimal(value).scaleb(-2) + ZERO
-
-
-def _summary(groups: Iterable[tuple[str, str, int, Decimal, Decimal]]) -> dict:
-    """Add up (currency, status, count, total, amount paid) groups, sorted by currency."""
+def _summary(groups: Iterable[tuple[str, str, int, int, int]]) -> dict:
+    """Add up (currency, status, count, total, amount paid) groups, sorted by currency, the money in
+    each currency's minor units (integers: exact), then written as amounts with its places."""
     by_status = dict.fromkeys(S.values, 0)
     totals: dict[str, dict] = {}
     for currency, status, n, total, paid in groups:
         by_status[status] += n
-        money = totals.setdefault(
-            currency,
+        minor = totals.setdefault(
+            currency, dict.fromkeys(("invoiced", "collected", "outstanding", "overdue"), 0)
+        )
+        minor["collected"] += paid
+        if status in INVOICED:
+            minor["invoiced"] += total
+        if status in OUTSTANDING:
+            minor["outstanding"] += total - paid
+        if status == S.OVERDUE:
+            minor["overdue"] += total - paid
+    return {
+        "count": sum(by_status.values()),
+        "by_status": by_status,
+        "totals": [
             {
                 "currency": currency,
-                **dict.fromkeys(("invoiced", "collected", "outstanding", "overdue"), ZERO),
-            },
-        )
-        money["collected"] += paid
-        if status in INVOICED:
-            money["invoiced"] += total
-        if status in OUTSTANDING:
-            money["outstanding"] += total - paid
-        if status == S.OVERDUE:
-            money["overdue"] += total - paid
-    return {"count": sum(by_status.values()), "by_status": by_status, "totals": list(totals.values())}
+                **{name: money.from_minor(value, currency) for name, value in minor.items()},
+            }
+            for currency, minor in totals.items()
+        ],
+    }
 
 
 def with_lines_and_payments(invoice: Invoice) -> Invoice:

@@ -4,8 +4,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.currencies import is_currency
+from billing.money import PRICE_DIGITS, PRICE_PLACES
 from billing.serializers import (
     CurrencyField,
+    MoneyField,
     PlainRepresentationMixin,
     ReferenceField,
     StrictCharField,
@@ -23,7 +25,12 @@ NEW_INVOICE_STATUS = (
 class LineInputSerializer(serializers.Serializer):
     description = StrictCharField(max_length=500)
     quantity = StrictDecimalField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
-    unit_price = StrictDecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    unit_price = StrictDecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        min_value=Decimal("0"),
+        help_text="Up to 4 decimal places in any currency.",
+    )
     tax_rate = StrictDecimalField(
         max_digits=5, decimal_places=2, min_value=Decimal("0"), max_value=Decimal("100"), default=Decimal("0")
     )
@@ -123,6 +130,11 @@ class CreatedByField(serializers.Field):
 
 
 class LineSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
+    # In the invoice's currency (a line is read with its invoice: its prefetch sets it).
+    unit_price = MoneyField(currency="invoice.currency", price=True)
+    amount = MoneyField(currency="invoice.currency")
+    tax_amount = MoneyField(currency="invoice.currency")
+
     class Meta:
         model = Line
         fields = ["id", "description", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"]
@@ -134,7 +146,11 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
 
     customer_name = serializers.CharField(source="customer.name", read_only=True)
     currency = CurrencyField(read_only=True)  # the input's enum in the schema
-    balance_due = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    subtotal = MoneyField()
+    tax_total = MoneyField()
+    total = MoneyField()
+    amount_paid = MoneyField()
+    balance_due = MoneyField()
     available_actions = serializers.SerializerMethodField()
     created_by = CreatedByField()
 
@@ -178,7 +194,7 @@ class InvoicePaymentSerializer(PlainRepresentationMixin, serializers.Serializer)
     """A payment as listed inside its invoice (the payments app's rows, read through the relation)."""
 
     id = serializers.IntegerField(read_only=True)
-    amount = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    amount = MoneyField(currency="invoice.currency")
     method = _PaymentMethodField(read_only=True)
     reference = serializers.CharField(read_only=True)
     paid_at = serializers.DateField(read_only=True)
@@ -197,8 +213,9 @@ class InvoiceDetailSerializer(InvoiceSerializer):
         read_only_fields = fields
 
 
-def _money(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=20, decimal_places=2, **kwargs)
+def _money(**kwargs) -> MoneyField:
+    # A sum over any number of invoices: wider than one amount (the kept totals are numeric(38)).
+    return MoneyField(whole_digits=35, **kwargs)
 
 
 class CurrencyTotalsSerializer(PlainRepresentationMixin, serializers.Serializer):

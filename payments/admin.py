@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from billing.admin import ReadOnlyAdmin, ReadOnlyInline
+from billing.money import format_amount
 from invoices.admin import InvoiceAdmin
 from invoices.models import Invoice
 from payments.models import Payment
@@ -21,7 +22,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         "id",
         "invoice_link",
         "organization",
-        "amount",
+        "amount_shown",
         "currency",
         "method",
         "reference",
@@ -32,11 +33,15 @@ class PaymentAdmin(ReadOnlyAdmin):
     search_fields = ["reference", "invoice__number", "organization__name"]
     list_select_related = ["invoice", "organization"]
     date_hierarchy = "paid_at"
-    # The member or API key that recorded it (`Payment.created_by`), "-" for neither.
-    readonly_fields = ["created_by"]
+    # The amount with its currency's places ("1250" JPY, "12.50" USD), and the member or API key
+    # that recorded it (`Payment.created_by`), "-" for neither.
+    exclude = ["amount"]
+    readonly_fields = ["amount_shown", "created_by"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("created_by_user", "created_by_api_key")
+        return (
+            super().get_queryset(request).select_related("invoice", "created_by_user", "created_by_api_key")
+        )
 
     @admin.display(description="invoice", ordering="invoice__number")
     def invoice_link(self, payment):
@@ -47,18 +52,28 @@ class PaymentAdmin(ReadOnlyAdmin):
     def currency(self, payment):
         return payment.invoice.currency
 
+    @admin.display(description="amount", ordering="amount")
+    def amount_shown(self, payment):
+        return format_amount(payment.amount, payment.invoice.currency)
+
 
 class PaymentInline(ReadOnlyInline):
     """The invoice's payments, oldest first, each linked to its own (read-only) page."""
 
     model = Payment
-    fields = ["paid_at", "amount", "method", "reference", "created_by", "created_at"]
+    fields = ["paid_at", "amount_shown", "method", "reference", "created_by", "created_at"]
     readonly_fields = fields
     ordering = ["paid_at", "id"]
     show_change_link = True
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("created_by_user", "created_by_api_key")
+        return (
+            super().get_queryset(request).select_related("invoice", "created_by_user", "created_by_api_key")
+        )
+
+    @admin.display(description="amount")
+    def amount_shown(self, payment):
+        return format_amount(payment.amount, payment.invoice.currency)
 
 
 class InvoiceWithPaymentsAdmin(InvoiceAdmin):

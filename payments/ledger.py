@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from decimal import Decimal
 from itertools import groupby
 
-from django.db.models import BigIntegerField, Count, F, Sum
-from django.db.models.functions import Cast, Round
+from django.db.models import Count, F, Sum
 
-from billing.money import ZERO, quantize
+from billing import money
+from billing.currencies import CURRENCY_CODES
+from billing.money import ZERO
 from invoices.models import Invoice, InvoiceTotals, Line
+from invoices.selectors import thousandths
 from payments.models import Payment
 
 S = Invoice.Status
@@ -41,10 +43,20 @@ def ledger_mismatches(*, organization_id: int | None = None) -> Iterator[str]:
             "invoice_id", "id", "quantity", "unit_price", "tax_rate", "amount", "tax_amount"
         ).iterator(CHUNK)
     )
-    payment_groups = _grouped(payments.values("invoice_id", "amount").iterator(CHUNK))
+    payment_groups = _grouped(payments.values("invoice_id", "id", "amount").iterator(CHUNK))
     next_lines, next_payments = next(line_groups, None), next(payment_groups, None)
 
-    fields = ("pk", "number", "status", "subtotal", "tax_total", "total", "amount_paid", "paid_at")
+    fields = (
+        "pk",
+        "number",
+        "status",
+        "currency",
+        "subtotal",
+        "tax_total",
+        "total",
+        "amount_paid",
+        "paid_at",
+    )
     for invoice in invoices.values(*fields).iterator(CHUNK):
         pk = invoice["pk"]
         own_lines: list[dict] = []
@@ -108,35 +120,48 @@ def totals_mismatches(*, organization_id: int | None = None) -> Iterator[str]:
             shard=F("id") % InvoiceTotals.SHARDS
         )
         .values_list("organization_id", "currency", "status", "shard")
-        .annotate(n=Count("*"), total=Sum(_hundredths("total")), paid=Sum(_hundredths("amount_paid")))
+        .annotate(n=Count("*"), total=Sum(thousandths("total")), paid=Sum(thousandths("amount_paid")))
         .iterator(CHUNK)
+    }
+    expected = {
+        key: (n, _minor(total, key[1]), _minor(paid, key[1])) for key, (n, total, paid) in expected.items()
     }
     kept = {
         (organization, currency, status, shard): (n, int(total), int(paid))
         for organization, currency, status, shard, n, total, paid in rows.values_list(
-            "organization_id", "currency", "status", "shard", "count", "total_cents", "paid_cents"
+            "organization_id", "currency", "status", "shard", "count", "total_minor", "paid_minor"
         ).iterator(CHUNK)
     }
     for key in sorted(expected.keys() | kept.keys()):
         want, have = expected.get(key, (0, 0, 0)), kept.get(key, (0, 0, 0))
         if want != have:
             yield (
-                "invoice totals of organization {} in {}, {}, shard {}: kept (count, total, paid in cents) {}, "
+                "invoice totals of organization {} in {}, {}, shard {}: kept (count, total, paid in minor units) {}, "
                 "the invoices give {}".format(*key, have, want)
             )
 
 
-def _hundredths(name: str) -> Cast:
-    """An amount in hundredths, as an integer, per row (then summed exactly even on SQLite)."""
-    return Cast(Round(F(name) * 100), BigIntegerField())
+def _minor(thousandths_sum, currency: str) -> int:
+    """A sum of thousandths in `currency`'s minor units (exact: every amount has at most its places;
+    a remainder is reported as the fraction it is, so that it cannot match a kept integer)."""
+    value = Decimal(int(thousandths_sum or 0)).scaleb(-3)
+    minor = value.scaleb(money.places(currency)) if currency in CURRENCY_CODES else value.scaleb(2)
+    return int(minor) if minor == minor.to_integral_value() else minor
 
 
 def _invoice_mismatches(invoice: dict, lines: list[dict], payments: list[dict]) -> Iterator[str]:
     label = f"invoice {invoice['pk']} ({invoice['number'] or 'draft'})"
+    currency = invoice["currency"]
+    if currency not in CURRENCY_CODES:
+        yield f"{label}: {currency} is not an accepted currency"
+        return
+    for name in ("subtotal", "tax_total", "total", "amount_paid"):
+        if not money.fits(invoice[name], currency):
+            yield f"{label}: {name} {invoice[name]} has more places than {currency}'s {money.places(currency)}"
     subtotal = tax_total = ZERO
     for line in lines:
-        amount = quantize(line["quantity"] * line["unit_price"])
-        tax = quantize(amount * line["tax_rate"] / 100)
+        amount = money.quantize(line["quantity"] * line["unit_price"], currency)
+        tax = money.quantize(amount * line["tax_rate"] / 100, currency)
         if (line["amount"], line["tax_amount"]) != (amount, tax):
             yield (
                 f"{label}: line {line['id']} stores {line['amount']} + {line['tax_amount']} tax, "
@@ -149,6 +174,9 @@ def _invoice_mismatches(invoice: dict, lines: list[dict], payments: list[dict]) 
         if invoice[name] != value:
             yield f"{label}: {name} is {invoice[name]}, its lines give {value}"
 
+    for payment in payments:
+        if not money.fits(payment["amount"], currency):
+            yield f"{label}: payment {payment['id']} of {payment['amount']} has more places than {currency}'s"
     paid = sum((Decimal(p["amount"]) for p in payments), ZERO)
     if invoice["amount_paid"] != paid:
         yield f"{label}: amount_paid is {invoice['amount_paid']}, its payments sum to {paid}"

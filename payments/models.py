@@ -3,7 +3,7 @@ from django.db.models import Q
 
 from billing.exceptions import BusinessRuleViolation, NotEditable
 from billing.models import OwnedModel
-from invoices.models import Invoice
+from invoices.models import Invoice, money_field
 from users.models import CreatedBy
 
 
@@ -21,7 +21,8 @@ class Payment(OwnedModel, CreatedBy):
     Method = PaymentMethod
 
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    # In the invoice's currency, with at most its places (Invoice.apply_payment).
+    amount = money_field()
     method = models.CharField(max_length=20, choices=Method.choices)
     reference = models.CharField(max_length=200, blank=True)
     # The date in the organization's time zone (payment_record's default: its today).

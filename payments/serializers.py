@@ -2,7 +2,10 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from billing.money import MONEY_DIGITS, MONEY_PLACES
 from billing.serializers import (
+    CurrencyField,
+    MoneyField,
     PlainRepresentationMixin,
     StrictCharField,
     StrictDateField,
@@ -17,10 +20,13 @@ from payments.models import Payment
 class PaymentInputSerializer(serializers.Serializer):
     invoice = StrictIntegerField(min_value=1, max_value=2**63 - 1, help_text="One of your invoices.")
     amount = StrictDecimalField(
-        max_digits=14,
-        decimal_places=2,
-        min_value=Decimal("0.01"),
-        help_text="At most the invoice's balance due.",
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        min_value=Decimal("0.001"),
+        help_text=(
+            'In the invoice\'s currency, with at most its ISO 4217 minor units as written (JPY "1250", '
+            'USD "12.50", KWD "1.250"); at most the invoice\'s balance due.'
+        ),
     )
     method = serializers.ChoiceField(choices=Payment.Method.choices)
     reference = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
@@ -34,11 +40,23 @@ class PaymentInputSerializer(serializers.Serializer):
 
 
 class PaymentSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
+    amount = MoneyField(currency="invoice.currency")
+    currency = CurrencyField(source="invoice.currency", read_only=True, help_text="The invoice's currency.")
     created_by = CreatedByField()
 
     class Meta:
         model = Payment
-        fields = ["id", "invoice", "amount", "method", "reference", "paid_at", "created_by", "created_at"]
+        fields = [
+            "id",
+            "invoice",
+            "amount",
+            "currency",
+            "method",
+            "reference",
+            "paid_at",
+            "created_by",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -48,9 +66,7 @@ class PaymentResultSerializer(PaymentSerializer):
     invoice_status = serializers.ChoiceField(
         source="invoice.status", choices=InvoiceStatus.choices, read_only=True
     )  # the invoice's own `status` enum in the schema
-    invoice_balance_due = serializers.DecimalField(
-        source="invoice.balance_due", max_digits=14, decimal_places=2, read_only=True
-    )
+    invoice_balance_due = MoneyField(source="invoice.balance_due", currency="invoice.currency")
 
     class Meta(PaymentSerializer.Meta):
         fields = [*PaymentSerializer.Meta.fields, "invoice_status", "invoice_balance_due"]

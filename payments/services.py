@@ -47,6 +47,8 @@ def payment_record(
         reference=reference,
         paid_at=paid_at if paid_at is not None else organization.today(),
     )
+    # Places as written: JPY "1000.00" is refused as the API counts it, whoever calls.
+    invoice.check_amount(amount, as_written=True)
     payment.set_created_by(actor)
     payment.check_fields()
     invoice.apply_payment(amount, actor=actor)
