@@ -85,6 +85,14 @@ def _cents(c: int) -> str:
     return f"{c // 100}.{c % 100:02d}"
 
 
+def _yen(c: int) -> str:
+    return str(c)
+
+
+# Amounts are generated in minor units and written with the currency's places (JPY has none).
+MINOR = {"JPY": _yen}
+
+
 def _half_up(n: int, d: int) -> int:
     """round(n / d) half-up, for n >= 0, d > 0."""
     return (2 * n + d) // (2 * d)
@@ -120,6 +128,8 @@ def _invoice_rows(
     issue = created.date()
     due = issue + dt.timedelta(days=rng.choice(TERMS))
     subtotal = tax_total = 0
+    currency = rng.choice(CURRENCIES)
+    money = MINOR.get(currency, _cents)
     for pos in range(rng.randint(1, 5)):
         qty = rng.choice((1000, 1000, 2000, 3000, 5000, 10000, 1500, 250, 12500, 40000))
         price = rng.randint(500, 200_000)
@@ -130,7 +140,7 @@ def _invoice_rows(
         tax_total += tax
         out_lines.append(
             f"{invoice_id * 5 + pos + 1}\t{pos}\t{rng.choice(ITEMS)}\t{qty // 1000}.{qty % 1000:03d}\t"
-            f"{_cents(price)}\t{rate // 100}.{rate % 100:02d}\t{_cents(amount)}\t{_cents(tax)}\t"
+            f"{money(price)}\t{rate // 100}.{rate % 100:02d}\t{money(amount)}\t{money(tax)}\t"
             f"{invoice_id}\t{organization_id}\n"
         )
     total = subtotal + tax_total
@@ -166,7 +176,7 @@ def _invoice_rows(
             updated = max(updated, pay_ts)
             ref = f"REF-{invoice_id}-{k}" if rng.random() < 0.5 else ""
             out_pay.append(
-                f"{invoice_id * 3 + k + 1}\t{_ts(pay_ts)}\t{_ts(pay_ts)}\t{_cents(amount)}\t"
+                f"{invoice_id * 3 + k + 1}\t{_ts(pay_ts)}\t{_ts(pay_ts)}\t{money(amount)}\t"
                 f"{rng.choice(METHODS)}\t{ref}\t{pay_day.isoformat()}\t{invoice_id}\t{organization_id}\t"
                 f"{organization_id}\n"
             )
@@ -179,9 +189,9 @@ def _invoice_rows(
             status = "overdue" if rng.random() < 0.5 else "sent"
     notes = "Thank you for your business." if rng.random() < 0.2 else ""
     out_inv.append(
-        f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{rng.choice(CURRENCIES)}\t"
-        f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{_cents(subtotal)}\t{_cents(tax_total)}\t"
-        f"{_cents(total)}\t{_cents(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{organization_id}\t0\t"
+        f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{currency}\t"
+        f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{money(subtotal)}\t{money(tax_total)}\t"
+        f"{money(total)}\t{money(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{organization_id}\t0\t"
         f"{organization_id}\n"
     )
 
@@ -469,7 +479,7 @@ def refill_totals(cur) -> None:
     """InvoiceTotals computed afresh from the invoices, as its migration fills it (for when the
     triggers were off). Run it in a transaction that holds writers off, or with none running."""
     cur.execute("DELETE FROM invoices_invoicetotals")
-    cur.execute(import_module("invoices.migrations.0002_invoice_totals").FILL["postgresql"])
+    cur.execute(import_module("invoices.migrations.0003_money_per_currency").FILL["postgresql"])
 
 
 def restore(conn) -> None:

@@ -65,11 +65,15 @@ def minor_units(code: str) -> int:
 
 
 def changed_minor_units(iso: Mapping[str, int] | None = None) -> dict[str, tuple[int, int]]:
-    """The accepted codes whose places in ISO's table (`iso`, default the installed one) differ from
-    the recorded ones: code -> (recorded, ISO's). A new code counts as recorded with 2 places."""
+    """The codes whose places in ISO's table (`iso`, default the installed one) differ from the
+    recorded ones: code -> (recorded, ISO's). Every code accepted now or recorded is compared (one
+    moving to 4 places is named too: its stored invoices would fall out of the list); a new code
+    counts as recorded with 2 places."""
     iso = ISO_MINOR_UNITS if iso is None else iso
+    known = set(MINOR_UNITS) | set(RECORDED_MINOR_UNITS)
     return {
         code: (RECORDED_MINOR_UNITS.get(code, DEFAULT_PLACES), exponent)
         for code, exponent in sorted(iso.items())
-        if 0 <= exponent <= 3 and exponent != RECORDED_MINOR_UNITS.get(code, DEFAULT_PLACES)
+        if (code in known or 0 <= exponent <= 3)
+        and exponent != RECORDED_MINOR_UNITS.get(code, DEFAULT_PLACES)
     }

@@ -36,6 +36,9 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
+from billing.money import format_price
+from billing.serializers import MoneyField
+
 # Every `code` of an `{"detail", "code"}` error body, with the status it comes with and when. A test
 # (tests/test_openapi_schema.py) holds this list to the codes the project raises.
 ERROR_CODES = [
@@ -222,6 +225,21 @@ def decimal_response_pattern(*, max_digits: int, places: int) -> str:
     return f"^-?[0-9]{{1,{max_digits - places}}}\\.[0-9]{{{places}}}$"
 
 
+def money_response_pattern(*, max_digits: int, places: int) -> str:
+    """How a `MoneyField` writes an amount: its currency's places, 0 to `places` ("1250", "12.50",
+    "1.250"; a unit price up to 4), never negative."""
+    return f"^[0-9]{{1,{max_digits - places}}}(?:\\.[0-9]{{1,{places}}})?$"
+
+
+MONEY_FORMAT = (
+    'Written with exactly its currency\'s ISO 4217 minor units: "1250" JPY, "12.50" USD, "1.250" KWD.'
+)
+PRICE_FORMAT = (
+    "Written with its currency's ISO 4217 minor units, or with as many places as it has up to 4: "
+    '"50.00" USD, "0.0125" USD, "333" JPY.'
+)
+
+
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     {
@@ -263,7 +281,15 @@ class BillingAutoSchema(AutoSchema):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         if schema is None or "$ref" in schema:
             return schema
-        if isinstance(field, serializers.DecimalField):
+        if isinstance(field, MoneyField):
+            described = PRICE_FORMAT if field.format is format_price else MONEY_FORMAT
+            text = schema.get("description")
+            schema = {
+                **schema,
+                "pattern": money_response_pattern(max_digits=field.max_digits, places=field.decimal_places),
+                "description": f"{text} {described}" if text else described,
+            }
+        elif isinstance(field, serializers.DecimalField):
             schema = {**schema, "pattern": self._decimal_pattern(field, direction)}
         elif isinstance(field, serializers.EmailField) and self._may_be_blank(field):
             schema = self._email_or_blank(schema, field.max_length)

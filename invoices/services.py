@@ -199,6 +199,10 @@ def invoice_update(
         invoice.customer = _owned_customer(organization_id=organization.pk, customer_id=customer_id)
     invoice.check_fields()
     built = current_lines
+    if "currency" in changed and "lines" not in changed:
+        # The amounts are rounded to the currency's places: another currency computes them again.
+        lines = [_line_input(line) for line in invoice.lines.order_by("position")]
+        changed.add("lines")
     if "lines" in changed:
         built = _build_lines(invoice=invoice, lines=lines)
         invoice.set_totals(built)
@@ -206,6 +210,15 @@ def invoice_update(
         Line.objects.bulk_create(built)
     _save_number_guarded(invoice)
     return _known_relations(invoice, lines=built)
+
+
+def _line_input(line: Line) -> LineInput:
+    return {
+        "description": line.description,
+        "quantity": line.quantity,
+        "unit_price": line.unit_price,
+        "tax_rate": line.tax_rate,
+    }
 
 
 def _line_values(lines) -> list[tuple]:

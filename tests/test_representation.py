@@ -353,3 +353,75 @@ def test_a_required_filter_is_still_enforced_without_any_filter_named(alice):
     with pytest.raises(ValidationError) as refused:
         FilterBackend().filter_queryset(request, Invoice.objects.filter(organization=org(alice)), view)
     assert "currency" in refused.value.detail
+
+
+@pytest.mark.parametrize(
+    ("currency", "unit_price", "paid", "expected"),
+    [
+        # (unit price, amount, tax, total, amount paid, balance due) as written; 2 x price at 10 %.
+        ("JPY", "333", "100", ("333", "666", "67", "733", "100", "633")),
+        ("USD", "0.0125", "0.01", ("0.0125", "0.03", "0.00", "0.03", "0.01", "0.02")),
+        ("KWD", "1.2345", "0.001", ("1.2345", "2.469", "0.247", "2.716", "0.001", "2.715")),
+        ("BHD", "5", "1.5", ("5.000", "10.000", "1.000", "11.000", "1.500", "9.500")),
+    ],
+)
+def test_each_currency_renders_with_its_places_on_both_paths(
+    alice, make_customer, currency, unit_price, paid, expected
+):
+    """Every money field with exactly its currency's places (a unit price with more, up to 4), the
+    same on the fast path and DRF's, for invoices, lines, payments and the summary."""
+    from invoices.services import invoice_create, invoice_send
+
+    organization = org(alice)
+    invoice = invoice_create(
+        organization=organization,
+        customer_id=make_customer(alice).pk,
+        currency=currency,
+        lines=[
+            {
+                "description": "x",
+                "quantity": Decimal("2"),
+                "unit_price": Decimal(unit_price),
+                "tax_rate": Decimal("10"),
+            }
+        ],
+    )
+    invoice_send(organization=organization, invoice_id=invoice.pk)
+    payment_record(organization=organization, invoice_id=invoice.pk, amount=Decimal(paid), method="cash")
+    invoice = (
+        Invoice.objects.select_related("customer", *CREATOR)
+        .prefetch_related(
+            Prefetch("lines", queryset=Line.objects.order_by("position")),
+            Prefetch("payments", queryset=Payment.objects.select_related(*CREATOR)),
+        )
+        .get(pk=invoice.pk)
+    )
+    data = InvoiceDetailSerializer(invoice).data
+    assert data == drf_output(InvoiceDetailSerializer, invoice)
+    line = data["lines"][0]
+    assert (line["unit_price"], line["amount"], line["tax_amount"], data["total"]) == expected[:4]
+    assert (data["amount_paid"], data["balance_due"], data["payments"][0]["amount"]) == (
+        expected[4],
+        expected[5],
+        expected[4],
+    )
+    payment = Payment.objects.select_related("invoice", *CREATOR).get(invoice=invoice)
+    result = PaymentResultSerializer(payment).data
+    assert result == drf_output(PaymentResultSerializer, payment)
+    assert (result["amount"], result["currency"], result["invoice_balance_due"]) == (
+        expected[4],
+        currency,
+        expected[5],
+    )
+    for summary in (
+        organization_summary(organization_id=organization.pk),
+        invoice_summary(invoices=Invoice.objects.filter(organization=organization)),
+    ):
+        rendered = InvoiceSummarySerializer(summary).data
+        assert rendered == drf_output(InvoiceSummarySerializer, summary)
+        (row,) = rendered["totals"]
+        assert (row["invoiced"], row["collected"], row["outstanding"]) == (
+            expected[3],
+            expected[4],
+            expected[5],
+        )

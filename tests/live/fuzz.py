@@ -89,7 +89,8 @@ INVOICE_WRITE_RULES = {
         r"The due date \(\d{4}-\d\d-\d\d\) cannot be before the issue date \(\d{4}-\d\d-\d\d\)\.",  # the model
     ],
     "number": [r"An invoice with this number already exists\."],  # unique per owner
-    "lines": [r"(A line amount|The invoice total) would exceed 999999999999\.99\."],
+    # Below 10^12 of the currency's major unit (API.md, Money per currency).
+    "lines": [r"(A line amount|The invoice total) would exceed 999999999999(\.9{2,3})? [A-Z]{3}\."],
 }
 LIST_FILTER_RULES = {"customer": [NOT_A_CHOICE], "invoice": [NOT_A_CHOICE]}  # another user's object
 CONTRACT_400 = {
@@ -114,7 +115,11 @@ CONTRACT_400 = {
     "GET /api/payments/": LIST_FILTER_RULES,
     "POST /api/payments/": {
         "invoice": [NOT_YOURS],
-        "amount": [r"The amount \d+\.\d\d exceeds the balance due of \d+\.\d\d [A-Z]{3}\."],
+        "amount": [
+            r"The amount \d+(\.\d+)? exceeds the balance due of \d+(\.\d+)? [A-Z]{3}\.",
+            # The schema allows 3 places; the invoice's currency may have fewer (API.md, Money per currency).
+            r"A [A-Z]{3} amount has at most [0-3] decimal places \(ISO 4217 minor units\); \d+(\.\d+)? has \d\.",
+        ],
         "paid_at": [r"A payment cannot be dated in the future\."],
     },
     # The organization's `time_zone` is an IANA name (API.md, Organizations): a list of ~600 names
@@ -362,6 +367,7 @@ def seed() -> tuple[int, str, dict[str, list[int]]]:
 
     from django.utils import timezone
 
+    from billing.money import quantize
     from customers.models import Customer
     from invoices.models import Invoice
     from invoices.services import invoice_create, invoice_mark_overdue, invoice_send, invoice_void
@@ -428,8 +434,17 @@ def seed() -> tuple[int, str, dict[str, list[int]]]:
         payment_record(
             organization=organization,
             invoice_id=paid.pk,
-            amount=paid.total - Decimal("500.00"),
+            amount=quantize(paid.total - Decimal("500.00"), "EUR"),
             method="check",
+        )
+        # Currencies with other minor units: JPY none, KWD three.
+        yen = issued(acme, issue=-3, due=27, currency="JPY", items=[line("Localisation", "3", "333", "8")])
+        payment_record(organization=organization, invoice_id=yen.pk, amount=Decimal("500"), method="card")
+        dinars = issued(
+            initech, issue=-8, due=22, currency="KWD", items=[line("Words", "1500", "0.0333", "5")]
+        )
+        payment_record(
+            organization=organization, invoice_id=dinars.pk, amount=Decimal("20.125"), method="cash"
         )
         voided = issued(globex, issue=-5, due=25, items=[line("Duplicate", "1", "10")])
         invoice_void(organization=organization, invoice_id=voided.pk)

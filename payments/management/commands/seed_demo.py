@@ -240,7 +240,27 @@ class Command(BaseCommand):
                 lines=[_line("Beratung", "8", "120.00", "19")],
             )
         )
-        pay(paid, paid.total, "card")
+        pay(paid, paid.balance_due, "card")
+        # Currencies with other minor units: yen have none, Kuwaiti dinars three (fils).
+        send(
+            create(
+                initech,
+                currency="JPY",
+                issue_date=ago(3),
+                due_date=ago(-27),
+                lines=[_line("Localisation, per screen", "3", "333", "8")],
+            )
+        )
+        dinars = send(
+            create(
+                acme,
+                currency="KWD",
+                issue_date=ago(8),
+                due_date=ago(-22),
+                lines=[_line("Translation, per word", "1500", "0.0333", "5")],
+            )
+        )
+        pay(dinars, Decimal("20.000"), "bank_transfer")
         cancelled = send(
             create(globex, issue_date=ago(5), due_date=ago(-25), lines=[_line("Duplicate", "1", "10")])
         )
