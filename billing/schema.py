@@ -1,7 +1,7 @@
 """OpenAPI: the auth scheme, every error status an operation can answer with, and exact field rules.
 
 drf-spectacular documents the success responses from the serializers; `BillingAutoSchema` adds
-the errors that the conventions of the API produce (400, 401, 404, 405, 409, 413, 415, 422, 429,
+the errors that the conventions of the API produce (400, 401, 403, 404, 405, 409, 413, 415, 422, 429,
 500, 503) so that a client generated from the schema knows every status it must handle. Errors come
 in two shapes, both components: `FieldErrors` (`{field: [message, ...]}`, nested for nested fields)
 and `Error` (`{"detail", "code"}`, `code` one of `ERROR_CODES`).
@@ -114,6 +114,10 @@ ERRORS = {
             "No Authorization header (`not_authenticated`), or a malformed one, or an invalid or "
             "expired key (`authentication_failed`)."
         ),
+    ),
+    "403": OpenApiResponse(
+        ErrorSerializer,
+        description="The credential's role does not allow this (`permission_denied`); checked after 404.",
     ),
     "404": OpenApiResponse(ErrorSerializer, description="No such object among the caller's own."),
     "409": OpenApiResponse(
@@ -422,6 +426,9 @@ class BillingAutoSchema(AutoSchema):
             codes.append("400")
         if not all(isinstance(p, AllowAny) for p in view.get_permissions()):
             codes.append("401")
+        # A permission that knows it refuses some role here (users.permissions.RolePermission).
+        if any(getattr(p, "may_forbid", None) and p.may_forbid(view, method) for p in view.get_permissions()):
+            codes.append("403")
         if "{" in self.path or self._is_list_view():
             codes.append("404")
         if self._methods_not_allowed():

@@ -7,10 +7,12 @@ where the role would forbid the request (the object is looked up, in the organiz
 only on that refused path, so allowed requests pay nothing); then 403 `permission_denied`.
 """
 
+from types import SimpleNamespace
+
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from users.roles import Action, allows
+from users.roles import ROLE_ACTIONS, Action, allows
 
 DEFAULT_ACTIONS = dict.fromkeys(SAFE_METHODS, Action.READ)
 
@@ -51,6 +53,12 @@ class RolePermission(BasePermission):
         self._not_found_first(view)
         self.message = f'The role "{role}" does not allow this ({action}).'
         return False
+
+    @staticmethod
+    def may_forbid(view, method: str) -> bool:
+        """Whether some role is refused `method` on `view` (the schema documents a 403 there)."""
+        action = required_action(SimpleNamespace(method=method), view)
+        return not all(allows(role, action) for role in ROLE_ACTIONS)
 
     @staticmethod
     def _not_found_first(view) -> None:
