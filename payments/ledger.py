@@ -13,7 +13,6 @@ from itertools import groupby
 from django.db.models import Count, F, Sum
 
 from billing import money
-from billing.currencies import CURRENCY_CODES
 from billing.money import ZERO
 from invoices.models import Invoice, InvoiceTotals, Line
 from invoices.selectors import thousandths
@@ -145,48 +144,49 @@ def _minor(thousandths_sum, currency: str) -> int:
     """A sum of thousandths in `currency`'s minor units (exact: every amount has at most its places;
     a remainder is reported as the fraction it is, so that it cannot match a kept integer)."""
     value = Decimal(int(thousandths_sum or 0)).scaleb(-3)
-    minor = value.scaleb(money.places(currency)) if currency in CURRENCY_CODES else value.scaleb(2)
+    minor = value.scaleb(money.places(currency))
     return int(minor) if minor == minor.to_integral_value() else minor
 
 
 def _invoice_mismatches(invoice: dict, lines: list[dict], payments: list[dict]) -> Iterator[str]:
     label = f"invoice {invoice['pk']} ({invoice['number'] or 'draft'})"
     currency = invoice["currency"]
-    if currency not in CURRENCY_CODES:
-        yield f"{label}: {currency} is not an accepted currency"
-        return
+
+    def shown(amount: Decimal) -> str:
+        return money.format_amount(amount, currency)
+
     for name in ("subtotal", "tax_total", "total", "amount_paid"):
         if not money.fits(invoice[name], currency):
-            yield f"{label}: {name} {invoice[name]} has more places than {currency}'s {money.places(currency)}"
+            yield f"{label}: {name} {invoice[name]:f} has more places than {currency}'s {money.places(currency)}"
     subtotal = tax_total = ZERO
     for line in lines:
         amount = money.quantize(line["quantity"] * line["unit_price"], currency)
         tax = money.quantize(amount * line["tax_rate"] / 100, currency)
         if (line["amount"], line["tax_amount"]) != (amount, tax):
             yield (
-                f"{label}: line {line['id']} stores {line['amount']} + {line['tax_amount']} tax, "
-                f"its figures give {amount} + {tax}"
+                f"{label}: line {line['id']} stores {shown(line['amount'])} + {shown(line['tax_amount'])} tax, "
+                f"its figures give {shown(amount)} + {shown(tax)}"
             )
         subtotal += amount
         tax_total += tax
     expected = {"subtotal": subtotal, "tax_total": tax_total, "total": subtotal + tax_total}
     for name, value in expected.items():
         if invoice[name] != value:
-            yield f"{label}: {name} is {invoice[name]}, its lines give {value}"
+            yield f"{label}: {name} is {shown(invoice[name])}, its lines give {shown(value)}"
 
     for payment in payments:
         if not money.fits(payment["amount"], currency):
-            yield f"{label}: payment {payment['id']} of {payment['amount']} has more places than {currency}'s"
+            yield f"{label}: payment {payment['id']} of {payment['amount']:f} has more places than {currency}'s"
     paid = sum((Decimal(p["amount"]) for p in payments), ZERO)
     if invoice["amount_paid"] != paid:
-        yield f"{label}: amount_paid is {invoice['amount_paid']}, its payments sum to {paid}"
+        yield f"{label}: amount_paid is {shown(invoice['amount_paid'])}, its payments sum to {shown(paid)}"
 
     status, total = invoice["status"], invoice["total"]
     if status in (S.DRAFT, S.VOID) and payments:
         yield f"{label}: a {status} invoice has {len(payments)} payment(s)"
     if status == S.PAID and (paid != total or invoice["paid_at"] is None):
-        yield f"{label}: status is paid but payments of {paid} do not settle the total of {total}"
+        yield f"{label}: status is paid but payments of {shown(paid)} do not settle the total of {shown(total)}"
     if status in (S.SENT, S.OVERDUE) and total > 0 and paid == total:
-        yield f"{label}: payments settle the total of {total} but the status is {status}"
+        yield f"{label}: payments settle the total of {shown(total)} but the status is {status}"
     if status != S.DRAFT and not invoice["number"]:
         yield f"{label}: a {status} invoice has no number"

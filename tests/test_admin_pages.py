@@ -977,14 +977,23 @@ def test_seed_demo_writes_the_books_once_through_the_services_as_its_members():
     demo = Organization.objects.get(name="Demo Company")
     invoices = Invoice.objects.filter(organization=demo)
     assert Customer.objects.filter(organization=demo).count() == 4
-    assert sorted(invoices.values_list("status", flat=True)) == [
-        "draft",
-        "overdue",
-        "paid",
-        "sent",
-        "sent",
-        "void",
+    assert sorted(invoices.values_list("currency", "status")) == [
+        ("EUR", "paid"),
+        ("JPY", "sent"),
+        ("KWD", "sent"),
+        ("USD", "draft"),
+        ("USD", "overdue"),
+        ("USD", "sent"),
+        ("USD", "sent"),
+        ("USD", "void"),
     ]
+    # Yen without a minor unit, dinars with three places: 3 x 333 at 8 %; 1500 x 0.0333 at 5 %, 20 paid.
+    assert {
+        currency: (total, paid)
+        for currency, total, paid in invoices.filter(currency__in=["JPY", "KWD"]).values_list(
+            "currency", "total", "amount_paid"
+        )
+    } == {"JPY": (Decimal("1079"), Decimal("0")), "KWD": (Decimal("52.448"), Decimal("20.000"))}
     assert all(
         number.startswith("DEMO-")
         for number in invoices.exclude(number=None).values_list("number", flat=True)

@@ -239,6 +239,10 @@ def test_read_only_fields_in_a_create_body_are_ignored(alice_api, alice_customer
         pytest.param({"lines": []}, id="no-lines"),
         pytest.param({"lines": [LinePayloadFactory(quantity="0.001")]}, id="smallest-quantity"),
         pytest.param({"lines": [LinePayloadFactory(unit_price="0")]}, id="free-line"),
+        pytest.param({"lines": [LinePayloadFactory(unit_price="0.0125")]}, id="unit-price-4-places"),
+        pytest.param(
+            {"currency": "JPY", "lines": [LinePayloadFactory(unit_price="333.5")]}, id="jpy-unit-price-places"
+        ),
         pytest.param({"lines": [LinePayloadFactory(tax_rate="100")]}, id="tax-100"),
         pytest.param({"lines": [LinePayloadFactory(tax_rate="0")]}, id="tax-0"),
     ],
@@ -294,7 +298,7 @@ INVALID_CREATES = {
     "quantity-null": _line_case("quantity", None),
     "quantity-missing": _line_case("quantity", MISSING),
     "unit-price-negative": _line_case("unit_price", "-0.01"),
-    "unit-price-3-places": _line_case("unit_price", "1.001"),
+    "unit-price-5-places": _line_case("unit_price", "1.00001"),  # at most 4, in any currency
     "unit-price-garbage": _line_case("unit_price", "ten"),
     "unit-price-nan": _line_case("unit_price", "NaN"),
     "unit-price-infinity": _line_case("unit_price", "Infinity"),
@@ -690,6 +694,8 @@ def test_an_integer_may_be_written_with_a_zero_fraction(alice_api, alice_custome
         ({"quantity": "1", "unit_price": "1", "tax_rate": "100.01"}, False),
         ({"quantity": "1", "unit_price": "1", "tax_rate": "101"}, False),
         ({"quantity": "1", "unit_price": "-0", "tax_rate": "0"}, False),
+        ({"quantity": "1", "unit_price": "0.0001", "tax_rate": "0"}, True),
+        ({"quantity": "1", "unit_price": "0.00001", "tax_rate": "0"}, False),
         ({"quantity": 1, "unit_price": "1", "tax_rate": "0"}, False),  # a JSON number
     ],
 )

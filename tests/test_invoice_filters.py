@@ -19,8 +19,9 @@ def book(alice_api, alice, bob_api, bob, make_customer):
     | sent    | Globex   | sent    | EUR      | 2026-01-15 | 2026-02-15 |  200.00 | INV-000004 |
     | overdue | Acme     | overdue | USD      | 2026-02-01 | 2026-02-10 |   50.00 | INV-000003 |
     | paid    | Globex   | paid    | USD      | 2026-01-01 | 2026-03-31 |  300.00 | INV-000002 |
-    | void    | Initech  | void    | JPY      | 2026-04-01 | 2026-04-15 | 1000.00 | INV-000001 |
+    | void    | Initech  | void    | JPY      | 2026-04-01 | 2026-04-15 | 1000    | INV-000001 |
 
+    Totals as the API writes them, with their currency's places (JPY none).
     Created in table order; sent bottom-up, so numbers run against creation order. Bob has an
     invoice for his own "Acme Corp" that must never show up.
     """
@@ -32,7 +33,7 @@ def book(alice_api, alice, bob_api, bob, make_customer):
         ("sent", globex, "EUR", "2026-01-15", "2026-02-15", "200.00", None),
         ("overdue", acme, "USD", "2026-02-01", "2026-02-10", "50.00", None),
         ("paid", globex, "USD", "2026-01-01", "2026-03-31", "300.00", None),
-        ("void", initech, "JPY", "2026-04-01", "2026-04-15", "1000.00", None),
+        ("void", initech, "JPY", "2026-04-01", "2026-04-15", "1000", None),
     ]
     created = {}
     for status, customer, currency, issue, due, total, number in rows:
@@ -69,7 +70,7 @@ def test_the_book_is_as_described(alice_api, book):
         ("sent", "INV-000004", "EUR", "200.00"),
         ("overdue", "INV-000003", "USD", "50.00"),
         ("paid", "INV-000002", "USD", "300.00"),
-        ("void", "INV-000001", "JPY", "1000.00"),
+        ("void", "INV-000001", "JPY", "1000"),  # JPY has no minor unit
     }
 
 

@@ -25,24 +25,32 @@ DUE = datetime.date(2030, 1, 31)
 
 
 @pytest.mark.parametrize(
-    ("quantity", "unit_price", "tax_rate", "amount", "tax"),
+    ("currency", "quantity", "unit_price", "tax_rate", "amount", "tax"),
     [
-        ("3", "19.99", "8.25", "59.97", "4.95"),  # 4.947525 -> 4.95
-        ("1.5", "33.33", "0", "50.00", "0.00"),  # 49.995 -> 50.00 (half-up, not banker's)
-        ("1", "0.10", "5", "0.10", "0.01"),  # 0.005 tax -> 0.01
-        ("2.5", "0.01", "0", "0.03", "0.00"),  # 0.025 -> 0.03
-        ("0.001", "0.01", "100", "0.00", "0.00"),
-        ("1", "0.05", "10", "0.05", "0.01"),  # 0.005 -> 0.01
-        ("7", "14.285", "0", "100.00", "0.00"),  # 99.995 -> 100.00
-        ("999999999.999", "0.01", "0", "10000000.00", "0.00"),
+        ("USD", "3", "19.99", "8.25", "59.97", "4.95"),  # 4.947525 -> 4.95
+        ("USD", "1.5", "33.33", "0", "50.00", "0.00"),  # 49.995 -> 50.00 (half-up, not banker's)
+        ("USD", "1", "0.10", "5", "0.10", "0.01"),  # 0.005 tax -> 0.01
+        ("USD", "2.5", "0.01", "0", "0.03", "0.00"),  # 0.025 -> 0.03
+        ("USD", "0.001", "0.01", "100", "0.00", "0.00"),
+        ("USD", "1", "0.05", "10", "0.05", "0.01"),  # 0.005 -> 0.01
+        ("USD", "7", "14.285", "0", "100.00", "0.00"),  # 99.995 -> 100.00
+        ("USD", "999999999.999", "0.01", "0", "10000000.00", "0.00"),
+        ("JPY", "3", "333", "8", "999", "80"),  # tax 79.92 -> 80
+        ("JPY", "2.5", "1", "0", "3", "0"),  # 2.5 -> 3 (half-up, not banker's 2)
+        ("JPY", "1", "0.5", "10", "1", "0"),  # 0.5 -> 1; tax 0.1 -> 0
+        ("JPY", "1", "1249.5", "0", "1250", "0"),  # a price finer than the currency
+        ("KWD", "1.5", "0.333", "5", "0.500", "0.025"),  # 0.4995 -> 0.500
+        ("KWD", "1", "0.0005", "0", "0.001", "0.000"),  # 0.0005 -> 0.001
+        ("BHD", "3", "1.2345", "10", "3.704", "0.370"),  # 3.7035 -> 3.704; tax 0.3704 -> 0.370
     ],
 )
-def test_line_amounts_round_half_up(quantity, unit_price, tax_rate, amount, tax):
+def test_line_amounts_round_half_up(currency, quantity, unit_price, tax_rate, amount, tax):
+    """Each amount rounded half-up to the currency's places, and held with exactly those places."""
     item = Line(quantity=D(quantity), unit_price=D(unit_price), tax_rate=D(tax_rate))
 
-    item.compute_amounts()
+    item.compute_amounts(currency)
 
-    assert (item.amount, item.tax_amount) == (D(amount), D(tax))
+    assert (str(item.amount), str(item.tax_amount)) == (amount, tax)
 
 
 def test_totals_are_sums_of_rounded_lines(alice, alice_customer):

@@ -108,10 +108,10 @@ def test_every_step_of_the_lifecycle_is_counted(alice_api, alice_customer):
     ]
     rows = set(
         InvoiceTotals.objects.filter(count__gt=0).values_list(
-            "currency", "status", "shard", "count", "total_cents"
+            "currency", "status", "shard", "count", "total_minor"
         )
     )
-    assert rows == {
+    assert rows == {  # in cents: USD and EUR have two places
         ("EUR", "draft", draft["id"] % 16, 1, 9999),
         ("USD", "paid", paid["id"] % 16, 1, 25000),
         ("USD", "void", late["id"] % 16, 1, 8000),
@@ -151,7 +151,7 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
     )
     assert_totals_exact()
     assert (
-        sum(InvoiceTotals.objects.filter(organization_id=org(alice).pk).values_list("paid_cents", flat=True))
+        sum(InvoiceTotals.objects.filter(organization_id=org(alice).pk).values_list("paid_minor", flat=True))
         == 115
     )
 
@@ -171,7 +171,7 @@ def test_bulk_updates_and_deletes_are_counted(alice, bob, make_invoice, make_cus
     assert_totals_exact()
     assert not InvoiceTotals.objects.filter(organization_id=org(bob).pk).exclude(count=0).exists()
     overdue = InvoiceTotals.objects.filter(organization_id=org(alice).pk, currency="EUR", status="overdue")
-    assert sum(overdue.values_list("total_cents", flat=True)) == 29 + 115 + 435
+    assert sum(overdue.values_list("total_minor", flat=True)) == 29 + 115 + 435
 
 
 @pytest.mark.django_db
@@ -227,16 +227,30 @@ def test_an_unfiltered_summary_and_count_are_one_small_query_each(
 def test_the_migrations_fill_rebuilds_the_table_from_the_invoices(alice, bob, make_invoice):
     from importlib import import_module
 
-    fill = import_module("invoices.migrations.0002_invoice_totals").FILL
+    fill = import_module("invoices.migrations.0003_money_per_currency").FILL
     for user in (alice, bob):
         make_invoice(user, amount="12.34")
         make_invoice(user, amount="99999999999.99", send=False)
+        make_invoice(user, amount="12345", currency="JPY")
+        make_invoice(user, amount="999999999999.999", currency="KWD", send=False)
 
     def kept():  # rows of zeros (a draft that was sent leaves one) are as good as none
-        return set(InvoiceTotals.objects.exclude(count=0, total_cents=0, paid_cents=0).values_list())
+        return set(InvoiceTotals.objects.exclude(count=0, total_minor=0, paid_minor=0).values_list())
 
     expected = kept()
-    assert len(expected) == 4
+    assert len(expected) == 8
+    # Each currency in its own minor unit: cents, yen, fils.
+    assert {
+        (currency, status, int(total))
+        for currency, status, total in InvoiceTotals.objects.filter(
+            organization_id=org(alice).pk, count=1
+        ).values_list("currency", "status", "total_minor")
+    } == {
+        ("USD", "sent", 1234),
+        ("USD", "draft", 9999999999999),
+        ("JPY", "sent", 12345),
+        ("KWD", "draft", 999999999999999),
+    }
     InvoiceTotals.objects.all().delete()
     with connection.cursor() as cursor:
         cursor.execute(fill[connection.vendor])
@@ -269,10 +283,10 @@ def test_the_invoice_table_has_its_totals_triggers():
 def test_verify_ledger_reports_totals_that_disagree_with_the_invoices(alice, make_invoice):
     invoice = make_invoice(alice, amount="50.00")
     call_command("verify_ledger")
-    InvoiceTotals.objects.filter(organization_id=org(alice).pk, status="sent").update(paid_cents=1)
+    InvoiceTotals.objects.filter(organization_id=org(alice).pk, status="sent").update(paid_minor=1)
     assert list(ledger_mismatches(organization_id=org(alice).pk)) == [
         f"invoice totals of organization {org(alice).pk} in USD, sent, shard {invoice.pk % 16}: kept (count, total, paid "
-        "in cents) (1, 5000, 1), the invoices give (1, 5000, 0)"
+        "in minor units) (1, 5000, 1), the invoices give (1, 5000, 0)"
     ]
     with pytest.raises(CommandError, match="1 mismatch found"):
         call_command("verify_ledger")

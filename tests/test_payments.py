@@ -37,6 +37,7 @@ def test_partial_payments_keep_the_invoice_open_and_the_balance_exact(alice, ali
         "id": body["id"],
         "invoice": invoice.pk,
         "amount": "30.00",
+        "currency": "USD",  # the invoice's
         "method": "bank_transfer",
         "reference": "wire 1",
         "paid_at": timezone.localdate().isoformat(),
@@ -109,17 +110,22 @@ def test_paying_an_invoice_that_is_not_payable_is_409(alice, alice_api, make_inv
 @pytest.mark.parametrize(
     ("amount", "message_part"),
     [
-        ("0", "greater than or equal to 0.01"),
-        ("0.00", "greater than or equal to 0.01"),
-        ("-5.00", "greater than or equal to 0.01"),
-        ("1.005", "no more than 2 decimal places"),
+        ("0", "greater than or equal to 0.001"),
+        ("0.00", "greater than or equal to 0.001"),
+        ("-5.00", "greater than or equal to 0.001"),
+        ("1.0005", "no more than 3 decimal places"),  # no currency has 4
+        # 3 places pass the serializer (KWD has them); the service holds a USD amount to 2, as written.
+        ("1.005", "A USD amount has at most 2 decimal places (ISO 4217 minor units); 1.005 has 3."),
+        ("0.001", "A USD amount has at most 2 decimal places (ISO 4217 minor units); 0.001 has 3."),
+        ("1.000", "A USD amount has at most 2 decimal places (ISO 4217 minor units); 1.000 has 3."),
         ("abc", "valid number"),
         ("NaN", "valid number"),
         ("Infinity", "valid number"),
         ("", "valid number"),
         (None, "may not be null"),
         ("1e400", "no more than"),
-        ("10000000000000.00", "no more than 14 digits"),
+        ("10000000000000.00", "no more than 15 digits"),
+        ("1000000000000", "no more than 12 digits before the decimal point"),
     ],
 )
 def test_invalid_amounts_are_400(alice_api, invoice, amount, message_part):
@@ -277,40 +283,47 @@ def test_verify_ledger_passes_on_consistent_books_and_reports_tampering(alice, a
 # --- what the schema says of payments is what the server does -----------------------------------------
 
 
-@pytest.fixture
-def big_invoice(alice, alice_customer, make_invoice):
-    return make_invoice(alice, alice_customer, amount="100000.00")
-
-
 @pytest.mark.parametrize(
-    ("amount", "valid"),
+    ("currency", "amount", "valid"),
     [
-        ("", False),  # the finding: the schema's pattern allowed "" (and "-", ".")
-        ("-", False),
-        (".", False),
-        ("0", False),
-        ("0.00", False),
-        ("-0.01", False),
-        ("-0", False),
-        ("1.005", False),
-        ("1e2", False),
-        (" 5", False),
-        ("+5", False),
-        (".5", False),
-        ("1234567890123", False),
-        ("0.01", True),
-        ("7", True),
-        ("007.5", True),
-        ("99999.99", True),
+        ("USD", "", False),  # the finding: the schema's pattern allowed "" (and "-", ".")
+        ("USD", "-", False),
+        ("USD", ".", False),
+        ("USD", "0", False),
+        ("USD", "0.00", False),
+        ("USD", "-0.01", False),
+        ("USD", "-0", False),
+        ("USD", "1.0005", False),
+        ("KWD", "1.0005", False),
+        ("USD", "1e2", False),
+        ("USD", " 5", False),
+        ("USD", "+5", False),
+        ("USD", ".5", False),
+        ("USD", "1234567890123", False),
+        ("USD", "0.01", True),
+        ("USD", "7", True),
+        ("USD", "007.5", True),
+        ("USD", "99999.99", True),
+        ("KWD", "0.001", True),
+        ("KWD", "1.005", True),
+        ("JPY", "1250", True),
     ],
 )
-def test_amount_pattern_is_what_the_server_accepts(alice_api, big_invoice, amount, valid):
+def test_amount_pattern_is_what_the_server_accepts(
+    alice, alice_api, alice_customer, make_invoice, currency, amount, valid
+):
+    """The schema's pattern is the form of any currency's amount (up to 3 places); which places a
+    currency has is the server's (test_invalid_amounts_are_400: USD "1.005")."""
+    big_invoice = make_invoice(alice, alice_customer, amount="100000", currency=currency)
     body = {"invoice": big_invoice.pk, "amount": amount, "method": "cash"}
 
     response = alice_api.post("/api/payments/", body)
 
     assert request_schema("/api/payments/", "post").is_valid(body) is valid
     assert response.status_code == (201 if valid else 400), response.json()
+    if valid:  # written back with exactly the currency's places
+        written = {"7": "7.00", "007.5": "7.50"}.get(amount, amount)
+        assert (response.json()["amount"], response.json()["currency"]) == (written, currency)
 
 
 def test_payment_filters_allow_empty_values_and_refuse_other_forms(alice_api):

@@ -153,7 +153,7 @@ def test_seed_demo_is_repeatable_and_leaves_consistent_books(capsys):
 
     demo = get_user_model().objects.get(username="demo")
     statuses = sorted(Invoice.objects.filter(organization=org(demo)).values_list("status", flat=True))
-    assert statuses == ["draft", "overdue", "paid", "sent", "sent", "void"]
+    assert statuses == ["draft", "overdue", "paid", "sent", "sent", "sent", "sent", "void"]
     out = capsys.readouterr().out
     assert "username 'demo', password '" in out
     assert "0 mismatches" in out

@@ -647,21 +647,25 @@ def test_a_check_violation_reaching_the_handler_is_400_and_logs_only_the_constra
 
 @pytest.mark.django_db
 def test_the_kept_totals_hold_sums_beyond_bigint(alice, alice_customer, make_invoice):
+    """The largest invoice in minor units is a 3-place currency's: 999999999999.999 KWD, 10^15 - 1 fils."""
     from invoices.models import InvoiceTotals
 
-    first = make_invoice(alice, amount="999999999999.99")
-    row = InvoiceTotals.objects.filter(organization_id=org(alice).pk, status="sent", shard=first.pk % 16)
-    row.update(total_cents=9_223_372_036_854_775_000)  # next to bigint's maximum
+    first = make_invoice(alice, amount="999999999999.999", currency="KWD")
+    row = InvoiceTotals.objects.filter(
+        organization_id=org(alice).pk, currency="KWD", status="sent", shard=first.pk % 16
+    )
+    assert row.get().total_minor == 999_999_999_999_999
+    row.update(total_minor=9_223_372_036_854_775_000)  # next to bigint's maximum
     # Another invoice of the largest total in the same row (the same shard: id modulo 16); drafts
     # take the ids in between.
     while make_invoice(alice, alice_customer, send=False).pk % 16 != (first.pk - 1) % 16:
         pass
-    second = make_invoice(alice, alice_customer, amount="999999999999.99")
+    second = make_invoice(alice, alice_customer, amount="999999999999.999", currency="KWD")
     assert second.pk % 16 == first.pk % 16
 
-    kept = row.get().total_cents
+    kept = row.get().total_minor
     if connection.vendor == "postgresql":
-        assert kept == 9_223_372_036_854_775_000 + 99_999_999_999_999
+        assert kept == 9_223_372_036_854_775_000 + 999_999_999_999_999
     else:  # SQLite's integers are 64-bit: past them it adds in floating point, without failing
         assert kept > 9_223_372_036_854_775_000
 
