@@ -89,6 +89,9 @@ INSTALLED_APPS = [
     "customers",
     "invoices",
     "payments",
+    "delivery",
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -322,3 +325,49 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# --- Delivery: documents, the email outbox, the background worker (delivery app) -------------------
+
+# Jobs are django.tasks tasks on the database backend: a job is a row written in the transaction
+# that needs it. Another django.tasks backend is a setting away (TASKS_BACKEND).
+TASKS = {
+    "default": {
+        "BACKEND": env_str("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "QUEUES": ["default"],
+    }
+}
+# Stored PDFs: Django's default storage (MEDIA_ROOT on disk unless STORAGES names another, e.g.
+# django-storages' S3 backend).
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "media/"
+# The base of links in emails (the hosted invoice page).
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# SMTP from EMAIL_URL (smtp://user:pass@host:587?tls=1, smtps://..., console:, locmem:). Unset: the
+# console backend with DJANGO_DEBUG=1; with DJANGO_DEBUG=0 no backend, and emails stay queued
+# (`manage.py check` warns) while the rest of the app serves.
+EMAIL_URL = env_str("EMAIL_URL", "console:" if DEBUG else "")
+EMAIL_CONFIGURED = bool(EMAIL_URL)
+if EMAIL_URL:
+    import dj_email_url
+
+    try:
+        _email = dj_email_url.parse(EMAIL_URL)
+    except Exception as exc:
+        raise ImproperlyConfigured(f"EMAIL_URL is not a valid email URL: {exc}") from None
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST, EMAIL_PORT = _email["EMAIL_HOST"] or "localhost", _email["EMAIL_PORT"] or 25
+    EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = (
+        _email["EMAIL_HOST_USER"] or "",
+        _email["EMAIL_HOST_PASSWORD"] or "",
+    )
+    EMAIL_USE_TLS, EMAIL_USE_SSL = _email["EMAIL_USE_TLS"], _email["EMAIL_USE_SSL"]
+    EMAIL_TIMEOUT = _email.get("EMAIL_TIMEOUT") or 30
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "billing@localhost")
+# A claimed outbox row is another worker's to take after this long (the worker died).
+DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 300)
+# Seconds between a failed attempt and the next: 6 tries over 1 h 51 min, then `failed`.
+DELIVERY_RETRY_SCHEDULE = [int(s) for s in env_list("DELIVERY_RETRY_SCHEDULE", "60,300,900,1800,3600")]
+# The hosted invoice page and its PDF, per client address (DRF's rate syntax).
+HOSTED_PAGE_THROTTLE_RATE = env_str("HOSTED_PAGE_THROTTLE_RATE", "120/min")
+# How often the worker's scheduler sweeps expired leases and sends the reminders due.
+DELIVERY_TICK_SECONDS = env_int("DELIVERY_TICK_SECONDS", 60)

@@ -12,6 +12,7 @@ The database repeats the invariants as named constraints.
 from __future__ import annotations
 
 import datetime
+import secrets
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import ClassVar
@@ -161,7 +162,7 @@ class Invoice(OwnedModel, CreatedBy):
     # What changes with the state itself, never by a client: the fields a transition out of the
     # state sets (a send numbers and dates the draft; money received settles a payable invoice).
     STATE_FIELDS: ClassVar[dict[str, frozenset[str]]] = {
-        Status.DRAFT: frozenset({"status", "number", "sent_at"}),
+        Status.DRAFT: frozenset({"status", "number", "sent_at", "public_token"}),
         Status.SENT: frozenset({"status", "amount_paid", "paid_at"}),
         Status.OVERDUE: frozenset({"status", "amount_paid", "paid_at"}),
         Status.PAID: frozenset(),
@@ -194,6 +195,9 @@ class Invoice(OwnedModel, CreatedBy):
     amount_paid = money_field(default=ZERO)
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # The hosted invoice page's key (/i/<token>/): 192 random bits, never derived from the id, set
+    # when the invoice is issued.
+    public_token = models.CharField(max_length=43, null=True, blank=True, unique=True, editable=False)
     # Bumped by every write; a save matches the version it read (OwnedModel), so no write is ever
     # based on a stale read. mark_overdue's bulk UPDATE bumps it too.
     version = models.PositiveIntegerField(default=0, editable=False)
@@ -255,6 +259,10 @@ class Invoice(OwnedModel, CreatedBy):
             models.CheckConstraint(
                 condition=Q(status=InvoiceStatus.DRAFT) | Q(number__isnull=False, sent_at__isnull=False),
                 name="invoice_issued_has_number",
+            ),
+            models.CheckConstraint(
+                condition=Q(status=InvoiceStatus.DRAFT) | Q(public_token__isnull=False),
+                name="invoice_issued_has_public_token",
             ),
             models.CheckConstraint(condition=~Q(number=""), name="invoice_number_not_blank"),
         ]
@@ -394,6 +402,7 @@ class Invoice(OwnedModel, CreatedBy):
             self.number = number
         self._set_status(self.Status.SENT, actor=actor)
         self.sent_at = timezone.now()
+        self.public_token = secrets.token_urlsafe(24)
 
     def void(self, *, actor=None) -> None:
         if not self.can_void():

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -152,6 +153,10 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     amount_paid = MoneyField()
     balance_due = MoneyField()
     available_actions = serializers.SerializerMethodField()
+    hosted_url = serializers.SerializerMethodField(
+        help_text="The hosted invoice page your customer opens (no login); null for a draft."
+    )
+    pdf_url = serializers.SerializerMethodField(help_text="The invoice as a PDF (a draft's is marked DRAFT).")
     created_by = CreatedByField()
 
     class Meta:
@@ -172,6 +177,8 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
             "amount_paid",
             "balance_due",
             "available_actions",
+            "hosted_url",
+            "pdf_url",
             "created_by",
             "sent_at",
             "paid_at",
@@ -183,6 +190,35 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
     @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=list(Invoice.ACTIONS))))
     def get_available_actions(self, invoice: Invoice) -> list[str]:
         return invoice.available_actions
+
+    @extend_schema_field({"type": "string", "format": "uri", "nullable": True, "readOnly": True})
+    def get_hosted_url(self, invoice: Invoice) -> str | None:
+        if invoice.public_token is None:
+            return None
+        return self._absolute(_url_of("hosted-invoice", invoice.public_token))
+
+    @extend_schema_field({"type": "string", "format": "uri", "readOnly": True})
+    def get_pdf_url(self, invoice: Invoice) -> str:
+        return self._absolute(_url_of("invoice-pdf", invoice.pk))
+
+    def _absolute(self, path: str) -> str:
+        """On the scheme and host of the request being answered (API.md); a path without one."""
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+_URL_TEMPLATES: dict[str, str] = {}
+_ARGUMENT = "0000000000000000"
+
+
+def _url_of(name: str, argument) -> str:
+    """The path of URL `name` with its one argument: reversed once, then filled in (a reverse per row
+    of a 100-invoice page would cost a few milliseconds). The routes are the delivery app's
+    (a name, not an import: this app sits below it)."""
+    template = _URL_TEMPLATES.get(name)
+    if template is None:
+        template = _URL_TEMPLATES[name] = reverse(name, args=[_ARGUMENT])
+    return template.replace(_ARGUMENT, str(argument), 1)
 
 
 @extend_schema_field({"$ref": "#/components/schemas/MethodEnum"})

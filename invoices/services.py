@@ -209,6 +209,7 @@ def invoice_update(
         Line.objects.filter(invoice=invoice).delete()
         Line.objects.bulk_create(built)
     _save_number_guarded(invoice)
+    invoice.changed_by_update = frozenset(changed)  # what the write changed, for a composing service
     return _known_relations(invoice, lines=built)
 
 

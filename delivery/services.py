@@ -1,0 +1,419 @@
+"""Delivery: issuing an invoice with its PDF and email queued in the same transaction, reminders,
+and the worker's side of the outbox (render, send, retry, sweep).
+
+The request side (`invoice_send_and_deliver`, `invoice_update_and_render`, `invoice_remind`,
+`reminders_send`) only writes rows: outbox rows and their jobs, in the caller's transaction, so
+they exist exactly when the change committed. The worker side (`document_render`, `email_deliver`,
+`outbox_sweep`) claims a row with a lease, commits, does the slow work (WeasyPrint, SMTP) outside
+any transaction and without any row lock, then records the outcome.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import uuid
+import zoneinfo
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTransition
+from delivery import documents, tasks
+from delivery.models import Document, OutboundEmail, OutboxRow
+from invoices import services as invoice_services
+from invoices.locks import lock_invoice
+from invoices.models import Invoice
+from users.models import Actor, Organization
+
+logger = logging.getLogger(__name__)
+
+
+class NoRecipient(BillingError):
+    code = "no_recipient"
+
+
+class PdfUnavailable(BillingError):
+    """The PDF engine (WeasyPrint, on the system's Pango) cannot be loaded here."""
+
+    code = "pdf_unavailable"
+    status_code = 503
+
+
+# --- the request side: rows in the caller's transaction --------------------------------------------
+
+
+def document_queue(invoice: Invoice, *, reason: str) -> Document:
+    """Ask for a new PDF version of issued `invoice` (the caller holds its row lock, so versions of
+    one invoice are numbered in order); the worker renders and stores it."""
+    latest = Document.objects.filter(invoice=invoice).aggregate(v=Max("version"))["v"] or 0
+    document = Document(
+        organization_id=invoice.organization_id, invoice=invoice, version=latest + 1, reason=reason
+    )
+    document.save()
+    tasks.render_document.enqueue(document.pk)
+    return document
+
+
+def _hosted_link(invoice: Invoice) -> str:
+    return f"{settings.PUBLIC_URL}/i/{invoice.public_token}/"
+
+
+def _message_id() -> str:
+    domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def _reminder_when(invoice: Invoice, today: datetime.date) -> str:
+    days = (invoice.due_date - today).days
+    if days > 1:
+        return f"is due in {days} days, on {invoice.due_date:%d %B %Y}"
+    if days == 1:
+        return f"is due tomorrow, {invoice.due_date:%d %B %Y}"
+    if days == 0:
+        return "is due today"
+    late = -days
+    return f"was due on {invoice.due_date:%d %B %Y}, {late} day{'s' if late != 1 else ''} ago"
+
+
+def email_queue(
+    invoice: Invoice, *, kind: str, to: Sequence[str], reminder_step: int | None = None
+) -> OutboundEmail:
+    """Write the message to send about `invoice` — rendered now, as the customer will read it — and
+    its job. Subject and body come from templates (delivery/templates/delivery/email/)."""
+    organization = invoice.organization
+    seller = organization.legal_name or organization.name
+    today = organization.today()
+    context = {
+        "invoice": invoice,
+        "seller": seller,
+        "organization": organization,
+        "customer": invoice.customer,
+        "total": documents.format_money(invoice.total, invoice.currency),
+        "balance_due": documents.format_money(invoice.balance_due, invoice.currency),
+        "hosted_url": _hosted_link(invoice),
+        "when": _reminder_when(invoice, today),
+    }
+    subject = render_to_string(f"delivery/email/{kind}_subject.txt", context)
+    # One line, however the names were written (a header never carries a line break).
+    subject = " ".join(subject.split())[:300]
+    email = OutboundEmail(
+        organization_id=invoice.organization_id,
+        invoice=invoice,
+        kind=kind,
+        reminder_step=reminder_step,
+        to=list(to),
+        subject=subject,
+        body=render_to_string(f"delivery/email/{kind}_body.txt", context),
+        html=render_to_string("delivery/email/message.html", {**context, "kind": kind, "subject": subject}),
+        message_id=_message_id(),
+    )
+    email.save()
+    tasks.send_email.enqueue(email.pk)
+    return email
+
+
+def _recipients(invoice: Invoice, to: Sequence[str] | None, *, asked: bool) -> list[str]:
+    if to:
+        return list(dict.fromkeys(to))
+    if invoice.customer.email:
+        return [invoice.customer.email]
+    if asked:
+        raise NoRecipient(
+            "There is no address to send this invoice to: the customer has no email; give `to`."
+        )
+    return []
+
+
+@transaction.atomic
+def invoice_send_and_deliver(
+    *,
+    organization: Organization,
+    invoice_id: int,
+    actor: Actor | None = None,
+    email: bool | None = None,
+    to: Sequence[str] | None = None,
+) -> Invoice:
+    """Issue a draft (`invoice_send`) and, in the same transaction, queue its PDF and, unless
+    `email` is false, its email: to `to`, else to the customer's address (none: no email, unless
+    `email` was asked for explicitly, which is 409 `no_recipient`)."""
+    if to and email is False:
+        raise BusinessRuleViolation(
+            "`to` names recipients of an email; it cannot go with `email: false`.", field="to"
+        )
+    invoice = invoice_services.invoice_send(organization=organization, invoice_id=invoice_id, actor=actor)
+    recipients = [] if email is False else _recipients(invoice, to, asked=email is True or bool(to))
+    invoice.organization = organization
+    document_queue(invoice, reason="issued")
+    if recipients:
+        email_queue(invoice, kind=OutboundEmail.Kind.INVOICE, to=recipients)
+    return invoice
+
+
+@transaction.atomic
+def invoice_update_and_render(*, organization: Organization, invoice_id: int, **changes) -> Invoice:
+    """`invoice_update`, and a new PDF version when an issued invoice's notes changed (the stored
+    versions are kept)."""
+    invoice = invoice_services.invoice_update(organization=organization, invoice_id=invoice_id, **changes)
+    if invoice.status != Invoice.Status.DRAFT and "notes" in getattr(invoice, "changed_by_update", ()):
+        document_queue(invoice, reason="notes changed")
+    return invoice
+
+
+@transaction.atomic
+def invoice_remind(
+    *, organization: Organization, invoice_id: int, to: Sequence[str] | None = None
+) -> OutboundEmail:
+    """Queue a payment reminder now: a sent or overdue invoice only (409 otherwise), to its
+    customer's address (409 `no_recipient` without one)."""
+    invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
+    if not invoice.can_pay():
+        raise InvalidTransition(
+            f"Only a sent or overdue invoice is reminded of; this invoice is {invoice.status}."
+        )
+    invoice.organization = organization
+    recipients = _recipients(invoice, to, asked=True)
+    return email_queue(invoice, kind=OutboundEmail.Kind.REMINDER, to=recipients)
+
+
+def _local_today(organization: Organization, now: datetime.datetime) -> datetime.date:
+    return timezone.localdate(now, timezone=zoneinfo.ZoneInfo(organization.time_zone))
+
+
+def reminders_send(*, now: datetime.datetime | None = None) -> int:
+    """Queue the reminders due now; returns how many. For each sent or overdue invoice with an
+    address, the latest step of its organization's `reminder_days` whose day (due date + step, in
+    the organization's time zone) has come and is after the day the invoice was sent; a step already
+    sent (or passed over by a later one) is never sent again, so missed runs catch up with one
+    message, and running every minute sends nothing twice (a unique (invoice, step) row decides)."""
+    now = now or timezone.now()
+    queued = 0
+    organizations = Organization.objects.exclude(reminder_days=[]).order_by("pk")
+    for organization in organizations.iterator():
+        today = _local_today(organization, now)
+        steps = sorted(set(organization.reminder_days))
+        zone = zoneinfo.ZoneInfo(organization.time_zone)
+        candidates = (
+            Invoice.objects.filter(
+                organization=organization,
+                status__in=Invoice.PAYABLE,
+                due_date__lte=today - datetime.timedelta(days=steps[0]),
+            )
+            .exclude(customer__email="")
+            .select_related("customer")
+            .order_by("pk")
+        )
+        for invoice in candidates.iterator():
+            sent_on = timezone.localdate(invoice.sent_at, timezone=zone)
+            due = [s for s in steps if sent_on < invoice.due_date + datetime.timedelta(days=s) <= today]
+            if not due:
+                continue
+            step = due[-1]
+            if OutboundEmail.objects.filter(invoice=invoice, reminder_step__gte=step).exists():
+                continue
+            invoice.organization = organization
+            try:
+                with transaction.atomic():
+                    locked = lock_invoice(organization_id=organization.pk, invoice_id=invoice.pk)
+                    if not locked.can_pay():
+                        continue  # paid or voided since it was read
+                    locked.organization = organization
+                    email_queue(
+                        locked,
+                        kind=OutboundEmail.Kind.REMINDER,
+                        to=[locked.customer.email],
+                        reminder_step=step,
+                    )
+            except IntegrityError:
+                continue  # another run queued this step first
+            queued += 1
+    return queued
+
+
+# --- the worker side --------------------------------------------------------------------------------
+
+
+def _invoice_for_rendering(invoice_id: int) -> Invoice:
+    return (
+        Invoice.objects.select_related("organization", "customer")
+        .prefetch_related("lines")
+        .get(pk=invoice_id)
+    )
+
+
+def _failed_attempt(model: type[OutboxRow], row: OutboxRow, error: str, task) -> None:
+    """Record a failed attempt: queue the next one as a new job with `run_after`, or give up."""
+    delay = model.retry_delay(row.attempts)
+    now = timezone.now()
+    if delay is None:
+        model.objects.filter(pk=row.pk).update(
+            status=model.FAILED, last_error=error[:2000], lease_expires_at=None, updated_at=now
+        )
+        logger.error(
+            "%s %s failed for good after %s attempts: %s", model.__name__, row.pk, row.attempts, error
+        )
+        return
+    with transaction.atomic():
+        model.objects.filter(pk=row.pk).update(
+            status=model.WAITING,
+            next_attempt_at=now + delay,
+            last_error=error[:2000],
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        task.using(run_after=now + delay).enqueue(row.pk)
+    logger.warning(
+        "%s %s attempt %s failed, next in %s: %s", model.__name__, row.pk, row.attempts, delay, error
+    )
+
+
+def _store(document: Document, pdf: bytes) -> None:
+    digest = hashlib.sha256(pdf).hexdigest()
+    invoice = document.invoice
+    name = default_storage.save(
+        f"documents/{invoice.organization_id}/{invoice.pk}/{invoice.number}-v{document.version}-{digest[:12]}.pdf",
+        ContentFile(pdf),
+    )
+    Document.objects.filter(pk=document.pk).update(
+        status=Document.Status.STORED,
+        file=name,
+        sha256=digest,
+        size=len(pdf),
+        rendered_at=timezone.now(),
+        lease_expires_at=None,
+        last_error="",
+        updated_at=timezone.now(),
+    )
+
+
+def document_render(document_id: int) -> None:
+    """The worker's job for a Document: claim it, render the invoice as it is now, store it."""
+    if not Document.claim(document_id):
+        return  # done, given up, or leased by a live worker
+    document = Document.objects.get(pk=document_id)
+    try:
+        document.invoice = _invoice_for_rendering(document.invoice_id)
+        pdf = documents.render_pdf(document.invoice)
+        _store(document, pdf)
+    except Exception as exc:
+        _failed_attempt(Document, document, f"{type(exc).__name__}: {exc}", tasks.render_document)
+
+
+def invoice_pdf(invoice: Invoice) -> bytes:
+    """The PDF of `invoice`: a draft's rendered now (marked DRAFT, never stored); an issued one's
+    latest stored version, or — not stored yet — rendered now, stored as its pending version when
+    that one is free to take, and returned. Never under a lock."""
+    if invoice.status == Invoice.Status.DRAFT:
+        return _render(invoice, draft=True)
+    latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
+    if latest is not None and latest.status == Document.Status.STORED:
+        with default_storage.open(latest.file.name, "rb") as stored:
+            return stored.read()
+    pdf = _render(invoice)
+    if latest is not None and Document.claim(latest.pk):
+        latest.invoice = invoice
+        _store(latest, pdf)
+    return pdf
+
+
+def _render(invoice: Invoice, *, draft: bool = False) -> bytes:
+    try:
+        return documents.render_pdf(invoice, draft=draft)
+    except documents.PdfUnavailable as exc:
+        raise PdfUnavailable(
+            "PDF documents are unavailable on this server (the PDF engine could not be loaded)."
+        ) from exc
+
+
+def email_deliver(email_id: int) -> None:
+    """The worker's job for an OutboundEmail: claim it, attach the stored PDF (rendering it first if
+    it is not there yet), send it over SMTP, record the outcome. A reminder whose invoice was paid
+    or voided meanwhile is cancelled. Without an email backend (EMAIL_URL unset in production) the
+    row stays queued."""
+    if not settings.EMAIL_CONFIGURED:
+        return
+    if not OutboundEmail.claim(email_id):
+        return
+    email = OutboundEmail.objects.get(pk=email_id)
+    try:
+        invoice = _invoice_for_rendering(email.invoice_id)
+        if email.kind == OutboundEmail.Kind.REMINDER and not invoice.can_pay():
+            OutboundEmail.objects.filter(pk=email_id).update(
+                status=OutboundEmail.Status.CANCELLED, lease_expires_at=None, updated_at=timezone.now()
+            )
+            return
+        pdf = invoice_pdf(invoice)
+        organization = invoice.organization
+        message = EmailMultiAlternatives(
+            subject=email.subject,
+            body=email.body,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=email.to,
+            reply_to=[organization.email] if organization.email else None,
+            headers={"Message-ID": email.message_id},
+            connection=get_connection(fail_silently=False),
+        )
+        if email.html:
+            message.attach_alternative(email.html, "text/html")
+        message.attach(f"{invoice.number}.pdf", pdf, "application/pdf")
+        message.send()
+    except Exception as exc:
+        _failed_attempt(OutboundEmail, email, f"{type(exc).__name__}: {exc}", tasks.send_email)
+        return
+    now = timezone.now()
+    OutboundEmail.objects.filter(pk=email_id).update(
+        status=OutboundEmail.Status.SENT, sent_at=now, lease_expires_at=None, last_error="", updated_at=now
+    )
+
+
+@transaction.atomic
+def email_retry(email_id: int) -> bool:
+    """An operator's retry of a failed email: queued again with a new job, from a fresh count."""
+    now = timezone.now()
+    retried = OutboundEmail.objects.filter(pk=email_id, status=OutboundEmail.Status.FAILED).update(
+        status=OutboundEmail.Status.QUEUED, attempts=0, next_attempt_at=now, updated_at=now
+    )
+    if retried:
+        tasks.send_email.enqueue(email_id)
+    return bool(retried)
+
+
+def outbox_sweep(*, now: datetime.datetime | None = None) -> int:
+    """Put back in the queue, each with a new job, the rows whose worker died (lease expired), and
+    the waiting rows long past due (their job lost); returns how many. Safe to run anywhere, any
+    number of times: a row is taken by one claim only."""
+    now = now or timezone.now()
+    grace = datetime.timedelta(seconds=max(settings.DELIVERY_TICK_SECONDS * 2, 60))
+    swept = 0
+    for model, task in ((Document, tasks.render_document), (OutboundEmail, tasks.send_email)):
+        if model is OutboundEmail and not settings.EMAIL_CONFIGURED:
+            continue
+        expired = model.objects.filter(status=model.WORKING, lease_expires_at__lt=now)
+        for pk, attempts in expired.values_list("pk", "attempts"):
+            with transaction.atomic():
+                if model.retry_delay(attempts) is None:
+                    model.objects.filter(pk=pk, status=model.WORKING, lease_expires_at__lt=now).update(
+                        status=model.FAILED,
+                        last_error="The worker stopped during the last attempt.",
+                        updated_at=now,
+                    )
+                    continue
+                if model.objects.filter(pk=pk, status=model.WORKING, lease_expires_at__lt=now).update(
+                    status=model.WAITING, next_attempt_at=now, lease_expires_at=None, updated_at=now
+                ):
+                    task.enqueue(pk)
+                    swept += 1
+        for pk in model.objects.filter(status=model.WAITING, next_attempt_at__lt=now - grace).values_list(
+            "pk", flat=True
+        ):
+            task.enqueue(pk)
+            swept += 1
+    return swept

@@ -1,0 +1,263 @@
+"""Send, remind, emails and PDFs through the API; the outbox written in the send's transaction; the
+worker's side run in-process (the locmem mail backend collects what it sends)."""
+
+from decimal import Decimal
+
+import pytest
+from django.core import mail
+from django.db import transaction
+from django_tasks_db.models import DBTaskResult
+
+from delivery import services
+from delivery.models import Document, OutboundEmail
+from invoices.models import Invoice
+from tests.conftest import client_for, member_of
+from tests.factories import org
+from tests.invoice_helpers import create_invoice, invoice_url
+
+pytestmark = pytest.mark.django_db
+
+
+def jobs(name: str) -> list[int]:
+    """The ids the queued jobs of task `name` carry."""
+    return [
+        row.args_kwargs["args"][0]
+        for row in DBTaskResult.objects.filter(task_path=f"delivery.tasks.{name}").order_by("enqueued_at")
+    ]
+
+
+def run_jobs() -> None:
+    """What the worker would do with every job queued so far, in order."""
+    for row in DBTaskResult.objects.filter(status="READY").order_by("enqueued_at"):
+        row.task.call(*row.args_kwargs["args"])
+        row.delete()
+
+
+@pytest.fixture
+def draft(alice_api, alice_customer):
+    alice_customer.email = "ap@acme.example"
+    alice_customer.save()
+    return create_invoice(
+        alice_api,
+        alice_customer,
+        currency="JPY",
+        lines=[{"description": "Localisation", "quantity": "3", "unit_price": "333", "tax_rate": "8"}],
+    )
+
+
+def test_send_issues_and_queues_the_pdf_and_the_email_in_its_transaction(alice_api, draft):
+    response = alice_api.post(invoice_url(draft["id"], "send"), format="json")
+    assert response.status_code == 200, response.data
+    body = response.data
+    assert body["status"] == "sent"
+    assert body["hosted_url"].startswith("http://testserver/i/")
+    assert len(body["hosted_url"]) > 50
+    assert body["pdf_url"] == f"http://testserver/api/invoices/{draft['id']}/pdf/"
+    (document,) = Document.objects.filter(invoice_id=draft["id"])
+    (email,) = OutboundEmail.objects.filter(invoice_id=draft["id"])
+    assert (document.status, document.version, email.status, email.to) == (
+        "pending",
+        1,
+        "queued",
+        ["ap@acme.example"],
+    )
+    assert jobs("render_document") == [document.pk]
+    assert jobs("send_email") == [email.pk]
+    assert "¥1,079" in email.body
+    assert body["hosted_url"].replace("http://testserver", "http://127.0.0.1:8000") in email.body
+
+    run_jobs()
+    document.refresh_from_db()
+    email.refresh_from_db()
+    assert document.status == "stored"
+    assert len(document.sha256) == 64
+    assert document.size > 1000
+    assert email.status == "sent"
+    assert email.attempts == 1
+    (message,) = mail.outbox
+    assert message.to == ["ap@acme.example"]
+    assert message.extra_headers["Message-ID"] == email.message_id
+    ((name, pdf, kind),) = message.attachments
+    assert (name, kind) == (f"{body['number']}.pdf", "application/pdf")
+    assert pdf.startswith(b"%PDF")
+
+
+def test_a_rolled_back_send_leaves_no_email_no_document_and_no_job(alice_org, draft):
+    def send_then_fail():
+        with transaction.atomic():
+            services.invoice_send_and_deliver(organization=alice_org, invoice_id=draft["id"])
+            raise RuntimeError("the request failed after the send")
+
+    with pytest.raises(RuntimeError):
+        send_then_fail()
+    assert Invoice.objects.get(pk=draft["id"]).status == "draft"
+    assert not Document.objects.exists()
+    assert not OutboundEmail.objects.exists()
+    assert not DBTaskResult.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "recipients"),
+    [
+        ({"email": False}, 200, None),
+        ({"to": ["a@b.example", "c@d.example"]}, 200, ["a@b.example", "c@d.example"]),
+        ({"email": True}, 200, ["ap@acme.example"]),
+        ({"email": False, "to": ["a@b.example"]}, 400, None),
+        ({"to": ["not an address"]}, 400, None),
+        ({"to": ["a@b.example\r\nBcc: x@evil.example"]}, 400, None),
+        ({"to": []}, 400, None),
+    ],
+)
+def test_send_body(alice_api, draft, body, status, recipients):
+    response = alice_api.post(invoice_url(draft["id"], "send"), body, format="json")
+    assert response.status_code == status, response.data
+    sent = Invoice.objects.get(pk=draft["id"]).status == "sent"
+    assert sent == (status == 200)
+    emails = list(OutboundEmail.objects.values_list("to", flat=True))
+    assert emails == ([recipients] if recipients else [])
+
+
+def test_send_asking_for_email_without_an_address_is_409_and_issues_nothing(alice, alice_api, make_customer):
+    invoice = create_invoice(alice_api, make_customer(alice, name="No Address", email=""))
+    response = alice_api.post(invoice_url(invoice["id"], "send"), {"email": True}, format="json")
+    assert (response.status_code, response.data.get("code")) == (409, "no_recipient"), response.data
+    assert Invoice.objects.get(pk=invoice["id"]).status == "draft"
+    # Without the question, an invoice with no address is issued without an email.
+    assert alice_api.post(invoice_url(invoice["id"], "send")).status_code == 200
+    assert not OutboundEmail.objects.exists()
+    assert Document.objects.count() == 1
+
+
+def test_remind_and_the_emails_list(alice, alice_api, draft):
+    assert alice_api.post(invoice_url(draft["id"], "remind")).status_code == 409  # a draft
+    alice_api.post(invoice_url(draft["id"], "send"))
+    response = alice_api.post(invoice_url(draft["id"], "remind"))
+    assert response.status_code == 202, response.data
+    assert (response.data["kind"], response.data["status"]) == ("reminder", "queued")
+    listed = alice_api.get(invoice_url(draft["id"], "emails"))
+    assert [e["kind"] for e in listed.data] == ["invoice", "reminder"]
+    viewer = client_for(member_of(org(alice), "vera", "viewer"), org(alice))
+    assert viewer.get(invoice_url(draft["id"], "emails")).status_code == 200
+    assert viewer.post(invoice_url(draft["id"], "remind")).status_code == 403
+
+
+def test_another_organizations_invoice_is_404_on_every_delivery_route(bob_api, alice_api, draft):
+    alice_api.post(invoice_url(draft["id"], "send"))
+    for action, method in (("send", "post"), ("remind", "post"), ("emails", "get"), ("pdf", "get")):
+        assert getattr(bob_api, method)(invoice_url(draft["id"], action)).status_code == 404, action
+
+
+def test_the_pdf_of_a_draft_is_rendered_and_never_stored(alice_api, draft):
+    response = alice_api.get(invoice_url(draft["id"], "pdf"))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF")
+    assert not Document.objects.exists()
+
+
+def test_an_issued_pdf_not_yet_rendered_is_rendered_stored_and_then_served_as_stored(alice_api, draft):
+    alice_api.post(invoice_url(draft["id"], "send"))
+    first = alice_api.get(invoice_url(draft["id"], "pdf"))
+    document = Document.objects.get()
+    assert document.status == "stored"
+    assert alice_api.get(invoice_url(draft["id"], "pdf")).content == first.content
+    run_jobs()  # the worker's job finds it stored: nothing more
+    assert Document.objects.count() == 1
+
+
+def test_a_note_changed_on_an_issued_invoice_renders_a_new_version_and_keeps_the_old(alice_api, draft):
+    alice_api.post(invoice_url(draft["id"], "send"), {"email": False}, format="json")
+    run_jobs()
+    assert (
+        alice_api.patch(
+            invoice_url(draft["id"]), {"notes": "Paid by card, thank you"}, format="json"
+        ).status_code
+        == 200
+    )
+    assert (
+        alice_api.patch(
+            invoice_url(draft["id"]), {"notes": "Paid by card, thank you"}, format="json"
+        ).status_code
+        == 200
+    )
+    run_jobs()
+    versions = list(Document.objects.order_by("version").values_list("version", "status", "reason"))
+    assert versions == [(1, "stored", "issued"), (2, "stored", "notes changed")]
+    old, new = Document.objects.order_by("version")
+    assert old.sha256 != new.sha256
+    assert old.file.name != new.file.name
+
+
+def test_the_hosted_page_needs_no_login_and_tells_nobody_else(alice_api, draft):
+    sent = alice_api.post(invoice_url(draft["id"], "send")).data
+    path = sent["hosted_url"].removeprefix("http://testserver")
+    from rest_framework.test import APIClient
+
+    anonymous = APIClient()
+    page = anonymous.get(path)
+    assert page.status_code == 200
+    assert page["X-Robots-Tag"].startswith("noindex")
+    assert page["Referrer-Policy"] == "no-referrer"
+    assert sent["number"].encode() in page.content
+    assert "¥1,079".encode() in page.content
+    pdf = anonymous.get(path + "pdf/")
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF")
+    assert anonymous.get("/i/" + "x" * 32 + "/").status_code == 404
+    assert anonymous.post(path).status_code == 405
+
+
+def test_a_void_invoice_page_says_void(alice_api, draft):
+    sent = alice_api.post(invoice_url(draft["id"], "send")).data
+    alice_api.post(invoice_url(draft["id"], "void"))
+    from rest_framework.test import APIClient
+
+    page = APIClient().get(sent["hosted_url"].removeprefix("http://testserver"))
+    assert b"VOID" in page.content
+
+
+def test_a_failed_email_is_retried_on_the_schedule_then_failed(alice_api, draft, settings, monkeypatch):
+    settings.DELIVERY_RETRY_SCHEDULE = [0, 0]
+    alice_api.post(invoice_url(draft["id"], "send"))
+
+    def refuse(self, messages):
+        raise ConnectionRefusedError("SMTP is down")
+
+    monkeypatch.setattr("django.core.mail.backends.locmem.EmailBackend.send_messages", refuse)
+    for _ in range(3):
+        run_jobs()
+    email = OutboundEmail.objects.get()
+    assert (email.status, email.attempts) == ("failed", 3)
+    assert "SMTP is down" in email.last_error
+    assert services.email_retry(email.pk)
+    monkeypatch.undo()
+    run_jobs()
+    email.refresh_from_db()
+    assert (email.status, email.attempts) == ("sent", 1)
+    assert len(mail.outbox) == 1
+
+
+def test_a_reminder_of_an_invoice_paid_meanwhile_is_cancelled(alice_api, draft):
+    alice_api.post(invoice_url(draft["id"], "send"), {"email": False}, format="json")
+    alice_api.post(invoice_url(draft["id"], "remind"))
+    alice_api.post(
+        "/api/payments/", {"invoice": draft["id"], "amount": "1079", "method": "cash"}, format="json"
+    )
+    run_jobs()
+    assert OutboundEmail.objects.get().status == "cancelled"
+    assert not mail.outbox
+
+
+def test_money_in_the_email_is_written_with_the_currencys_places(alice_api, alice_customer):
+    alice_customer.email = "ap@acme.example"
+    alice_customer.save()
+    invoice = create_invoice(
+        alice_api,
+        alice_customer,
+        currency="KWD",
+        lines=[{"description": "Words", "quantity": "1.5", "unit_price": "0.333", "tax_rate": "5"}],
+    )
+    alice_api.post(invoice_url(invoice["id"], "send"))
+    assert "KWD" in OutboundEmail.objects.get().body
+    assert "0.525" in OutboundEmail.objects.get().body
+    assert Decimal(Invoice.objects.get(pk=invoice["id"]).total) == Decimal("0.525")
