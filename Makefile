@@ -8,7 +8,7 @@ PORT ?= 8000
 # gevent workers (gunicorn.conf.py): one a core, plus one; each serves many connections at once
 WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
-.PHONY: run test serve lint format clean fuzz chaos bench bench-full
+.PHONY: run test serve worker documents lint format clean fuzz chaos bench bench-full
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-## make run: install, migrate, load the demo data, serve on http://127.0.0.1:8000 (SQLite, debug)
+## make run: install, migrate, load the demo data, serve on http://127.0.0.1:8000 (SQLite, debug) with
+## the background worker beside it (PDFs, emails to the console, reminders); Ctrl-C stops both
 run: $(STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py migrate --noinput
 	DJANGO_DEBUG=1 $(PY) manage.py seed_demo
-	@echo "API:   http://$(HOST):$(PORT)/api/docs/ (the demo user above: POST /api/login/, then Authorize)"
-	@echo "Admin: http://$(HOST):$(PORT)/admin/ (the demo operator above)"
+	@echo "API:    http://$(HOST):$(PORT)/api/docs/ (the demo user above: POST /api/login/, then Authorize)"
+	@echo "Admin:  http://$(HOST):$(PORT)/admin/ (the demo operator above)"
+	@echo "Worker: renders PDFs and prints the emails it sends here (EMAIL_URL=console:)"
+	@DJANGO_DEBUG=1 $(PY) manage.py run_worker --interval 1 & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	DJANGO_DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
 
 ## make test: install and run the whole suite (SQLite unless DATABASE_URL says otherwise)
@@ -31,13 +35,26 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## make serve: production-style, DJANGO_DEBUG=0 (needs DJANGO_SECRET_KEY): gunicorn as ./gunicorn.conf.py
-## sets it up (gevent workers, request slots, deadlines for slow clients); WORKERS=N to change the count
+## sets it up (gevent workers, request slots, deadlines for slow clients); WORKERS=N to change the count.
+## The background work runs apart: `make worker` (or `manage.py run_worker`), as many as you like
 serve: $(STAMP)
 	@test -n "$$DJANGO_SECRET_KEY" || { echo "Set DJANGO_SECRET_KEY first (see README)."; exit 1; }
 	DJANGO_DEBUG=0 $(PY) manage.py migrate --noinput
 	DJANGO_DEBUG=0 $(PY) manage.py collectstatic --noinput --verbosity 0
 	DJANGO_DEBUG=0 $(VENV)/bin/gunicorn billing.wsgi:application --bind $(HOST):$(PORT) \
 		--workers $(WORKERS) --access-logfile -
+
+## make worker: production-style background worker, DJANGO_DEBUG=0: run one or more beside `make serve`, on
+## any machines sharing the database (jobs are claimed with SKIP LOCKED, outbox rows by lease); it sends the
+## email (EMAIL_URL), renders and stores the PDFs (MEDIA_ROOT or STORAGES) and queues the reminders due
+worker: $(STAMP)
+	@test -n "$$DJANGO_SECRET_KEY" || { echo "Set DJANGO_SECRET_KEY first (see README)."; exit 1; }
+	DJANGO_DEBUG=0 $(PY) manage.py run_worker
+
+## make documents: render the demo organization's issued invoices to PDF and PNG (pdftoppm) under
+## bench/tmp/documents/, to look at them
+documents: $(STAMP)
+	DJANGO_DEBUG=1 $(PY) manage.py render_documents --out bench/tmp/documents
 
 ## make slow-clients: gunicorn as `make serve` runs it, 50 + 50 connections trickling bodies and headers;
 ## /api/health/ must still answer within 1 s, and the tricklers must be cut at their deadlines

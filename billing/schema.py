@@ -63,11 +63,13 @@ ERROR_CODES = [
     ("last_owner", "409: the last owner of an organization can be neither removed nor demoted."),
     ("conflict", "409: a concurrent request changed the same data; retry."),
     ("request_in_progress", "409: a request with the same Idempotency-Key is still running; retry."),
+    ("no_recipient", "409: an email was asked for and there is no address to send it to."),
     ("request_too_large", "413: the body is larger than the server accepts."),
     ("unsupported_media_type", "415: the body is not JSON, or its charset is not UTF-8, UTF-16 or UTF-32."),
     ("idempotency_key_reused", "422: the Idempotency-Key was used with another request."),
     ("throttled", "429: too many requests; retry after the Retry-After header's seconds."),
     ("server_error", "500: an unexpected failure (the server's log has it)."),
+    ("pdf_unavailable", "503: the PDF engine cannot be loaded on this server (the rest of the API serves)."),
     ("throttle_unavailable", "503: the login throttle cannot count the request; retry."),
 ]
 

@@ -323,6 +323,9 @@ LOGGING = {
         # Our request log has one record per request; Django keeps only the 5xx tracebacks.
         "django.request": {"level": "ERROR"},  # tracebacks of 5xx, not 4xx warnings
         "django.server": {"level": "WARNING"},
+        # The PDF engine narrates every render at INFO; its warnings (a font missing) still show.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
 }
 

@@ -8,3 +8,11 @@ class DeliveryConfig(AppConfig):
 
     name = "delivery"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from delivery.checks import email_backend, pdf_engine
+
+        checks.register(pdf_engine)
+        checks.register(email_backend)

@@ -51,10 +51,11 @@ class PdfUnavailable(BillingError):
 # --- the request side: rows in the caller's transaction --------------------------------------------
 
 
-def document_queue(invoice: Invoice, *, reason: str) -> Document:
+def document_queue(invoice: Invoice, *, reason: str, first: bool = False) -> Document:
     """Ask for a new PDF version of issued `invoice` (the caller holds its row lock, so versions of
-    one invoice are numbered in order); the worker renders and stores it."""
-    latest = Document.objects.filter(invoice=invoice).aggregate(v=Max("version"))["v"] or 0
+    one invoice are numbered in order; `first`: it has just been issued, so this is version 1);
+    the worker renders and stores it."""
+    latest = 0 if first else Document.objects.filter(invoice=invoice).aggregate(v=Max("version"))["v"] or 0
     document = Document(
         organization_id=invoice.organization_id, invoice=invoice, version=latest + 1, reason=reason
     )
@@ -149,10 +150,12 @@ def invoice_send_and_deliver(
         raise BusinessRuleViolation(
             "`to` names recipients of an email; it cannot go with `email: false`.", field="to"
         )
-    invoice = invoice_services.invoice_send(organization=organization, invoice_id=invoice_id, actor=actor)
+    invoice = invoice_services.invoice_send_within(
+        organization=organization, invoice_id=invoice_id, actor=actor
+    )
     recipients = [] if email is False else _recipients(invoice, to, asked=email is True or bool(to))
     invoice.organization = organization
-    document_queue(invoice, reason="issued")
+    document_queue(invoice, reason="issued", first=True)
     if recipients:
         email_queue(invoice, kind=OutboundEmail.Kind.INVOICE, to=recipients)
     return invoice
@@ -162,7 +165,9 @@ def invoice_send_and_deliver(
 def invoice_update_and_render(*, organization: Organization, invoice_id: int, **changes) -> Invoice:
     """`invoice_update`, and a new PDF version when an issued invoice's notes changed (the stored
     versions are kept)."""
-    invoice = invoice_services.invoice_update(organization=organization, invoice_id=invoice_id, **changes)
+    invoice = invoice_services.invoice_update_within(
+        organization=organization, invoice_id=invoice_id, **changes
+    )
     if invoice.status != Invoice.Status.DRAFT and "notes" in getattr(invoice, "changed_by_update", ()):
         document_queue(invoice, reason="notes changed")
     return invoice

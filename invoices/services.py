@@ -151,7 +151,12 @@ def invoice_create(
 
 
 @transaction.atomic
-def invoice_update(
+def invoice_update(**changes) -> Invoice:
+    """`invoice_update_within`, in a transaction of its own."""
+    return invoice_update_within(**changes)
+
+
+def invoice_update_within(
     *,
     organization: Organization,
     invoice_id: int,
@@ -167,7 +172,7 @@ def invoice_update(
     """Change an invoice as its state allows: a draft anything (lines given are replaced whole),
     a sent or overdue invoice its notes only, a paid or void invoice nothing. Fields given with
     their current value are no change. `status` is read-only: given (a PUT of the invoice as it was
-    read), it must be the current one."""
+    read), it must be the current one. In the caller's transaction, which must be atomic."""
     invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     if status is not UNSET and status != invoice.status:
         raise BusinessRuleViolation(
@@ -239,8 +244,16 @@ def invoice_delete(*, organization: Organization, invoice_id: int) -> None:
 
 @transaction.atomic
 def invoice_send(*, organization: Organization, invoice_id: int, actor: Actor | None = None) -> Invoice:
+    """`invoice_send_within`, in a transaction of its own."""
+    return invoice_send_within(organization=organization, invoice_id=invoice_id, actor=actor)
+
+
+def invoice_send_within(
+    *, organization: Organization, invoice_id: int, actor: Actor | None = None
+) -> Invoice:
     """Issue a draft: it becomes `sent` and, unless the client numbered it, takes the next number of
-    its organization's sequence in this same transaction (so numbers have no gaps and no duplicates)."""
+    its organization's sequence in this same transaction (so numbers have no gaps and no duplicates).
+    In the caller's transaction, which must be atomic (a composing service's: no savepoint)."""
     invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     invoice.send(actor=actor)  # checks state and content before any number is taken
     if invoice.number is None:

@@ -127,14 +127,19 @@ def test_the_invoice_page_shows_its_status_history_with_who_made_each_change(
 
 
 @pytest.mark.django_db
-def test_the_history_and_payments_are_read_only_on_the_invoice_page(alice, make_invoice):
+def test_the_history_payments_documents_and_emails_are_read_only_on_the_invoice_page(alice, make_invoice):
     invoice = make_invoice(alice, amount="10.00")
     pay(alice, invoice, "1.00")
 
     response = operator_client().get(change_url(invoice))
 
     inlines = response.context["inline_admin_formsets"]
-    assert {inline.opts.model.__name__ for inline in inlines} == {"Payment", "InvoiceStatusChange"}
+    assert {inline.opts.model.__name__ for inline in inlines} == {
+        "Payment",
+        "InvoiceStatusChange",
+        "Document",
+        "OutboundEmail",
+    }
     for inline in inlines:
         assert not inline.has_add_permission
         assert not inline.has_change_permission

@@ -85,6 +85,8 @@ def test_create_draft_returns_the_full_detail_with_computed_money(alice_api, ali
         "amount_paid": "0.00",
         "balance_due": "114.92",
         "available_actions": ["edit", "delete", "send"],
+        "hosted_url": None,  # a draft has no hosted page
+        "pdf_url": f"http://testserver/api/invoices/{invoice.pk}/pdf/",
         "created_by": {"type": "user", "id": alice.pk, "name": "alice"},
         "payments": [],
         "sent_at": None,

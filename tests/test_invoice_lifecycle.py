@@ -46,6 +46,7 @@ def test_send_issues_the_draft_with_the_next_number(alice_api, alice_customer):
         "number": "INV-000001",
         "sent_at": iso(invoice.sent_at),
         "available_actions": ["edit", "void", "pay"],
+        "hosted_url": f"http://testserver/i/{invoice.public_token}/",
         "updated_at": ANY,
     }
     assert (invoice.status, invoice.number, invoice.paid_at) == ("sent", "INV-000001", None)

@@ -363,6 +363,7 @@ def test_the_migration_keeps_every_amount_and_refills_the_totals_in_minor_units(
             subtotal=D("7.77"),
             total=D("7.77"),
             sent_at=timezone.now(),
+            public_token="new-1-token",  # an issued invoice has its hosted page's token (issue 15)
         )
         assert totals_of(organization.pk, "USD", "sent") == (before[0] + 1, before[1] + 777, before[2])
         payment_record(organization=organization, invoice_id=usd_large.pk, amount=D("0.01"), method="card")

@@ -62,6 +62,9 @@ PERMISSIONS = {
     "api/invoices/<pk>/": {"GET": VIEWER, "PUT": MEMBER, "PATCH": MEMBER, "DELETE": MEMBER},
     "api/invoices/<pk>/send/": {"POST": MEMBER},
     "api/invoices/<pk>/void/": {"POST": MEMBER},
+    "api/invoices/<pk>/remind/": {"POST": MEMBER},
+    "api/invoices/<pk>/emails/": {"GET": VIEWER},
+    "api/invoices/<pk>/pdf/": {"GET": VIEWER},
     "api/payments/": {"GET": VIEWER, "POST": MEMBER},
     "api/payments/<pk>/": {"GET": VIEWER},
 }
@@ -198,6 +201,9 @@ TARGETS = {
     "api/invoices/<pk>/": _draft,  # a draft: it can be edited and deleted
     "api/invoices/<pk>/send/": _draft,
     "api/invoices/<pk>/void/": _sent,
+    "api/invoices/<pk>/remind/": _sent,
+    "api/invoices/<pk>/emails/": _sent,
+    "api/invoices/<pk>/pdf/": _draft,
     "api/payments/<pk>/": _payment,
     "api/members/<pk>/": _membership,
     "api/api-keys/<pk>/": _api_key,

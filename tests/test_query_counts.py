@@ -229,18 +229,20 @@ def _write_counts(alice, client, creator, alice_customer, n_lines):
 
     # An organization's first send creates its number sequence: + its insert and a second lock attempt.
     first, sql = count("post", f"/api/invoices/{draft().pk}/send/")
-    assert first <= 12, sql
+    assert first <= 16, sql
     # the credential, BEGIN, lock (customer and creator joined), the sequence's lock, the number's
-    # check, UPDATE the invoice, its status change, UPDATE the sequence, COMMIT, the lines (a draft
-    # has no payments)
+    # check, UPDATE the invoice, its status change, UPDATE the sequence, the delivery outbox (the
+    # PDF's document row and its job, the email's row and its job: 4 fixed inserts, issue 15),
+    # COMMIT, the lines (a draft has no payments)
     sent, sql = count("post", f"/api/invoices/{draft().pk}/send/")
-    assert sent == 10, sql
+    assert sent == 14, sql
     # the credential, BEGIN, lock, UPDATE, COMMIT, the lines (nothing paid: no payments)
     notes, sql = count("patch", f"/api/invoices/{draft().pk}/", {"notes": "Thanks"})
     assert notes == 6, sql
     issued = invoice_send(organization=org(alice), invoice_id=draft().pk)
     notes_issued, sql = count("patch", f"/api/invoices/{issued.pk}/", {"notes": "Thanks"})
-    assert notes_issued == 6, sql
+    # + a new PDF version of the issued invoice: its number (the latest version), its row, its job
+    assert notes_issued == 9, sql
     # the credential, BEGIN, lock, UPDATE, the status change, COMMIT, the lines (nothing paid)
     voided, sql = count("post", f"/api/invoices/{issued.pk}/void/")
     assert voided == 7, sql

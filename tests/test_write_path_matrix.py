@@ -234,6 +234,8 @@ NOT_WRITERS = {
     "POST api/register/": "creates a user and a new, empty organization",
     "POST api/login/": "creates a token",
     "POST api/logout/": "deletes the caller's token",
+    "POST api/invoices/<pk>/remind/": "queues a reminder email (an outbox row); changes no invoice, customer or payment",
+    "admin delivery.outboundemail action retry_failed": "queues a failed email again; changes no invoice, customer or payment",
     "PATCH api/organization/": (
         "the organization's settings: defaults for what is written later (currency, terms, time zone, "
         "prefix), never a change to an invoice, a customer or a payment already written"
