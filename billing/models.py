@@ -6,9 +6,16 @@ Model-side only: nothing here imports DRF (the API-side tenancy pieces are in `b
 import json
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import RegexValidator
 from django.db import models
 
 from billing.exceptions import NotEditable, StaleWrite
+
+# A name printed on one line — in an email's headers (the subject), a document's title: no line
+# break or other control character, so no header can be smuggled in with it.
+ONE_LINE = RegexValidator(
+    r"\A[^\x00-\x1f\x7f]*\Z", message="A name is one line: no line breaks or control characters."
+)
 
 
 class OwnedModel(models.Model):

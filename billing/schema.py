@@ -36,6 +36,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
+from billing.models import ONE_LINE
 from billing.money import format_price
 from billing.serializers import MoneyField
 
@@ -172,6 +173,11 @@ _SPACE_CLASS = "".join(
 )
 NO_NUL_PATTERN = "^[^\\u0000]*$"
 NOT_BLANK_PATTERN = f"^[^\\u0000]*[^\\u0000{_SPACE_CLASS}][^\\u0000]*$"
+# billing.models.ONE_LINE as a pattern: no control character (so no line break), and for a field
+# that trims (a name), not blank either.
+_CONTROL = "\\u0000-\\u001f\\u007f"
+ONE_LINE_PATTERN = f"^[^{_CONTROL}]*$"
+ONE_LINE_NOT_BLANK_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE_CLASS}][^{_CONTROL}]*$"
 # What `str.isprintable()` refuses among the characters a header can carry (Latin-1).
 _NOT_PRINTABLE = "\\u0000-\\u001f\\u007f-\\u00a0\\u00ad"
 
@@ -299,6 +305,11 @@ class BillingAutoSchema(AutoSchema):
             schema = {**schema, "pattern": self._decimal_pattern(field, direction)}
         elif isinstance(field, serializers.EmailField) and self._may_be_blank(field):
             schema = self._email_or_blank(schema, field.max_length)
+        elif isinstance(field, serializers.CharField) and direction == "request" and not field.read_only and (
+            any(v is ONE_LINE for v in field.validators)
+        ):
+            blank_ok = field.allow_blank or not field.trim_whitespace
+            schema = {**schema, "pattern": ONE_LINE_PATTERN if blank_ok else ONE_LINE_NOT_BLANK_PATTERN}
         elif isinstance(field, serializers.CharField) and direction == "request" and not field.read_only:
             has_regex = any(isinstance(v, RegexValidator) for v in field.validators)
             if not has_regex and not {"pattern", "format", "enum"} & set(schema):

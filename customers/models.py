@@ -1,10 +1,11 @@
 from django.db import models
 
-from billing.models import OwnedModel
+from billing.exceptions import BusinessRuleViolation
+from billing.models import ONE_LINE, OwnedModel
 
 
 class Customer(OwnedModel):
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[ONE_LINE])
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=50, blank=True)
     address = models.TextField(blank=True, max_length=2000)
@@ -25,3 +26,9 @@ class Customer(OwnedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def check_fields(self) -> None:
+        """The rule the services apply before every write (the API's serializer and the admin's form
+        apply the field's validator first): a name is one line."""
+        if not ONE_LINE.regex.search(self.name or ""):
+            raise BusinessRuleViolation(ONE_LINE.message, field="name")

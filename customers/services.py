@@ -28,6 +28,7 @@ def customer_create(
     customer = Customer(
         organization=organization, name=name, email=email, phone=phone, address=address, tax_id=tax_id
     )
+    customer.check_fields()
     customer.save()
     return customer
 
@@ -49,6 +50,7 @@ def customer_update(
     for field, value in given.items():
         if value is not UNSET:
             setattr(customer, field, value)
+    customer.check_fields()
     customer.save()
     return customer
 

@@ -86,13 +86,18 @@ def _reminder_when(invoice: Invoice, today: datetime.date) -> str:
 
 
 def email_queue(
-    invoice: Invoice, *, kind: str, to: Sequence[str], reminder_step: int | None = None
+    invoice: Invoice,
+    *,
+    kind: str,
+    to: Sequence[str],
+    reminder_step: int | None = None,
+    today: datetime.date | None = None,
 ) -> OutboundEmail:
     """Write the message to send about `invoice` — rendered now, as the customer will read it — and
     its job. Subject and body come from templates (delivery/templates/delivery/email/)."""
     organization = invoice.organization
     seller = organization.legal_name or organization.name
-    today = organization.today()
+    today = today or organization.today()
     context = {
         "invoice": invoice,
         "seller": seller,
@@ -236,6 +241,7 @@ def reminders_send(*, now: datetime.datetime | None = None) -> int:
                         kind=OutboundEmail.Kind.REMINDER,
                         to=[locked.customer.email],
                         reminder_step=step,
+                        today=today,
                     )
             except IntegrityError:
                 continue  # another run queued this step first

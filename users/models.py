@@ -25,6 +25,7 @@ from knox.models import AbstractAuthToken
 
 from billing.currencies import CURRENCY_CHOICES, CURRENCY_CODES
 from billing.exceptions import BusinessRuleViolation
+from billing.models import ONE_LINE
 
 
 class User(AbstractUser):
@@ -92,8 +93,8 @@ class Organization(models.Model):
         "reminder_days",
     )
 
-    name = models.CharField(max_length=200)
-    legal_name = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200, validators=[ONE_LINE])
+    legal_name = models.CharField(max_length=200, blank=True, validators=[ONE_LINE])
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=50, blank=True)
     address = models.TextField(blank=True, max_length=2000)
@@ -144,6 +145,9 @@ class Organization(models.Model):
         admin's forms call it before every write)."""
         if not self.name or not self.name.strip():
             raise BusinessRuleViolation("An organization needs a name.", field="name")
+        for name in ("name", "legal_name"):
+            if not ONE_LINE.regex.search(getattr(self, name) or ""):
+                raise BusinessRuleViolation(ONE_LINE.message, field=name)
         if self.time_zone not in time_zones():
             raise BusinessRuleViolation(
                 f'"{self.time_zone}" is not an IANA time zone (e.g. "Europe/Paris").', field="time_zone"
