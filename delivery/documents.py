@@ -232,17 +232,18 @@ def invoice_context(invoice, *, draft: bool, locale: str | None = None) -> dict:
             taxes[line.tax_rate] = (base + line.amount, tax + line.tax_amount)
 
     # The lines table has a fixed layout (WeasyPrint's automatic one measures every cell: the most
-    # of a long invoice's render time): each figure column as wide as its longest value, in "ch"
-    # (the width of a digit), with room for a symbol's letters; the description takes the rest.
-    def widest(key: str, header: int) -> int:
-        return max([header, *(len(line[key]) + 2 for line in lines)])
+    # of a long invoice's render time): each figure column as wide as its longest value or its
+    # header, in "ch" (the width of a digit), counting the cell's padding (4mm, about 2.2ch) and
+    # room for a symbol's letters; the description takes the rest.
+    def widest(key: str, header: int, slack: int = 3) -> int:
+        return max([header, *(len(line[key]) + slack for line in lines)])
 
     columns = {
-        "position": widest("position_text", 3) if lines else 3,
-        "quantity": widest("quantity", 9),
-        "unit_price": widest("unit_price", 11),
-        "tax_rate": widest("tax_rate", 5),
-        "amount": widest("amount", 9),
+        "position": widest("position_text", 4, slack=2),
+        "quantity": widest("quantity", 12),
+        "unit_price": widest("unit_price", 13),
+        "tax_rate": widest("tax_rate", 7, slack=4),  # "%" is wider than a digit
+        "amount": widest("amount", 10),
     }
     mark = _mark(invoice, draft)
     is_draft = mark == "DRAFT" or invoice.status == "draft"

@@ -87,7 +87,7 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
         return Response(EmailSerializer(emails, many=True).data)
 
     @extend_schema(
-        responses={200: PDF, 503: OpenApiResponse(description="`pdf_unavailable`")},
+        responses={(200, "application/pdf"): PDF, 503: OpenApiResponse(description="`pdf_unavailable`")},
         summary="The invoice as a PDF",
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)

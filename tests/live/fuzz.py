@@ -131,6 +131,10 @@ CONTRACT_400 = {
     "POST /api/members/": {
         "username": [r"No user with this username\.", r"This user is already a member\."],
     },
+    # `to` with `email: false` is 400 (API.md, Documents and delivery).
+    "POST /api/invoices/{id}/send/": {
+        "to": [r"`to` names recipients of an email; it cannot go with `email: false`\."],
+    },
     # An expiry is in the future (README, API keys).
     "POST /api/api-keys/": {"expires_at": [r"An expiry must be in the future\."]},
 }
