@@ -305,8 +305,11 @@ class BillingAutoSchema(AutoSchema):
             schema = {**schema, "pattern": self._decimal_pattern(field, direction)}
         elif isinstance(field, serializers.EmailField) and self._may_be_blank(field):
             schema = self._email_or_blank(schema, field.max_length)
-        elif isinstance(field, serializers.CharField) and direction == "request" and not field.read_only and (
-            any(v is ONE_LINE for v in field.validators)
+        elif (
+            isinstance(field, serializers.CharField)
+            and direction == "request"
+            and not field.read_only
+            and (any(v is ONE_LINE for v in field.validators))
         ):
             blank_ok = field.allow_blank or not field.trim_whitespace
             schema = {**schema, "pattern": ONE_LINE_PATTERN if blank_ok else ONE_LINE_NOT_BLANK_PATTERN}
