@@ -19,6 +19,9 @@ CONFIG = f"""\
 project_name_override: billing-client
 package_name_override: {PACKAGE}
 post_hooks: []
+# The invoice PDF (application/pdf) is a file download, as the generator knows octet-stream bodies.
+content_type_overrides:
+  application/pdf: application/octet-stream
 """
 
 
