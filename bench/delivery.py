@@ -685,8 +685,10 @@ def markdown(result: dict) -> str:
         f"{result['weasyprint']}; {m['wrk']}. Load average {'/'.join(f'{x:.1f}' for x in m['load_average_at_start'])} "
         f"at start, {'/'.join(f'{x:.1f}' for x in m['load_average_at_end'])} at the end. Run took {result['duration_s']} s.",
         "",
-        "Method: `bench/delivery.py` (its docstring has the details); database `" + result["database"] + "`, "
-        "dropped, created and migrated at the start.",
+        "Method: `.venv/bin/python bench/delivery.py` (its docstring has the details); database `"
+        + result["database"]
+        + "`, dropped, created and migrated at the start. Percentiles are nearest-rank: with 30 renders, p99 is "
+        "the slowest one.",
         "",
         "## PDF render time (`delivery.documents.render_pdf`, in-process)",
         "",
@@ -727,7 +729,8 @@ def markdown(result: dict) -> str:
     if stored:
         lines_ += [
             "",
-            f"Pre-rendering the {stored[0]['emails']} PDFs in-process (`document_render`, one thread) took "
+            f"Pre-rendering the {stored[0]['emails']} PDFs (`document_render`, one forked process a core; not in the "
+            "figures) took "
             + ", ".join(f"{x['prerender_s']} s" for x in stored)
             + f"; queueing the {e[0]['emails']} sends (`invoice_send_and_deliver`, in-process) "
             + ", ".join(f"{x['queue_s']} s" for x in e)
@@ -802,7 +805,7 @@ def readme_table(result: dict) -> str:
             f"| PDF render, 100 lines ({r['100']['pages']} pages) | same | p50 {r['100']['p50_ms']} ms, p99 "
             f"{r['100']['p99_ms']} ms |",
             f"| emails/s, PDFs stored | {e[0]['emails']} invoice emails queued by `invoice_send_and_deliver`, `run_worker "
-            f"--interval 0.05 --no-scheduler` → aiosmtpd on 127.0.0.1, first to last received | 1 worker "
+            f"--interval 0.05 --no-scheduler --no-startup-delay` → aiosmtpd on 127.0.0.1, first to last received | 1 worker "
             f"{rate.get((True, 1))}, 2 workers {rate.get((True, 2))} |",
             f"| emails/s, PDFs not stored yet | same, the worker renders each PDF first | 1 worker "
             f"{rate.get((False, 1))}, 2 workers {rate.get((False, 2))} |",
