@@ -48,8 +48,8 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         invoice_id = self.object_id()
-        data = request.data if request.data else {}
-        body = SendInputSerializer(data=data)
+        # No body is all defaults ({}); a JSON null or any other non-object is 400.
+        body = SendInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         invoice = services.invoice_send_and_deliver(
             organization=self.organization,
@@ -68,7 +68,7 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
     @action(detail=True, methods=["post"])
     def remind(self, request, pk=None):
         invoice_id = self.object_id()
-        body = RemindInputSerializer(data=request.data if request.data else {})
+        body = RemindInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         email = services.invoice_remind(
             organization=self.organization, invoice_id=invoice_id, to=body.validated_data.get("to")

@@ -261,3 +261,13 @@ def test_money_in_the_email_is_written_with_the_currencys_places(alice_api, alic
     assert "KWD" in OutboundEmail.objects.get().body
     assert "0.525" in OutboundEmail.objects.get().body
     assert Decimal(Invoice.objects.get(pk=invoice["id"]).total) == Decimal("0.525")
+
+
+@pytest.mark.parametrize("action", ["send", "remind"])
+@pytest.mark.parametrize("body", ["null", "[]", '"x"', "1"])
+def test_a_body_that_is_not_an_object_is_400(alice_api, draft, action, body):
+    if action == "remind":
+        alice_api.post(invoice_url(draft["id"], "send"), {"email": False}, format="json")
+    response = alice_api.post(invoice_url(draft["id"], action), body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert OutboundEmail.objects.count() == 0
