@@ -249,7 +249,9 @@ def test_register_names_the_organization_as_asked(api):
     assert organization.reminder_days == [-3, 1, 7, 14]
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 201, 42, None, ["Carol"]])
+@pytest.mark.parametrize(
+    "name", ["", "   ", "x" * 201, 42, None, ["Carol"], "Carol\r\nBcc: x@example.com", "Carol\x7f"]
+)
 def test_register_rejects_a_bad_organization_name(api, name):
     response = api.post(
         "/api/register/",

@@ -6,6 +6,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing.models import ONE_LINE
 from billing.schema import END_OF_STRING, bmp_class
 from billing.serializers import (
     CurrencyField,
@@ -124,7 +125,10 @@ class RegisterSerializer(StrictModelSerializer):
     password = _password_field()
     email = StrictEmailField(required=False, allow_blank=True, default="")
     organization_name = StrictCharField(
-        required=False, max_length=200, help_text="The new organization's name (default: the username)."
+        required=False,
+        max_length=200,
+        validators=[ONE_LINE],  # the organization's own rule, answered on this field's name
+        help_text="The new organization's name (default: the username).",
     )
 
     class Meta:
