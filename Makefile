@@ -23,6 +23,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py migrate --noinput
 	DJANGO_DEBUG=1 $(PY) manage.py seed_demo
+	DJANGO_DEBUG=1 $(PY) manage.py queue_documents
 	@echo "API:    http://$(HOST):$(PORT)/api/docs/ (the demo user above: POST /api/login/, then Authorize)"
 	@echo "Admin:  http://$(HOST):$(PORT)/admin/ (the demo operator above)"
 	@echo "Worker: renders PDFs and prints the emails it sends here (EMAIL_URL=console:)"

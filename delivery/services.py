@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -51,17 +51,41 @@ class PdfUnavailable(BillingError):
 # --- the request side: rows in the caller's transaction --------------------------------------------
 
 
-def document_queue(invoice: Invoice, *, reason: str, first: bool = False) -> Document:
+def document_queue(invoice: Invoice, *, reason: str, first: bool = False, job: bool = True) -> Document:
     """Ask for a new PDF version of issued `invoice` (the caller holds its row lock, so versions of
     one invoice are numbered in order; `first`: it has just been issued, so this is version 1);
-    the worker renders and stores it."""
+    the worker renders and stores it — its own job, or (`job=False`) the job of the email queued
+    with it, which renders its invoice's pending version before it sends (one job a send, not two)."""
     latest = 0 if first else Document.objects.filter(invoice=invoice).aggregate(v=Max("version"))["v"] or 0
     document = Document(
         organization_id=invoice.organization_id, invoice=invoice, version=latest + 1, reason=reason
     )
     document.save()
-    tasks.render_document.enqueue(document.pk)
+    if job:
+        tasks.render_document.enqueue(document.pk)
     return document
+
+
+def documents_queue_missing(*, organization_id: int | None = None) -> int:
+    """Queue version 1 of every issued invoice that has no PDF version (issued before delivery was
+    installed, or by a path that issues without it, as the demo data's); returns how many. Each under
+    its invoice's lock, so a send or another run at the same time never makes a second version 1."""
+    missing = (
+        Invoice.objects.exclude(status=Invoice.Status.DRAFT)
+        .filter(documents__isnull=True)
+        .order_by("pk")
+        .values_list("organization_id", "pk")
+    )
+    if organization_id is not None:
+        missing = missing.filter(organization_id=organization_id)
+    queued = 0
+    for owner, invoice_id in missing.iterator():
+        with transaction.atomic():
+            invoice = lock_invoice(organization_id=owner, invoice_id=invoice_id, with_customer=False)
+            if not Document.objects.filter(invoice=invoice).exists():
+                document_queue(invoice, reason="issued", first=True)
+                queued += 1
+    return queued
 
 
 def _hosted_link(invoice: Invoice) -> str:
@@ -155,12 +179,20 @@ def invoice_send_and_deliver(
         raise BusinessRuleViolation(
             "`to` names recipients of an email; it cannot go with `email: false`.", field="to"
         )
+    emailing = email is not False
+
+    def queue_document(invoice: Invoice) -> None:
+        # Before the number: the version needs none, and the organization's sends queue on the
+        # number's lock, held to the commit (so only the email, which shows the number, comes after).
+        nonlocal recipients
+        recipients = _recipients(invoice, to, asked=email is True or bool(to)) if emailing else []
+        document_queue(invoice, reason="issued", first=True, job=not recipients)
+
+    recipients: list[str] = []
     invoice = invoice_services.invoice_send_within(
-        organization=organization, invoice_id=invoice_id, actor=actor
+        organization=organization, invoice_id=invoice_id, actor=actor, before_number=queue_document
     )
-    recipients = [] if email is False else _recipients(invoice, to, asked=email is True or bool(to))
     invoice.organization = organization
-    document_queue(invoice, reason="issued", first=True)
     if recipients:
         email_queue(invoice, kind=OutboundEmail.Kind.INVOICE, to=recipients)
     return invoice
@@ -319,19 +351,61 @@ def document_render(document_id: int) -> None:
 
 
 def invoice_pdf(invoice: Invoice) -> bytes:
-    """The PDF of `invoice`: a draft's rendered now (marked DRAFT, never stored); an issued one's
-    latest stored version, or — not stored yet — rendered now, stored as its pending version when
-    that one is free to take, and returned. Never under a lock."""
+    """The PDF of `invoice` for a request: a draft's rendered now (marked DRAFT, never stored); an
+    issued one's latest stored version, or — not stored yet — rendered now, stored as its pending
+    version when that one is free to take, and returned. Never under a lock."""
     if invoice.status == Invoice.Status.DRAFT:
         return _render(invoice, draft=True)
     latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
     if latest is not None and latest.status == Document.Status.STORED:
-        with default_storage.open(latest.file.name, "rb") as stored:
-            return stored.read()
+        return _read(latest)
     pdf = _render(invoice)
     if latest is not None and Document.claim(latest.pk):
         latest.invoice = invoice
         _store(latest, pdf)
+    return pdf
+
+
+def _read(document: Document) -> bytes:
+    with default_storage.open(document.file.name, "rb") as stored:
+        return stored.read()
+
+
+class _PdfBusy(Exception):
+    """The invoice's latest version is another worker's to render (its lease is live, or its next
+    attempt is not due): the email waits for it rather than render the same PDF twice."""
+
+    def __init__(self, until: datetime.datetime):
+        self.until = until
+
+
+def _pdf_for_email(invoice: Invoice) -> bytes:
+    """The PDF an email carries: the latest stored version, or the pending one, rendered and stored
+    here first when it is free to take (the email's job is the job of the version queued with it).
+    `_PdfBusy` while another worker renders it; a version given up on is rendered for the message
+    without storing."""
+    latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
+    if latest is None or latest.status == Document.Status.FAILED:
+        return _render(invoice)
+    if latest.status == Document.Status.STORED:
+        return _read(latest)
+    if not Document.claim(latest.pk):
+        latest.refresh_from_db()
+        if latest.status == Document.Status.STORED:
+            return _read(latest)  # stored meanwhile by the worker that held it
+        if latest.status == Document.Status.FAILED:
+            return _render(invoice)
+        held = (
+            latest.lease_expires_at if latest.status == Document.Status.RENDERING else latest.next_attempt_at
+        )
+        raise _PdfBusy(max(held or timezone.now(), timezone.now() + datetime.timedelta(seconds=1)))
+    latest.invoice = invoice
+    try:
+        pdf = _render(invoice)
+        _store(latest, pdf)
+    except Exception as exc:
+        _failed_attempt(Document, latest, f"{type(exc).__name__}: {exc}", tasks.render_document)
+        raise
     return pdf
 
 
@@ -344,12 +418,27 @@ def _render(invoice: Invoice, *, draft: bool = False) -> bytes:
         ) from exc
 
 
+def _pending_documents_render(invoice_id: int) -> None:
+    """Render the invoice's versions still waiting (an email's job carries the version queued with
+    it, and renders it even when it cannot send)."""
+    now = timezone.now()
+    waiting = Document.objects.filter(
+        invoice_id=invoice_id, status=Document.Status.PENDING, next_attempt_at__lte=now
+    )
+    for document_id in waiting.values_list("pk", flat=True):
+        document_render(document_id)
+
+
 def email_deliver(email_id: int) -> None:
     """The worker's job for an OutboundEmail: claim it, attach the stored PDF (rendering it first if
-    it is not there yet), send it over SMTP, record the outcome. A reminder whose invoice was paid
-    or voided meanwhile is cancelled. Without an email backend (EMAIL_URL unset in production) the
-    row stays queued."""
+    it is not there yet; waiting, not rendering it too, while another worker does), send it over
+    SMTP, record the outcome. A reminder whose invoice was paid or voided meanwhile is cancelled.
+    Without an email backend (EMAIL_URL unset in production) the row stays queued, and the job
+    only renders its invoice's pending PDF."""
     if not settings.EMAIL_CONFIGURED:
+        invoice_id = OutboundEmail.objects.filter(pk=email_id).values_list("invoice_id", flat=True).first()
+        if invoice_id is not None:
+            _pending_documents_render(invoice_id)
         return
     if not OutboundEmail.claim(email_id):
         return
@@ -361,7 +450,7 @@ def email_deliver(email_id: int) -> None:
                 status=OutboundEmail.Status.CANCELLED, lease_expires_at=None, updated_at=timezone.now()
             )
             return
-        pdf = invoice_pdf(invoice)
+        pdf = _pdf_for_email(invoice)
         organization = invoice.organization
         message = EmailMultiAlternatives(
             subject=email.subject,
@@ -376,6 +465,9 @@ def email_deliver(email_id: int) -> None:
             message.attach_alternative(email.html, "text/html")
         message.attach(f"{invoice.number}.pdf", pdf, "application/pdf")
         message.send()
+    except _PdfBusy as busy:
+        _wait_for_pdf(email, busy.until)
+        return
     except Exception as exc:
         _failed_attempt(OutboundEmail, email, f"{type(exc).__name__}: {exc}", tasks.send_email)
         return
@@ -383,6 +475,20 @@ def email_deliver(email_id: int) -> None:
     OutboundEmail.objects.filter(pk=email_id).update(
         status=OutboundEmail.Status.SENT, sent_at=now, lease_expires_at=None, last_error="", updated_at=now
     )
+
+
+def _wait_for_pdf(email: OutboundEmail, until: datetime.datetime) -> None:
+    """Put the email back until its PDF is another worker's to finish: not an attempt (nothing was
+    tried), so it is not counted, and a new job runs it then."""
+    with transaction.atomic():
+        OutboundEmail.objects.filter(pk=email.pk).update(
+            status=OutboundEmail.Status.QUEUED,
+            attempts=F("attempts") - 1,
+            next_attempt_at=until,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+        tasks.send_email.using(run_after=until).enqueue(email.pk)
 
 
 @transaction.atomic

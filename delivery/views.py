@@ -12,7 +12,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import Throttled
 from rest_framework.response import Response
 
 from delivery import documents, services
@@ -134,10 +133,24 @@ HOSTED_HEADERS = {
 }
 
 
+class _Refused(Exception):
+    """A hosted request answered without the invoice: throttled (429) or no such token (404)."""
+
+    def __init__(self, response: HttpResponse):
+        self.response = response
+
+
 def _hosted_invoice(request, token: str) -> Invoice:
     throttle = HostedPageThrottle()
     if not throttle.allow_request(request, None):
-        raise Throttled(wait=throttle.wait())
+        raise _Refused(
+            HttpResponse(
+                "Too many requests; try again shortly.",
+                status=429,
+                headers={"Retry-After": str(int(throttle.wait() or 60))},
+                content_type="text/plain",
+            )
+        )
     invoice = (
         Invoice.objects.filter(public_token=token)
         .exclude(status=Invoice.Status.DRAFT)
@@ -161,15 +174,8 @@ def hosted_invoice(request, token: str):
     """The invoice as its customer sees it: no login, found by its unguessable token."""
     try:
         invoice = _hosted_invoice(request, token)
-    except Throttled as exc:
-        return _with_headers(
-            HttpResponse(
-                "Too many requests; try again shortly.",
-                status=429,
-                headers={"Retry-After": str(int(exc.wait or 60))},
-                content_type="text/plain",
-            )
-        )
+    except _Refused as refused:
+        return _with_headers(refused.response)
     pdf_url = request.build_absolute_uri(f"/i/{token}/pdf/")
     return _with_headers(HttpResponse(documents.render_page(invoice, pdf_url=pdf_url)))
 
@@ -178,15 +184,8 @@ def hosted_invoice(request, token: str):
 def hosted_invoice_pdf(request, token: str):
     try:
         invoice = _hosted_invoice(request, token)
-    except Throttled as exc:
-        return _with_headers(
-            HttpResponse(
-                "Too many requests; try again shortly.",
-                status=429,
-                headers={"Retry-After": str(int(exc.wait or 60))},
-                content_type="text/plain",
-            )
-        )
+    except _Refused as refused:
+        return _with_headers(refused.response)
     try:
         pdf = services.invoice_pdf(invoice)
     except services.PdfUnavailable:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import NotRequired, TypedDict
 
@@ -249,13 +249,24 @@ def invoice_send(*, organization: Organization, invoice_id: int, actor: Actor | 
 
 
 def invoice_send_within(
-    *, organization: Organization, invoice_id: int, actor: Actor | None = None
+    *,
+    organization: Organization,
+    invoice_id: int,
+    actor: Actor | None = None,
+    before_number: Callable[[Invoice], None] | None = None,
 ) -> Invoice:
     """Issue a draft: it becomes `sent` and, unless the client numbered it, takes the next number of
     its organization's sequence in this same transaction (so numbers have no gaps and no duplicates).
-    In the caller's transaction, which must be atomic (a composing service's: no savepoint)."""
+    In the caller's transaction, which must be atomic (a composing service's: no savepoint).
+
+    `before_number(invoice)`: the caller's own writes that do not need the number, made once the
+    send is known to be allowed and before the counter is locked — the counter's lock is held to
+    the commit and the sends of one organization queue on it, so what is written before it does
+    not lengthen that queue."""
     invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     invoice.send(actor=actor)  # checks state and content before any number is taken
+    if before_number is not None:
+        before_number(invoice)
     if invoice.number is None:
         _assign_next_number(invoice, prefix=organization.invoice_prefix)
     else:

@@ -61,7 +61,8 @@ def test_send_issues_and_queues_the_pdf_and_the_email_in_its_transaction(alice_a
         "queued",
         ["ap@acme.example"],
     )
-    assert jobs("render_document") == [document.pk]
+    # One job: the email's, which renders the version queued with it before it sends.
+    assert jobs("render_document") == []
     assert jobs("send_email") == [email.pk]
     assert "¥1,079" in email.body
     assert body["hosted_url"].replace("http://testserver", "http://127.0.0.1:8000") in email.body
@@ -237,6 +238,58 @@ def test_a_failed_email_is_retried_on_the_schedule_then_failed(alice_api, draft,
     assert len(mail.outbox) == 1
 
 
+def test_a_send_without_an_email_gives_its_pdf_a_job_of_its_own(alice_api, draft):
+    alice_api.post(invoice_url(draft["id"], "send"), {"email": False}, format="json")
+    (document,) = Document.objects.all()
+    assert jobs("render_document") == [document.pk]
+    assert jobs("send_email") == []
+    run_jobs()
+    document.refresh_from_db()
+    assert document.status == "stored"
+
+
+def test_an_email_waits_for_the_pdf_another_worker_is_rendering_instead_of_rendering_it_too(
+    alice_api, draft, monkeypatch
+):
+    renders = []
+    render_pdf = services.documents.render_pdf
+    monkeypatch.setattr(
+        services.documents, "render_pdf", lambda *a, **k: renders.append(a[0].pk) or render_pdf(*a, **k)
+    )
+    alice_api.post(invoice_url(draft["id"], "send"))
+    document, email = Document.objects.get(), OutboundEmail.objects.get()
+    assert Document.claim(document.pk)  # another worker has taken the version and renders it
+
+    run_jobs()  # the email's job
+    email.refresh_from_db()
+    document.refresh_from_db()
+    # Back in the queue until that worker's lease ends, not counted as an attempt, no render of its own.
+    assert (email.status, email.attempts, email.next_attempt_at) == ("queued", 0, document.lease_expires_at)
+    assert renders == []
+    (waiting,) = DBTaskResult.objects.filter(status="READY")
+    assert (waiting.task_path, waiting.run_after) == ("delivery.tasks.send_email", document.lease_expires_at)
+    assert not mail.outbox
+
+    services._store(document, render_pdf(services._invoice_for_rendering(document.invoice_id)))
+    OutboundEmail.objects.filter(pk=email.pk).update(next_attempt_at=document.created_at)  # time passes
+    run_jobs()
+    email.refresh_from_db()
+    assert (email.status, email.attempts) == ("sent", 1)
+    assert renders == []  # the stored version went out
+    ((_, pdf, _),) = mail.outbox[0].attachments
+    with Document.objects.get().file.open("rb") as stored:
+        assert pdf == stored.read()
+
+
+def test_without_an_email_backend_the_emails_job_still_renders_the_pdf(alice_api, draft, settings):
+    alice_api.post(invoice_url(draft["id"], "send"))
+    settings.EMAIL_CONFIGURED = False
+    run_jobs()
+    assert Document.objects.get().status == "stored"
+    assert OutboundEmail.objects.get().status == "queued"
+    assert not mail.outbox
+
+
 def test_a_reminder_of_an_invoice_paid_meanwhile_is_cancelled(alice_api, draft):
     alice_api.post(invoice_url(draft["id"], "send"), {"email": False}, format="json")
     alice_api.post(invoice_url(draft["id"], "remind"))
@@ -271,3 +324,29 @@ def test_a_body_that_is_not_an_object_is_400(alice_api, draft, action, body):
     response = alice_api.post(invoice_url(draft["id"], action), body, content_type="application/json")
     assert response.status_code == 400, response.content
     assert OutboundEmail.objects.count() == 0
+
+
+def test_queue_documents_gives_each_issued_invoice_without_a_pdf_its_first_version(
+    alice, alice_org, alice_api, draft, alice_customer
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from invoices.services import invoice_send
+    from tests.factories import InvoiceFactory
+
+    issued_before = invoice_send(organization=alice_org, invoice_id=draft["id"])  # no delivery then
+    InvoiceFactory(organization=alice_org, customer=alice_customer)  # a draft: nothing to store
+    delivered = create_invoice(alice_api, alice_customer)
+    alice_api.post(invoice_url(delivered["id"], "send"), {"email": False}, format="json")
+    out = StringIO()
+    call_command("queue_documents", stdout=out)
+    assert out.getvalue().strip() == "1 document(s) queued."
+    (document,) = Document.objects.filter(invoice=issued_before)
+    assert (document.version, document.status) == (1, "pending")
+    assert document.pk in jobs("render_document")
+    call_command("queue_documents", stdout=out)  # again: nothing more
+    assert Document.objects.count() == 2
+    run_jobs()
+    assert set(Document.objects.values_list("status", flat=True)) == {"stored"}
