@@ -61,27 +61,28 @@ class ServiceWriteAdmin(RefusalsAsMessages, admin.ModelAdmin):
         return readonly
 
     # Each admin names its services: create(organization, fields, actor=the operator) -> the new
-    # object, update(obj, changed) with only the fields the operator changed, delete(obj).
+    # object, update(obj, changed, actor=...) with only the fields the operator changed,
+    # delete(obj, actor=...). The operator is the actor their events name.
     def create_object(self, organization, fields: dict, *, actor):
         raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
 
-    def update_object(self, obj, changed: dict) -> None:
+    def update_object(self, obj, changed: dict, *, actor) -> None:
         raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
 
-    def delete_object(self, obj) -> None:
+    def delete_object(self, obj, *, actor) -> None:
         raise ImproperlyConfigured(f"{type(self).__name__} must write through a service")
 
     def save_model(self, request, obj, form, change):
         if change:
             changed = {name: form.cleaned_data[name] for name in form.changed_data}
             if changed:
-                self.update_object(obj, changed)
+                self.update_object(obj, changed, actor=request.user)
         else:
             fields = {name: value for name, value in form.cleaned_data.items() if name != "organization"}
             obj.pk = self.create_object(obj.organization, fields, actor=request.user).pk
 
     def delete_model(self, request, obj):
-        self.delete_object(obj)
+        self.delete_object(obj, actor=request.user)
 
     def log_change(self, request, obj, message):
         if not message:  # neither the form nor an inline changed: nothing was written, log nothing

@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.http import JsonResponse
 
+from billing import context
 from billing.parsers import UNSUPPORTED_CHARSET, text_encoding
 
 request_logger = logging.getLogger("billing.request")
@@ -73,7 +74,11 @@ class RequestLogMiddleware:
     def __call__(self, request):
         request_id = _request_id(request.META.get("HTTP_X_REQUEST_ID"))
         started = time.perf_counter()
-        response = self.get_response(request)
+        token = context.request_id.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            context.request_id.reset(token)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         user = getattr(request, "user", None)
         auth = None

@@ -3,11 +3,15 @@
 Model-side only: nothing here imports DRF (the API-side tenancy pieces are in `billing.tenancy`).
 """
 
+import datetime
 import json
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
 
 from billing.exceptions import NotEditable, StaleWrite
 
@@ -115,6 +119,56 @@ class OwnedModel(models.Model):
         if type(self)._base_manager.using(using).filter(pk=pk_val).exists():
             raise StaleWrite(f"This {name} was changed since it was read; read it again and retry.")
         raise self.DoesNotExist(f"This {name} no longer exists.")
+
+
+class OutboxRow(OwnedModel):
+    """A row of work for the worker (a PDF to render, an email or a webhook to send), written in
+    the transaction of the change that needs it, with its job: what it needs to be claimed, leased,
+    retried and given up on. The worker claims it (one conditional UPDATE, committed before any slow
+    work), works it outside any transaction, and records the outcome; a worker that dies leaves its
+    lease to expire, and a sweeper puts the row back with a new job (the task backend never re-runs
+    a task whose worker died). A failure is retried on the schedule `RETRY_SCHEDULE` names (a
+    setting), each retry a new job with `run_after`."""
+
+    # The statuses of a subclass: waiting for a worker, worked on (leased), done, given up.
+    WAITING: str
+    WORKING: str
+    DONE: str
+    FAILED: str
+    RETRY_SCHEDULE = "DELIVERY_RETRY_SCHEDULE"  # the setting: seconds after each failed attempt
+    LEASE_SECONDS = "DELIVERY_LEASE_SECONDS"  # the setting: how long a claim holds
+
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def claim(cls, pk, *, now: datetime.datetime | None = None) -> bool:
+        """Take row `pk` for one attempt, if it is due and no live lease holds it: one statement, so
+        two workers never both take it. Returns whether this caller has it."""
+        now = now or timezone.now()
+        lease = datetime.timedelta(seconds=getattr(settings, cls.LEASE_SECONDS))
+        due = Q(status=cls.WAITING, next_attempt_at__lte=now) | Q(
+            status=cls.WORKING, lease_expires_at__lt=now
+        )
+        taken = (
+            cls.objects.filter(pk=pk)
+            .filter(due)
+            .update(
+                status=cls.WORKING, lease_expires_at=now + lease, attempts=F("attempts") + 1, updated_at=now
+            )
+        )
+        return taken == 1
+
+    @classmethod
+    def retry_delay(cls, attempts: int) -> datetime.timedelta | None:
+        """How long after failed attempt number `attempts` the next one comes; None: no more."""
+        schedule = getattr(settings, cls.RETRY_SCHEDULE)
+        return datetime.timedelta(seconds=schedule[attempts - 1]) if attempts <= len(schedule) else None
 
 
 class IdempotencyKey(models.Model):

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "billing",
     "users",
+    "events",
     "customers",
     "invoices",
     "payments",
@@ -374,3 +375,22 @@ DELIVERY_RETRY_SCHEDULE = [int(s) for s in env_list("DELIVERY_RETRY_SCHEDULE", "
 HOSTED_PAGE_THROTTLE_RATE = env_str("HOSTED_PAGE_THROTTLE_RATE", "120/min")
 # How often the worker's scheduler sweeps expired leases and sends the reminders due.
 DELIVERY_TICK_SECONDS = env_int("DELIVERY_TICK_SECONDS", 60)
+
+# --- events and webhooks (API.md: Events and webhooks) ---
+# Events are kept at least this many days; `manage.py purge_events` deletes older ones.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)
+# Webhook endpoints on loopback, private or link-local addresses are refused at connect time unless set.
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", False)
+# Seconds after each failed attempt (jittered, Retry-After honoured): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+# 14 h, 20 h, 24 h, then `failed`.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(s) for s in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,50400,72000,86400")
+]
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 15)
+# A claimed delivery's lease: longer than the timeout, so a live worker never loses its row.
+WEBHOOK_LEASE_SECONDS = env_int("WEBHOOK_LEASE_SECONDS", 60)
+# An endpoint failing without a success for this long is disabled (and the organization's admins told).
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 * 3600)
+# Keys that encrypt the stored webhook secrets (comma-separated; the first encrypts, all decrypt, so a
+# key is rotated by putting the new one first). Unset: derived from DJANGO_SECRET_KEY.
+WEBHOOK_SECRET_KEYS = env_list("WEBHOOK_SECRET_KEYS", "")

@@ -14,6 +14,7 @@ api_patterns = [
     # The invoices viewset as the delivery app composes it (send, remind, emails, PDF).
     path("", include("delivery.urls")),
     path("", include("payments.urls")),
+    path("", include("events.urls")),
     path("health/", HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # No metadata class: the docs pages answer OPTIONS with 405, not by rendering their template.

@@ -15,10 +15,11 @@ class CustomerAdmin(ServiceWriteAdmin):
     raw_id_fields = ["organization"]
 
     def create_object(self, organization, fields, *, actor):
-        return customer_create(organization=organization, **fields)  # a customer records no creator
+        # A customer records no creator; its event names the operator.
+        return customer_create(organization=organization, actor=actor, **fields)
 
-    def update_object(self, obj, changed):
-        customer_update(organization=obj.organization, customer_id=obj.pk, **changed)
+    def update_object(self, obj, changed, *, actor):
+        customer_update(organization=obj.organization, customer_id=obj.pk, actor=actor, **changed)
 
-    def delete_object(self, obj):
-        customer_delete(organization=obj.organization, customer_id=obj.pk)
+    def delete_object(self, obj, *, actor):
+        customer_delete(organization=obj.organization, customer_id=obj.pk, actor=actor)

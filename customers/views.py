@@ -16,13 +16,18 @@ class CustomerViewSet(OrganizationScopedViewSetMixin, viewsets.ModelViewSet):
     filterset_class = CustomerFilterSet
 
     def perform_create(self, serializer):
-        serializer.instance = customer_create(organization=self.organization, **serializer.validated_data)
+        serializer.instance = customer_create(
+            organization=self.organization, actor=self.actor, **serializer.validated_data
+        )
 
     def perform_update(self, serializer):
         serializer.instance = customer_update(
-            organization=self.organization, customer_id=serializer.instance.pk, **serializer.validated_data
+            organization=self.organization,
+            customer_id=serializer.instance.pk,
+            actor=self.actor,
+            **serializer.validated_data,
         )
 
     def destroy(self, request, *args, **kwargs):
-        customer_delete(organization=self.organization, customer_id=self.object_id())
+        customer_delete(organization=self.organization, customer_id=self.object_id(), actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)

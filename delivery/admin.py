@@ -58,9 +58,9 @@ class EmailInline(ReadOnlyInline):
 class InvoiceWithDeliveryAdmin(InvoiceWithPaymentsAdmin):
     inlines = [*InvoiceWithPaymentsAdmin.inlines, DocumentInline, EmailInline]
 
-    def update_object(self, obj, changed):
+    def update_object(self, obj, changed, *, actor):
         invoice_update_and_render(
-            organization=obj.organization, invoice_id=obj.pk, **self._service_fields(changed)
+            organization=obj.organization, invoice_id=obj.pk, actor=actor, **self._service_fields(changed)
         )
 
 

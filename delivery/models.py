@@ -12,58 +12,11 @@ is `failed` after the last try.
 
 from __future__ import annotations
 
-import datetime
-
-from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
-from django.utils import timezone
+from django.db.models import Q
 
-from billing.models import OwnedModel
+from billing.models import OutboxRow
 from invoices.models import Invoice
-
-
-class OutboxRow(OwnedModel):
-    """What a row of work needs to be claimed, leased, retried and given up on."""
-
-    # The statuses of a subclass: waiting for a worker, worked on (leased), done, given up.
-    WAITING: str
-    WORKING: str
-    DONE: str
-    FAILED: str
-
-    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="+", db_index=False)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-
-    class Meta:
-        abstract = True
-
-    @classmethod
-    def claim(cls, pk: int, *, now: datetime.datetime | None = None) -> bool:
-        """Take row `pk` for one attempt, if it is due and no live lease holds it: one statement, so
-        two workers never both take it. Returns whether this caller has it."""
-        now = now or timezone.now()
-        lease = datetime.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
-        due = Q(status=cls.WAITING, next_attempt_at__lte=now) | Q(
-            status=cls.WORKING, lease_expires_at__lt=now
-        )
-        taken = (
-            cls.objects.filter(pk=pk)
-            .filter(due)
-            .update(
-                status=cls.WORKING, lease_expires_at=now + lease, attempts=F("attempts") + 1, updated_at=now
-            )
-        )
-        return taken == 1
-
-    @classmethod
-    def retry_delay(cls, attempts: int) -> datetime.timedelta | None:
-        """How long after failed attempt number `attempts` the next one comes; None: no more."""
-        schedule = settings.DELIVERY_RETRY_SCHEDULE
-        return datetime.timedelta(seconds=schedule[attempts - 1]) if attempts <= len(schedule) else None
 
 
 class DocumentStatus(models.TextChoices):

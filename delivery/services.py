@@ -116,9 +116,11 @@ def email_queue(
     to: Sequence[str],
     reminder_step: int | None = None,
     today: datetime.date | None = None,
+    actor: Actor | None = None,
 ) -> OutboundEmail:
     """Write the message to send about `invoice` — rendered now, as the customer will read it — and
-    its job. Subject and body come from templates (delivery/templates/delivery/email/)."""
+    its job; a reminder's `invoice.reminder_sent` event too (written when it is queued). Subject and
+    body come from templates (delivery/templates/delivery/email/)."""
     organization = invoice.organization
     seller = organization.legal_name or organization.name
     today = today or organization.today()
@@ -148,6 +150,8 @@ def email_queue(
     )
     email.save()
     tasks.send_email.enqueue(email.pk)
+    if kind == OutboundEmail.Kind.REMINDER:
+        invoice_services.record_invoice_events(invoice, ["invoice.reminder_sent"], actor=actor)
     return email
 
 
@@ -212,7 +216,11 @@ def invoice_update_and_render(*, organization: Organization, invoice_id: int, **
 
 @transaction.atomic
 def invoice_remind(
-    *, organization: Organization, invoice_id: int, to: Sequence[str] | None = None
+    *,
+    organization: Organization,
+    invoice_id: int,
+    to: Sequence[str] | None = None,
+    actor: Actor | None = None,
 ) -> OutboundEmail:
     """Queue a payment reminder now: a sent or overdue invoice only (409 otherwise), to its
     customer's address (409 `no_recipient` without one)."""
@@ -223,7 +231,7 @@ def invoice_remind(
         )
     invoice.organization = organization
     recipients = _recipients(invoice, to, asked=True)
-    return email_queue(invoice, kind=OutboundEmail.Kind.REMINDER, to=recipients)
+    return email_queue(invoice, kind=OutboundEmail.Kind.REMINDER, to=recipients, actor=actor)
 
 
 def _local_today(organization: Organization, now: datetime.datetime) -> datetime.date:

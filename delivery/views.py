@@ -70,7 +70,10 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
         body = RemindInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         email = services.invoice_remind(
-            organization=self.organization, invoice_id=invoice_id, to=body.validated_data.get("to")
+            organization=self.organization,
+            invoice_id=invoice_id,
+            to=body.validated_data.get("to"),
+            actor=self.actor,
         )
         return Response(EmailSerializer(email).data, status=status.HTTP_202_ACCEPTED)
 

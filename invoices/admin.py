@@ -225,11 +225,13 @@ class InvoiceAdmin(ServiceWriteAdmin):
     def create_object(self, organization, fields, *, actor):
         return invoice_create(organization=organization, actor=actor, **self._service_fields(fields))
 
-    def update_object(self, obj, changed):
-        invoice_update(organization=obj.organization, invoice_id=obj.pk, **self._service_fields(changed))
+    def update_object(self, obj, changed, *, actor):
+        invoice_update(
+            organization=obj.organization, invoice_id=obj.pk, actor=actor, **self._service_fields(changed)
+        )
 
-    def delete_object(self, obj):
-        invoice_delete(organization=obj.organization, invoice_id=obj.pk)
+    def delete_object(self, obj, *, actor):
+        invoice_delete(organization=obj.organization, invoice_id=obj.pk, actor=actor)
 
     @admin.action(description="Mark overdue now (all organizations, as the cron job does)")
     def mark_overdue_now(self, request, queryset):

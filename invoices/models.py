@@ -97,12 +97,13 @@ PAYABLE = (InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
 
 
 class InvoiceQuerySet(models.QuerySet):
-    def move_to_overdue(self, *, now: datetime.datetime | None = None) -> int:
-        """Move the sent invoices of this queryset to overdue, recording each change; returns how
-        many moved. The transition is the model's (`TRANSITIONS`), made in bulk: on PostgreSQL one
-        statement (an UPDATE ... RETURNING feeding the history insert), on SQLite, whose write
-        transactions are serialized, the history insert then the UPDATE of the same rows. Both are
-        exact: a row paid or voided meanwhile no longer matches and is neither moved nor recorded.
+    def move_to_overdue(self, *, now: datetime.datetime | None = None) -> list[int]:
+        """Move the sent invoices of this queryset to overdue, recording each change; returns the
+        ids of those that moved. The transition is the model's (`TRANSITIONS`), made in bulk: on
+        PostgreSQL one statement (an UPDATE ... RETURNING feeding the history insert, which returns
+        the ids), on SQLite, whose write transactions are serialized, the history insert (returning
+        the ids) then the UPDATE of the same rows. Both are exact: a row paid or voided meanwhile no
+        longer matches and is neither moved nor recorded.
         """
         Invoice._check_transition(InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
         now = now or timezone.now()
@@ -122,7 +123,7 @@ class InvoiceQuerySet(models.QuerySet):
                     f"version = version + 1 WHERE id IN ({select_sql}) AND status = %s "
                     "RETURNING id, organization_id) "
                     f"INSERT INTO {q(history)} ({columns}) "
-                    "SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM moved"
+                    "SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM moved RETURNING invoice_id"
                 )
                 params = [
                     InvoiceStatus.OVERDUE,
@@ -135,14 +136,18 @@ class InvoiceQuerySet(models.QuerySet):
                 ]
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
-                    return cursor.rowcount
+                    return sorted(row[0] for row in cursor.fetchall())
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"INSERT INTO {q(history)} ({columns}) "  # noqa: S608
-                    f"SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql})",
+                    f"SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql}) "
+                    "RETURNING invoice_id",
                     [InvoiceStatus.SENT, InvoiceStatus.OVERDUE, at, *select_params],
                 )
-            return due.update(status=InvoiceStatus.OVERDUE, updated_at=now, version=F("version") + 1)
+                moved = sorted(row[0] for row in cursor.fetchall())
+            if moved:
+                due.update(status=InvoiceStatus.OVERDUE, updated_at=now, version=F("version") + 1)
+            return moved
 
 
 class Invoice(OwnedModel, CreatedBy):

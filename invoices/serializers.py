@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -202,9 +203,18 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
         return self._absolute(_url_of("invoice-pdf", invoice.pk))
 
     def _absolute(self, path: str) -> str:
-        """On the scheme and host of the request being answered (API.md); a path without one."""
+        """On the scheme and host of the request being answered (API.md); outside a request, on
+        the context's `base_url` (an event's: PUBLIC_URL), else a path."""
         request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
+        if request is not None:
+            return request.build_absolute_uri(path)
+        return self.context.get("base_url", "") + path
+
+
+def event_context() -> dict:
+    """The serializer context of a representation an event carries: links on PUBLIC_URL, the
+    address the customer's links use, whichever request (or none) made the change."""
+    return {"base_url": settings.PUBLIC_URL}
 
 
 _URL_TEMPLATES: dict[str, str] = {}

@@ -24,8 +24,10 @@ from django.utils import timezone
 from billing.exceptions import BillingError, BusinessRuleViolation
 from billing.unset import UNSET, Unset
 from customers.models import Customer
+from events.services import Change, events_record, events_record_many, previous_attributes
 from invoices.locks import lock_invoice, lock_sequence
 from invoices.models import Invoice, Line
+from invoices.selectors import CREATOR, detail_prefetch, with_lines_and_payments
 from users.models import Actor, Organization
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,36 @@ def _known_relations(invoice: Invoice, *, lines: list[Line] | None = None) -> In
     return invoice
 
 
+def invoice_representation(invoice: Invoice) -> dict:
+    """The invoice as its detail shows it (its events carry it): lines and payments read only if the
+    write did not already load them, and left loaded for the response."""
+    from invoices.serializers import InvoiceDetailSerializer, event_context
+
+    return InvoiceDetailSerializer(with_lines_and_payments(invoice), context=event_context()).data
+
+
+def invoice_attributes(invoice: Invoice) -> dict:
+    """The invoice's own attributes as the API shows them (no lines, no payments: nothing to read),
+    taken before a change to give its event's `previous_attributes`."""
+    from invoices.serializers import InvoiceSerializer, event_context
+
+    return InvoiceSerializer(invoice, context=event_context()).data
+
+
+def record_invoice_events(
+    invoice: Invoice, types: Sequence[str], *, before: dict | None = None, actor: Actor | None = None
+) -> None:
+    """The events of a change to `invoice`, in the caller's transaction: each of `types` with the
+    invoice as it is now and, given what it was (`before`), the attributes that changed."""
+    after = invoice_representation(invoice)
+    previous = previous_attributes(before, after) if before is not None else None
+    events_record(
+        organization_id=invoice.organization_id,
+        changes=[Change(event_type, after, previous) for event_type in types],
+        actor=actor,
+    )
+
+
 @transaction.atomic
 def invoice_create(
     *,
@@ -147,7 +179,9 @@ def invoice_create(
     invoice.set_totals(built)
     _save_number_guarded(invoice, force_insert=True)
     Line.objects.bulk_create(built)
-    return _known_relations(invoice, lines=built)
+    _known_relations(invoice, lines=built)
+    record_invoice_events(invoice, ["invoice.created"], actor=actor)
+    return invoice
 
 
 @transaction.atomic
@@ -168,6 +202,7 @@ def invoice_update_within(
     notes: str | Unset = UNSET,
     lines: Sequence[LineInput] | Unset = UNSET,
     status: str | Unset = UNSET,
+    actor: Actor | None = None,
 ) -> Invoice:
     """Change an invoice as its state allows: a draft anything (lines given are replaced whole),
     a sent or overdue invoice its notes only, a paid or void invoice nothing. Fields given with
@@ -198,6 +233,9 @@ def invoice_update_within(
     invoice.check_changes(changed)
     if not changed:
         return _known_relations(invoice, lines=current_lines)
+    before = invoice_attributes(invoice)
+    if current_lines is not None:
+        before["lines"] = _lines_representation(current_lines)
     for name, value in changes.items():
         setattr(invoice, name, value)
     if "customer" in changed:
@@ -215,7 +253,15 @@ def invoice_update_within(
         Line.objects.bulk_create(built)
     _save_number_guarded(invoice)
     invoice.changed_by_update = frozenset(changed)  # what the write changed, for a composing service
-    return _known_relations(invoice, lines=built)
+    _known_relations(invoice, lines=built)
+    record_invoice_events(invoice, ["invoice.updated"], before=before, actor=actor)
+    return invoice
+
+
+def _lines_representation(lines: Sequence[Line]) -> list[dict]:
+    from invoices.serializers import LineSerializer
+
+    return LineSerializer(lines, many=True).data
 
 
 def _line_input(line: Line) -> LineInput:
@@ -236,10 +282,15 @@ def _line_values(lines) -> list[tuple]:
 
 
 @transaction.atomic
-def invoice_delete(*, organization: Organization, invoice_id: int) -> None:
-    """Delete a draft and its lines; an issued invoice is kept forever (`Invoice.delete` refuses
-    it under the row's lock)."""
-    lock_invoice(organization_id=organization.pk, invoice_id=invoice_id, with_customer=False).delete()
+def invoice_delete(*, organization: Organization, invoice_id: int, actor: Actor | None = None) -> None:
+    """Delete a draft and its lines (and write `invoice.deleted`, with the draft as it was); an
+    issued invoice is kept forever (`Invoice.delete` refuses it under the row's lock)."""
+    invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
+    representation = invoice_representation(invoice)
+    invoice.delete()
+    events_record(
+        organization_id=organization.pk, changes=[Change("invoice.deleted", representation)], actor=actor
+    )
 
 
 @transaction.atomic
@@ -264,6 +315,7 @@ def invoice_send_within(
     the commit and the sends of one organization queue on it, so what is written before it does
     not lengthen that queue."""
     invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
+    before = invoice_attributes(invoice)
     invoice.send(actor=actor)  # checks state and content before any number is taken
     if before_number is not None:
         before_number(invoice)
@@ -271,7 +323,9 @@ def invoice_send_within(
         _assign_next_number(invoice, prefix=organization.invoice_prefix)
     else:
         invoice.save()
-    return _known_relations(invoice)
+    _known_relations(invoice)
+    record_invoice_events(invoice, ["invoice.sent"], before=before, actor=actor)
+    return invoice
 
 
 def _assign_next_number(invoice: Invoice, *, prefix: str) -> None:
@@ -297,9 +351,12 @@ def _assign_next_number(invoice: Invoice, *, prefix: str) -> None:
 def invoice_void(*, organization: Organization, invoice_id: int, actor: Actor | None = None) -> Invoice:
     """Void a sent or overdue invoice that has received no payment."""
     invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
+    before = invoice_attributes(invoice)
     invoice.void(actor=actor)
     invoice.save()
-    return _known_relations(invoice)
+    _known_relations(invoice)
+    record_invoice_events(invoice, ["invoice.voided"], before=before, actor=actor)
+    return invoice
 
 
 class MarkOverdueIncomplete(BillingError):
@@ -324,6 +381,34 @@ def _due_in_zone(zone: str, now: datetime.datetime):
     )
 
 
+def _overdue_with_events(due, now: datetime.datetime) -> int:
+    """Move `due` to overdue (one UPDATE) and write an `invoice.overdue` event for each invoice
+    moved: one read of them with their lines and payments, one INSERT of the events. In the
+    caller's transaction."""
+    moved = due.move_to_overdue(now=now)
+    if not moved:
+        return 0
+    from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, event_context
+
+    invoices = list(
+        Invoice.objects.filter(pk__in=moved)
+        .select_related("customer", *CREATOR)
+        .prefetch_related(detail_prefetch("lines"), detail_prefetch("payments"))
+        .order_by("organization_id", "pk")
+    )
+    context = event_context()
+    changes = []
+    for invoice in invoices:
+        after = InvoiceDetailSerializer(invoice, context=context).data
+        invoice.status = Invoice.Status.SENT  # as it was: what moved is the status and its actions
+        before = InvoiceSerializer(invoice, context=context).data
+        changes.append(
+            (invoice.organization_id, Change("invoice.overdue", after, previous_attributes(before, after)))
+        )
+    events_record_many(changes, system=True)
+    return len(moved)
+
+
 def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:
     """Move every sent invoice whose due date is before its organization's today (in the
     organization's time zone) to overdue, in bulk: one statement per distinct time zone of the
@@ -342,7 +427,7 @@ def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:
     for zone in zones:
         try:
             with transaction.atomic():
-                moved += _due_in_zone(zone, now).move_to_overdue(now=now)
+                moved += _overdue_with_events(_due_in_zone(zone, now), now)
         except (DatabaseError, zoneinfo.ZoneInfoNotFoundError, ValueError):
             logger.exception(
                 "mark_overdue: the move in time zone %r failed; moving organization by organization", zone
@@ -356,10 +441,8 @@ def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:
         for organization_id in organizations:
             try:
                 with transaction.atomic():
-                    moved += (
-                        _due_in_zone(zone, now)
-                        .filter(organization_id=organization_id)
-                        .move_to_overdue(now=now)
+                    moved += _overdue_with_events(
+                        _due_in_zone(zone, now).filter(organization_id=organization_id), now
                     )
             except (DatabaseError, zoneinfo.ZoneInfoNotFoundError, ValueError):
                 logger.exception(

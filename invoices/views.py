@@ -103,7 +103,9 @@ class InvoiceViewSet(
             if not self.get_queryset().filter(pk=invoice_id).exists():
                 raise Invoice.DoesNotExist from None
             raise
-        invoice = self.update_service(organization=self.organization, invoice_id=invoice_id, **data)
+        invoice = self.update_service(
+            organization=self.organization, invoice_id=invoice_id, actor=self.actor, **data
+        )
         return self._detail(invoice)
 
     # The write of an edit; the delivery app's view composes it with a new PDF version.
@@ -111,7 +113,7 @@ class InvoiceViewSet(
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
-        services.invoice_delete(organization=self.organization, invoice_id=self.object_id())
+        services.invoice_delete(organization=self.organization, invoice_id=self.object_id(), actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=InvoiceDetailSerializer, summary="Send a draft (draft → sent)")

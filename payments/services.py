@@ -8,8 +8,10 @@ from decimal import Decimal
 from django.db import transaction
 
 from billing.exceptions import BusinessRuleViolation
+from events.services import Change, events_record, previous_attributes
 from invoices.locks import lock_invoice
 from invoices.models import Invoice
+from invoices.services import invoice_attributes, invoice_representation
 from payments.models import Payment
 from users.models import Actor, Organization
 
@@ -34,7 +36,7 @@ def payment_record(
     payment that brings the balance to zero moves the invoice to paid.
     """
     try:
-        invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id, with_customer=False)
+        invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     except Invoice.DoesNotExist:
         raise BusinessRuleViolation(
             f'Invalid pk "{invoice_id}" - object does not exist.', field="invoice"
@@ -51,7 +53,20 @@ def payment_record(
     invoice.check_amount(amount, as_written=True)
     payment.set_created_by(actor)
     payment.check_fields()
+    before = invoice_attributes(invoice)
     invoice.apply_payment(amount, actor=actor)
     payment.save()
     invoice.save(update_fields=["amount_paid", "status", "paid_at", "updated_at"])
+    # Events: the payment, the invoice it changed and, when it settled it, the invoice paid.
+    from payments.serializers import PaymentResultSerializer
+
+    after = invoice_representation(invoice)
+    previous = previous_attributes(before, after)
+    changes = [
+        Change("payment.created", PaymentResultSerializer(payment).data),
+        Change("invoice.updated", after, previous),
+    ]
+    if invoice.status == Invoice.Status.PAID:
+        changes.append(Change("invoice.paid", after, previous))
+    events_record(organization_id=organization.pk, changes=changes, actor=actor)
     return payment

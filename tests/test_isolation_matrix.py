@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from customers.models import Customer
 from invoices.models import Invoice
+from events.models import Event, WebhookDelivery, WebhookEndpoint
 from payments.models import Payment
 from tests.conftest import client_for, key_client, make_user, member_of
 from users.models import ApiKey, Membership, Organization
@@ -92,14 +93,35 @@ def alices_books(alice, alice_org, alice_customer, make_invoice):
     payment_record(organization=alice_org, invoice_id=sent.pk, amount=Decimal("10.00"), method="card")
     member_of(alice_org, "dave", "viewer")
     _, api_key = key_client(alice_org, role="member")
+    endpoint, delivery = _webhook_delivery(alice_org)
     return {
         Customer: alice_customer,
         Invoice: draft,
         Payment: Payment.objects.get(invoice=sent),
         Membership: Membership.objects.get(organization=alice_org, user__username="dave"),
+        Event: Event.objects.filter(organization=alice_org).latest("id"),
         ApiKey: api_key,
+        WebhookEndpoint: endpoint,
+        WebhookDelivery: delivery,
         "sent": sent,
     }
+
+
+def _webhook_delivery(organization) -> tuple[WebhookEndpoint, WebhookDelivery]:
+    """An endpoint of the organization's and a failed delivery to it (one that may be retried)."""
+    from django.db import transaction
+
+    from events.services import Change, events_record
+    from events.webhooks import endpoint_create
+
+    endpoint, _ = endpoint_create(
+        organization_id=organization.pk, url="https://hooks.example.com/", events=["*"]
+    )
+    with transaction.atomic():
+        (event,) = events_record(organization_id=organization.pk, changes=[Change("invoice.paid", {"id": 1})])
+    delivery = WebhookDelivery.objects.get(event=event, endpoint=endpoint)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.FAILED)
+    return endpoint, delivery
 
 
 @pytest.fixture(params=["member token", "api key"])
@@ -137,6 +159,7 @@ CREATE_BODIES = {
     "api/customers/": lambda: {"name": "Bob's own"},
     "api/api-keys/": lambda: {"name": "Bob's own", "role": "viewer"},
     "api/members/": lambda: {"username": make_user("carol").username, "role": "viewer"},
+    "api/webhook-endpoints/": lambda: {"url": "https://bob.example.com/hooks", "events": ["*"]},
 }
 
 # What a detail write sends: a body that would succeed on an object of Bob's own.
@@ -153,6 +176,8 @@ def test_every_api_route_is_owned_or_declared_not_owned():
 
 def _listed(body) -> tuple[int, set | None]:
     """(count, the ids on the page) of a list; (count, None) of the summary."""
+    if "results" in body and "count" not in body:  # a cursor page (the events): no count
+        return len(body["results"]), {row["id"] for row in body["results"]}
     if "results" in body:
         return body["count"], {row["id"] for row in body["results"]}
     return body["count"], None

@@ -67,6 +67,14 @@ PERMISSIONS = {
     "api/invoices/<pk>/pdf/": {"GET": VIEWER},
     "api/payments/": {"GET": VIEWER, "POST": MEMBER},
     "api/payments/<pk>/": {"GET": VIEWER},
+    "api/webhook-endpoints/": {"GET": ADMIN, "POST": ADMIN},
+    "api/webhook-endpoints/<pk>/": {"GET": ADMIN, "PATCH": ADMIN, "DELETE": ADMIN},
+    "api/webhook-endpoints/<pk>/rotate-secret/": {"POST": ADMIN},
+    "api/webhook-endpoints/<pk>/test/": {"POST": ADMIN},
+    "api/webhook-endpoints/<pk>/deliveries/": {"GET": ADMIN},
+    "api/webhook-deliveries/<pk>/retry/": {"POST": ADMIN},
+    "api/events/": {"GET": VIEWER},
+    "api/events/<pk>/": {"GET": VIEWER},
 }
 
 # Allowed requests that are refused for what the credential is, not for its role.
@@ -185,6 +193,25 @@ def _payment(organization) -> int:
     ).pk
 
 
+def _event(organization) -> str:
+    from events.models import Event
+
+    _customer(organization)  # writes its customer.created event
+    return Event.objects.filter(organization=organization).latest("id").pk
+
+
+def _webhook_endpoint(organization) -> int:
+    from tests.test_isolation_matrix import _webhook_delivery
+
+    return _webhook_delivery(organization)[0].pk
+
+
+def _webhook_delivery(organization) -> int:
+    from tests.test_isolation_matrix import _webhook_delivery
+
+    return _webhook_delivery(organization)[1].pk
+
+
 def _membership(organization) -> int:
     user = UserFactory(username=_fresh_username())
     return Membership.objects.create(organization=organization, user=user, role="viewer").pk
@@ -205,8 +232,14 @@ TARGETS = {
     "api/invoices/<pk>/emails/": _sent,
     "api/invoices/<pk>/pdf/": _draft,
     "api/payments/<pk>/": _payment,
+    "api/events/<pk>/": _event,
     "api/members/<pk>/": _membership,
     "api/api-keys/<pk>/": _api_key,
+    "api/webhook-endpoints/<pk>/": _webhook_endpoint,
+    "api/webhook-endpoints/<pk>/rotate-secret/": _webhook_endpoint,
+    "api/webhook-endpoints/<pk>/test/": _webhook_endpoint,
+    "api/webhook-endpoints/<pk>/deliveries/": _webhook_endpoint,
+    "api/webhook-deliveries/<pk>/retry/": _webhook_delivery,  # a failed one: it can be retried
 }
 
 
@@ -240,6 +273,8 @@ BODIES = {
     },
     ("api/invoices/<pk>/", "PATCH"): lambda o, pk: {"notes": "Thank you."},
     ("api/payments/", "POST"): lambda o, pk: {"invoice": _sent(o), "amount": "1.00", "method": "cash"},
+    ("api/webhook-endpoints/", "POST"): lambda o, pk: {"url": "https://hooks.example.com/", "events": ["*"]},
+    ("api/webhook-endpoints/<pk>/", "PATCH"): lambda o, pk: {"description": "Accounting"},
 }
 
 

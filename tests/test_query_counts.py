@@ -189,13 +189,15 @@ def test_write_requests_make_a_bounded_number_of_queries(alice, alice_customer, 
         return len(ctx.captured_queries), response.json()
 
     payment = {"invoice": invoice.pk, "amount": "1.00", "method": "card"}
-    # the credential, BEGIN, lock the invoice, insert the payment, update the invoice, COMMIT
+    # the credential, BEGIN, lock the invoice, insert the payment, update the invoice, the events
+    # (issue 16: the invoice's lines and payments for its representation, the events' INSERT, the
+    # organization's webhook endpoints), COMMIT
     queries, paid = count("post", "/api/payments/", payment)
-    assert queries == 6
+    assert queries == 10
     assert paid["created_by"]["id"] == actor.pk
     # + the key's lock and lookup in one statement, + the key's insert, + the service's own
     # transaction as a savepoint inside the idempotency layer's (SAVEPOINT, RELEASE)
-    assert count("post", "/api/payments/", payment, HTTP_IDEMPOTENCY_KEY="p-1")[0] == 10
+    assert count("post", "/api/payments/", payment, HTTP_IDEMPOTENCY_KEY="p-1")[0] == 14
 
     def json_lines(n):
         return LinePayloadFactory.build_batch(n, quantity="2", unit_price="5.00")
@@ -213,7 +215,12 @@ def _write_counts(alice, client, creator, alice_customer, n_lines):
     """The service's locked read is the only read before a write; the response is built from what
     it returns plus at most one read each of the lines and the payments, and shows the invoice's
     creator (`creator`, not the caller) without reading it. Counted outside any test transaction, as
-    in production (BEGIN and COMMIT count too), and the same for 1 and 60 lines."""
+    in production (BEGIN and COMMIT count too), and the same for 1 and 60 lines.
+
+    Events (issue 16) add two fixed statements to each write — the events' INSERT and the read of
+    the organization's webhook endpoints (none here: no deliveries) — and move the read of the lines
+    (and of the payments) that the response needs into the transaction, for the invoice's
+    representation the event carries; the response then reads nothing more."""
 
     def count(method, url, body=None) -> tuple[int, list[str]]:
         with CaptureQueriesContext(connection) as ctx:
@@ -229,13 +236,14 @@ def _write_counts(alice, client, creator, alice_customer, n_lines):
 
     # An organization's first send creates its number sequence: + its insert and a second lock attempt.
     first, sql = count("post", f"/api/invoices/{draft().pk}/send/")
-    assert first <= 16, sql
+    assert first <= 17, sql
     # the credential, BEGIN, lock (customer and creator joined), the PDF's document row, the
     # sequence's lock, the number's check, UPDATE the invoice, its status change, UPDATE the
-    # sequence, the email's row and its job (which renders the PDF too: 3 fixed inserts of the
-    # delivery outbox, issue 15), COMMIT, the lines (a draft has no payments)
+    # sequence, the lines, the invoice.sent event, the webhook endpoints, the email's row and its
+    # job (which renders the PDF too: 3 fixed inserts of the delivery outbox, issue 15), COMMIT
+    # (a draft has no payments)
     sent, sql = count("post", f"/api/invoices/{draft().pk}/send/")
-    assert sent == 13, sql
+    assert sent == 15, sql
     # What needs no number is written before the sequence is locked (held to the commit, the
     # organization's sends queue on it): only the email, which shows the number, comes after.
     inserts = [i for i, q in enumerate(sql) if q.startswith("INSERT")]
@@ -244,22 +252,25 @@ def _write_counts(alice, client, creator, alice_customer, n_lines):
     assert document < sequence_lock
     (email,) = [i for i in inserts if "delivery_outboundemail" in sql[i]]
     assert email > sequence_lock
-    # the credential, BEGIN, lock, UPDATE, COMMIT, the lines (nothing paid: no payments)
+    # the credential, BEGIN, lock, UPDATE, the lines (nothing paid: no payments), the event, the
+    # endpoints, COMMIT
     notes, sql = count("patch", f"/api/invoices/{draft().pk}/", {"notes": "Thanks"})
-    assert notes == 6, sql
+    assert notes == 8, sql
     issued = invoice_send(organization=org(alice), invoice_id=draft().pk)
     notes_issued, sql = count("patch", f"/api/invoices/{issued.pk}/", {"notes": "Thanks"})
     # + a new PDF version of the issued invoice: its number (the latest version), its row, its job
-    assert notes_issued == 9, sql
-    # the credential, BEGIN, lock, UPDATE, the status change, COMMIT, the lines (nothing paid)
+    assert notes_issued == 11, sql
+    # the credential, BEGIN, lock, UPDATE, the status change, the lines (nothing paid), the event,
+    # the endpoints, COMMIT
     voided, sql = count("post", f"/api/invoices/{issued.pk}/void/")
-    assert voided == 7, sql
+    assert voided == 9, sql
     body = {
         "lines": LinePayloadFactory.build_batch(n_lines, description="x", quantity="1", unit_price="1.00")
     }
-    # the credential, BEGIN, lock, the current lines, DELETE them, INSERT the new ones, UPDATE, COMMIT
+    # the credential, BEGIN, lock, the current lines, DELETE them, INSERT the new ones, UPDATE, the
+    # event, the endpoints, COMMIT
     replaced, sql = count("patch", f"/api/invoices/{draft().pk}/", body)
-    assert replaced == 8, sql
+    assert replaced == 10, sql
     return sent, notes, voided, replaced
 
 

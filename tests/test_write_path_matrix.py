@@ -41,7 +41,7 @@ from tests.factories import org
 from tests.test_isolation_matrix import api_routes
 from users.models import Organization, User
 
-PROJECT_APPS = {"users", "customers", "invoices", "payments", "billing"}
+PROJECT_APPS = {"users", "events", "customers", "invoices", "payments", "delivery", "billing"}
 PAST = {"issue_date": datetime.date(2026, 1, 1), "due_date": datetime.date(2026, 1, 2)}
 
 
@@ -264,6 +264,26 @@ NOT_WRITERS = {
     "command purge_idempotency_keys": "deletes expired idempotency keys, never a write they recorded",
     "command purge_tokens": "deletes expired tokens",
     "command seed_demo": "creates the demo user's own data, with the services",
+    "command send_reminders": (
+        "queues reminder emails (outbox rows) and their invoice.reminder_sent events; changes no "
+        "invoice, customer or payment"
+    ),
+    "command queue_documents": "queues PDF versions (outbox rows); changes no invoice, customer or payment",
+    "command render_documents": "reads the books and writes PDF files to a directory",
+    "command run_worker": (
+        "runs the jobs: renders and stores PDFs, sends emails and webhooks; never changes an invoice, a "
+        "customer or a payment"
+    ),
+    "command purge_events": "deletes events past their retention (and their deliveries); never the books",
+    "POST api/webhook-endpoints/": "adds a webhook endpoint (sends nothing)",
+    "PATCH api/webhook-endpoints/<pk>/": "changes a webhook endpoint",
+    "DELETE api/webhook-endpoints/<pk>/": "removes a webhook endpoint and its delivery history",
+    "POST api/webhook-endpoints/<pk>/rotate-secret/": "a new signing secret for an endpoint",
+    "POST api/webhook-endpoints/<pk>/test/": "queues a ping event to one endpoint; changes no invoice, customer or payment",
+    "POST api/webhook-deliveries/<pk>/retry/": "queues a webhook delivery again (an outbox row)",
+    "admin events.webhookendpoint action enable": "enables webhook endpoints (endpoint_update)",
+    "admin events.webhookendpoint action disable": "disables webhook endpoints (endpoint_update)",
+    "admin events.webhookdelivery action retry": "queues webhook deliveries again (delivery_retry)",
 }
 
 

@@ -262,10 +262,10 @@ class OrganizationAdmin(ServiceWriteAdmin):
             obj.check_fields()
             obj.save()
 
-    def update_object(self, obj, changed):
+    def update_object(self, obj, changed, *, actor):
         organization_update(organization_id=obj.pk, **changed)
 
-    def delete_object(self, obj):
+    def delete_object(self, obj, *, actor):
         try:
             obj.delete()  # its members and API keys go with it; its books are PROTECTed
         except ProtectedError:

@@ -15,8 +15,9 @@ logger = logging.getLogger("delivery.scheduler")
 
 def tick() -> None:
     from delivery.services import outbox_sweep, reminders_send
+    from events.webhooks import webhooks_sweep
 
-    swept = outbox_sweep()
+    swept = outbox_sweep() + webhooks_sweep()
     reminded = reminders_send()
     if swept or reminded:
         logger.info("scheduler: %s outbox row(s) queued again, %s reminder(s) queued", swept, reminded)
