@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from billing.admin import ServiceWriteAdmin
+from billing.admin import ServiceWriteAdmin, events_link
 from customers.models import Customer
 from customers.services import customer_create, customer_delete, customer_update
 
@@ -11,8 +11,12 @@ class CustomerAdmin(ServiceWriteAdmin):
     list_filter = ["organization", "created_at"]
     search_fields = ["name", "email", "tax_id", "organization__name"]
     list_select_related = ["organization"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "events"]
     raw_id_fields = ["organization"]
+
+    @admin.display(description="events")
+    def events(self, obj):
+        return events_link(obj, "customer")
 
     def create_object(self, organization, fields, *, actor):
         # A customer records no creator; its event names the operator.

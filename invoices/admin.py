@@ -4,7 +4,7 @@ from django.db.models import F
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from billing.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceWriteAdmin
+from billing.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceWriteAdmin, events_link
 from billing.exceptions import NotEditable
 from billing.money import format_amount, format_price
 from invoices.models import MONEY_COLUMNS, Invoice, InvoiceStatusChange
@@ -143,7 +143,11 @@ class InvoiceAdmin(ServiceWriteAdmin):
         ]
         at = frozen.index(MONEY_SHOWN["amount_paid"]) + 1
         # created_by: the member or API key that made it (`Invoice.created_by`), "-" for neither.
-        return [*frozen[:at], "balance_due", *frozen[at:], "created_by", "lines_table"]
+        return [*frozen[:at], "balance_due", *frozen[at:], "created_by", "lines_table", "events"]
+
+    @admin.display(description="events")
+    def events(self, obj):
+        return events_link(obj, "invoice")
 
     def get_inline_instances(self, request, obj=None):
         # A new invoice has no history and no payments (and its add form posts no inline data).

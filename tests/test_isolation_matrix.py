@@ -16,8 +16,8 @@ from django.apps import apps
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from customers.models import Customer
-from invoices.models import Invoice
 from events.models import Event, WebhookDelivery, WebhookEndpoint
+from invoices.models import Invoice
 from payments.models import Payment
 from tests.conftest import client_for, key_client, make_user, member_of
 from users.models import ApiKey, Membership, Organization

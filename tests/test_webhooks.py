@@ -76,7 +76,8 @@ def test_an_admin_adds_an_endpoint_and_sees_its_secret_once(alice_api):
     detail = alice_api.get(endpoint_url(body["id"])).json()
     listed = alice_api.get(ENDPOINTS).json()
     assert detail == {k: v for k, v in body.items() if k != "secret"}
-    assert listed["count"] == 1 and listed["results"] == [detail]
+    assert listed["count"] == 1
+    assert listed["results"] == [detail]
     assert_matches(response_schema("/api/webhook-endpoints/", "get", 200), listed)
 
 
@@ -101,7 +102,8 @@ def test_the_secret_is_stored_encrypted(alice_api, settings):
         cursor.execute("SELECT secret FROM events_webhookendpoint WHERE id = %s", [body["id"]])
         (stored,) = cursor.fetchone()
 
-    assert secret not in stored and secret.removeprefix("whsec_") not in stored
+    assert secret not in stored
+    assert secret.removeprefix("whsec_") not in stored
     assert secrets.decrypt(stored) == secret
     # With another key the stored value reads as nothing.
     settings.WEBHOOK_SECRET_KEYS = ["another key"]
@@ -241,7 +243,8 @@ def test_rotating_returns_a_new_secret_and_keeps_the_old_one_for_24_hours(alice_
     assert response.status_code == 200, response.json()
     rotated = response.json()
     assert set(rotated) == FIELDS | {"secret"}
-    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != body["secret"]
+    assert rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != body["secret"]
     assert_matches(response_schema("/api/webhook-endpoints/{id}/rotate-secret/", "post", 200), rotated)
     endpoint = WebhookEndpoint.objects.get(pk=body["id"])
     assert secrets.decrypt(endpoint.secret) == rotated["secret"]
@@ -320,7 +323,8 @@ def test_the_deliveries_are_listed_newest_first_paginated_with_sending_as_pendin
 
     assert response.status_code == 200, response.json()
     page = response.json()
-    assert page["count"] == 3 and page["next"] is not None
+    assert page["count"] == 3
+    assert page["next"] is not None
     assert_matches(response_schema("/api/webhook-endpoints/{id}/deliveries/", "get", 200), page)
     rows = page["results"] + alice_api.get(page["next"]).json()["results"]
     assert [row["event"] for row in rows] == [e.id for e in reversed(events)]
@@ -330,7 +334,8 @@ def test_the_deliveries_are_listed_newest_first_paginated_with_sending_as_pendin
         ("pending", 2, None),
         ("delivered", 1, 204),
     ]
-    assert rows[0]["next_attempt_at"] is None and rows[1]["next_attempt_at"] is not None
+    assert rows[0]["next_attempt_at"] is None
+    assert rows[1]["next_attempt_at"] is not None
     assert rows[2]["delivered_at"] is not None
     assert alice_api.get(endpoint_url(other["id"], "deliveries")).json()["count"] == 3
 
@@ -364,7 +369,8 @@ def test_a_pending_delivery_waiting_for_its_next_attempt_is_retried_now(alice_ap
 
     assert response.status_code == 202
     delivery.refresh_from_db()
-    assert delivery.attempts == 0 and delivery.next_attempt_at <= timezone.now()
+    assert delivery.attempts == 0
+    assert delivery.next_attempt_at <= timezone.now()
 
 
 @pytest.mark.parametrize(("status", "enabled"), [("delivered", True), ("sending", True), ("failed", False)])
@@ -508,7 +514,8 @@ def test_the_admin_lists_events_read_only_searchable_by_object_id_and_organizati
     assert [e.pk for e in by_object.context["cl"].result_list] == [ours.pk]
     assert [e.pk for e in by_words.context["cl"].result_list] == [ours.pk]
     assert [e.type for e in by_type.context["cl"].result_list] == ["invoice.sent"]
-    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content
     assert operator.post(f"/admin/events/event/{ours.pk}/delete/").status_code == 403
     assert Event.objects.filter(pk=ours.pk).exists()
 
