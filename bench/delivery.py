@@ -12,11 +12,12 @@ emails a second the worker hands to an SMTP server, and what the delivery outbox
    notes when each message arrived and its Message-ID (tests/smtp_helpers.py's server also parses
    every message, which would take CPU from the worker being measured). `--emails` (200) drafts of
    5 lines are issued with `delivery.services.invoice_send_and_deliver` (each queues its PDF version,
-   its email and their two jobs, as `POST /send/` does), then drained by one, and by two,
+   and its email, with one job, the email's, which renders the PDF first when it is not stored,
+   as `POST /send/` does), then drained by one, and by two,
    `manage.py run_worker --interval 0.05 --no-scheduler --no-startup-delay` processes, started once
    every job is queued. Twice: with the PDFs stored before the workers start (rendered with
    `delivery.services.document_render`, as the worker would, in one forked process a core, not
-   timed; the render jobs are then no-ops, so the figure is the SMTP path: claim, read the stored
+   timed, so the figure is the SMTP path: claim, read the stored
    PDF, build and send the message, record it) and with them not stored yet (the worker renders,
    then sends). Messages/s counts from the first message received to the last, (N - 1) / span;
    start to last (with the worker's start-up) is reported too, and each job's run time as the
@@ -709,7 +710,7 @@ def markdown(result: dict) -> str:
         f"## Emails per second, worker → aiosmtpd on 127.0.0.1 ({e[0]['emails']} invoice emails, 5 lines each)",
         "",
         "`manage.py run_worker --interval 0.05 --no-scheduler --no-startup-delay`, started once all the jobs are "
-        "queued (`invoice_send_and_deliver`: 2 jobs an invoice, its PDF's and its email's). Messages/s from the first "
+        "queued (`invoice_send_and_deliver`: one job an invoice, its email's, which renders the PDF first when it is not stored). Messages/s from the first "
         "message received to the last, (N - 1) / span; start to last includes the worker's start-up (Django, "
         "WeasyPrint's import).",
         "",
@@ -744,7 +745,7 @@ def markdown(result: dict) -> str:
         f"{h['connections']} connections for {h['duration_s']:g} s, {h['rounds']} interleaved rounds (plain, delivery, "
         "plain, ...), each request a fresh draft of 3 lines. Plain: the invoices app's viewset (`invoice_send`: status, "
         "number) mounted at `/bench/plain/` for the run; delivery: `/api/invoices/{id}/send/` (the same, plus the PDF "
-        "version, the email rendered from its templates, their 2 jobs, in one transaction; no PDF rendering). "
+        "version (written before the number's lock), the email rendered from its templates and its job, in one transaction; no PDF rendering). "
         "One organization: every send takes that organization's number-sequence row lock, held to the commit. "
         f"{h['spread']['organizations']} organizations: consecutive requests round robin over them.",
         "",

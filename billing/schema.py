@@ -549,7 +549,11 @@ def enum_varnames(values: list) -> list[str] | None:
         return None
     names = []
     for value in values:
-        name = re.sub(r"[^0-9A-Za-z]+", "_", value.lstrip("-")).strip("_").upper() or "BLANK"
+        name = (
+            "ALL"
+            if value == "*"
+            else re.sub(r"[^0-9A-Za-z]+", "_", value.lstrip("-")).strip("_").upper() or "BLANK"
+        )
         if value.startswith("-") and len(value) > 1:
             name += "_DESC"
         names.append(f"VALUE_{name}" if name[0].isdigit() else name)

@@ -23,6 +23,10 @@ PREFIX = "whsec_"
 _DERIVED_LABEL = "billing.events.webhook-secret-key:"
 
 
+class SecretUnreadable(Exception):
+    """The stored secret was encrypted with a key that is no longer configured."""
+
+
 def new_secret() -> str:
     """A new signing secret: `whsec_` + base64 of 32 random bytes."""
     return PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
@@ -65,7 +69,3 @@ def decrypt(stored: str) -> str:
 def reencrypt(stored: str) -> str:
     """A stored value encrypted again under the first key (the secret itself unchanged)."""
     return _fernet(_keys()).rotate(stored.encode("ascii")).decode("ascii")
-
-
-class SecretUnreadable(Exception):
-    """The stored secret was encrypted with a key that is no longer configured."""

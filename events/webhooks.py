@@ -11,23 +11,14 @@ left. Delivery is at least once: a receiver deduplicates on `webhook-id`, the ev
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import email.utils
 import hashlib
 import hmac
-import http.client
-import ipaddress
 import json
 import logging
 import random
-import socket
-import ssl
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import send_mass_mail
@@ -39,6 +30,7 @@ from billing.exceptions import InvalidTransition
 from events import secrets, tasks
 from events.models import PING, Event, WebhookDelivery, WebhookEndpoint
 from events.services import actor_json
+from events.webhook_transport import EXCHANGE_ERRORS, DeliveryRefused, post
 from users.models import Actor, Membership, Role
 
 logger = logging.getLogger(__name__)
@@ -46,7 +38,6 @@ logger = logging.getLogger(__name__)
 ROTATION_OVERLAP = datetime.timedelta(hours=24)  # the old secret signs beside the new one this long
 JITTER = 0.1  # each retry's delay is the schedule's, give or take 10 %
 RETRY_AFTER_CAP = datetime.timedelta(hours=24)  # a receiver's Retry-After is honoured up to this
-RESPONSE_EXCERPT = 500  # characters of a refused delivery's response body kept in `last_error`
 USER_AGENT = "billing-webhooks/1"
 SWEEP_BATCH = 100  # deliveries per job the sweeper enqueues
 
@@ -214,163 +205,6 @@ def event_body(event: Event) -> bytes:
     return json.dumps(event_json(event), separators=(",", ":")).encode()
 
 
-# --- the SSRF guard and the POST ----------------------------------------------------------------
-
-
-class DeliveryRefused(Exception):
-    """Not sent: the endpoint's host is (or resolves to) an address deliveries may not go to."""
-
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether a delivery may connect to `ip`: a globally routable unicast address, judged by the
-    IPv4 address it carries when it carries one (mapped, 6to4, Teredo, NAT64) — not loopback,
-    private, shared, link-local, reserved, multicast or unspecified."""
-    if ip.version == 6 and (embedded := _embedded_ipv4(ip)) is not None:
-        return address_allowed(embedded)
-    site_local = ip.version == 6 and ip.is_site_local
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or site_local)
-
-
-def resolve(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to (an IP literal: itself), in the resolver's order."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
-
-
-def checked_addresses(host: str, port: int) -> list[str]:
-    """The addresses to connect to for `host`, each checked: one lookup, whose answer is what we
-    connect to (no second lookup a rebinding DNS could answer differently). A host with any refused
-    address is refused as a whole, unless WEBHOOKS_ALLOW_PRIVATE_NETWORKS."""
-    try:
-        addresses = resolve(host, port)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise DeliveryRefused(f"The host {host} does not resolve: {exc}") from None
-    if not settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS:
-        refused = [a for a in addresses if not address_allowed(ipaddress.ip_address(a.partition("%")[0]))]
-        if refused or not addresses:
-            raise DeliveryRefused(
-                f"The host {host} resolves to {', '.join(refused) or 'nothing'}: not a public address "
-                "(deliveries to loopback, private or link-local networks need WEBHOOKS_ALLOW_PRIVATE_NETWORKS)."
-            )
-    return addresses
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """A connection to an address already checked, for `host` (its Host header): http.client
-    itself would look the name up again."""
-
-    def __init__(self, host: str, port: int, *, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
-
-    def connect(self) -> None:
-        # A socket of the address's family connected to it: nothing here resolves anything.
-        ip = ipaddress.ip_address(self.address.partition("%")[0])
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.connect((str(ip), self.port))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """The same over TLS: the certificate is checked against `host` (SNI too), not the address."""
-
-    default_port = 443
-    tls = ssl.create_default_context()
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host)
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    reason: str
-    retry_after: str | None
-    excerpt: str
-
-
-def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> Answer:
-    """POST `body` to `url` through the SSRF guard, all of it (connecting, sending, the answer's
-    headers and first bytes) within `timeout` seconds. Redirects are answers like any other (a 3xx
-    is not a success). Raises DeliveryRefused, or OSError / HTTPException for a failed exchange."""
-    parts = urlsplit(url)
-    https = parts.scheme == "https"
-    host, port = parts.hostname, parts.port or (443 if https else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    deadline = time.monotonic() + timeout
-    connection_class = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
-    failure: Exception = TimeoutError(f"no answer within {timeout:g} s")
-    for address in checked_addresses(host, port):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        connection = connection_class(host, port, address=address, timeout=remaining)
-        try:
-            connection.connect()
-        except OSError as exc:
-            connection.close()
-            failure = exc
-            continue
-        return _exchange(connection, target, body, headers, deadline, timeout)
-    raise failure
-
-
-def _exchange(connection, target: str, body: bytes, headers: dict, deadline: float, timeout: float) -> Answer:
-    # A socket timeout bounds each read, not the exchange: a receiver trickling a byte at a time
-    # would hold the worker for ever. The watchdog shuts the socket at the deadline instead.
-    expired = threading.Event()
-
-    def shut() -> None:
-        expired.set()
-        if connection.sock is not None:
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
-
-    watchdog = threading.Timer(max(deadline - time.monotonic(), 0), shut)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        connection.request("POST", target, body=body, headers=headers)
-        response = connection.getresponse()
-        excerpt = response.read(RESPONSE_EXCERPT * 4) if not 200 <= response.status < 300 else b""
-        return Answer(
-            status=response.status,
-            reason=response.reason,
-            retry_after=response.getheader("retry-after"),
-            excerpt=excerpt.decode("utf-8", "replace")[:RESPONSE_EXCERPT],
-        )
-    except (OSError, http.client.HTTPException):
-        if expired.is_set():
-            raise TimeoutError(f"no answer within {timeout:g} s") from None
-        raise
-    finally:
-        watchdog.cancel()
-        connection.close()
-
-
 # --- the worker's side ---------------------------------------------------------------------------
 
 
@@ -407,7 +241,7 @@ def delivery_send(delivery_id: int) -> str | None:
         answer = post(endpoint.url, body, headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
     except DeliveryRefused as exc:
         return _record_attempt_failed(delivery, str(exc))
-    except (OSError, http.client.HTTPException) as exc:
+    except EXCHANGE_ERRORS as exc:
         return _record_attempt_failed(delivery, f"{type(exc).__name__}: {exc}")
     if 200 <= answer.status < 300:
         return _record_delivered(delivery, answer.status)

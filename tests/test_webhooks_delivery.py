@@ -13,13 +13,12 @@ from django.db import transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from events import webhooks
+from events import webhook_transport, webhooks
 from events.models import Event, WebhookDelivery, WebhookEndpoint
 from events.serializers import event_json
 from events.services import Change, events_record
+from events.webhook_transport import DeliveryRefused, address_allowed
 from events.webhooks import (
-    DeliveryRefused,
-    address_allowed,
     endpoint_create,
     endpoint_rotate_secret,
     retry_delay_with_jitter,
@@ -348,6 +347,7 @@ def test_an_endpoint_failing_for_less_than_three_days_keeps_going(alice_org, end
         "::ffff:169.254.169.254",
         "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
         "::127.0.0.1",
     ],
 )
@@ -357,7 +357,9 @@ def test_the_guard_refuses_loopback_private_link_local_and_reserved_addresses(ad
     assert not address_allowed(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+)
 def test_the_guard_allows_public_addresses(address):
     import ipaddress
 
@@ -393,18 +395,18 @@ def test_with_private_networks_off_a_delivery_to_a_private_address_is_refused_at
 @pytest.mark.parametrize("answer", ["127.0.0.1", "10.0.0.1", "169.254.169.254", "::1"])
 def test_a_hostname_resolving_to_a_private_address_is_refused(settings, monkeypatch, answer):
     settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS = False
-    monkeypatch.setattr(webhooks, "resolve", lambda host, port: [answer])
+    monkeypatch.setattr(webhook_transport, "resolve", lambda host, port: [answer])
 
     with pytest.raises(DeliveryRefused, match="not a public address"):
-        webhooks.checked_addresses("hooks.example.com", 443)
+        webhook_transport.checked_addresses("hooks.example.com", 443)
 
 
 def test_a_hostname_resolving_to_a_public_and_a_private_address_is_refused(settings, monkeypatch):
     settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS = False
-    monkeypatch.setattr(webhooks, "resolve", lambda host, port: ["93.184.215.14", "127.0.0.1"])
+    monkeypatch.setattr(webhook_transport, "resolve", lambda host, port: ["93.184.215.14", "127.0.0.1"])
 
     with pytest.raises(DeliveryRefused, match=r"127\.0\.0\.1"):
-        webhooks.checked_addresses("rebinding.example.com", 443)
+        webhook_transport.checked_addresses("rebinding.example.com", 443)
 
 
 def test_the_checked_address_is_the_one_connected_to_with_the_hostname_as_host(
@@ -418,7 +420,7 @@ def test_the_checked_address_is_the_one_connected_to_with_the_hostname_as_host(
         lookups.append((host, port))
         return ["127.0.0.1"]
 
-    monkeypatch.setattr(webhooks, "resolve", resolve)
+    monkeypatch.setattr(webhook_transport, "resolve", resolve)
     real_getaddrinfo = socket.getaddrinfo
 
     def getaddrinfo(host, *args, **kwargs):

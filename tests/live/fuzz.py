@@ -93,6 +93,16 @@ INVOICE_WRITE_RULES = {
     "lines": [r"(A line amount|The invoice total) would exceed 999999999999(\.9{2,3})? [A-Z]{3}\."],
 }
 LIST_FILTER_RULES = {"customer": [NOT_A_CHOICE], "invoice": [NOT_A_CHOICE]}  # another user's object
+WEBHOOK_ENDPOINT_RULES = {
+    "url": [
+        r"Enter a valid http or https URL\.",
+        r"A webhook URL carries no user name or password; the signature authenticates the sender\.",
+    ],
+    "events": [
+        r'"\*" subscribes to every event type; it stands alone\.',
+        r"Each event type is listed once\.",
+    ],
+}
 CONTRACT_400 = {
     "POST /api/login/": {
         "non_field_errors": [r"Unable to log in with the provided credentials\."],
@@ -137,6 +147,10 @@ CONTRACT_400 = {
     },
     # An expiry is in the future (README, API keys).
     "POST /api/api-keys/": {"expires_at": [r"An expiry must be in the future\."]},
+    # A webhook URL is http or https with no credentials, and "*" stands alone (README, Webhooks): the
+    # schema's `format: uri` allows any scheme.
+    "POST /api/webhook-endpoints/": WEBHOOK_ENDPOINT_RULES,
+    "PATCH /api/webhook-endpoints/{id}/": WEBHOOK_ENDPOINT_RULES,
 }
 # Errors in the {"detail", "code"} shape that a schema-valid request gets by contract.
 CONTRACT_CODES = {
