@@ -64,6 +64,16 @@ def json_integer(data) -> int | None:
     return None
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON `true` or `false` only: DRF's BooleanField also takes "yes", "on", 1 and "0", which
+    the schema (`type: boolean`) does not allow, and which a client sending them got wrong."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+
+
 class StrictIntegerField(serializers.IntegerField):
     """A JSON integer: not "12", not 12.5, not true."""
 

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from billing.serializers import PlainRepresentationMixin, StrictEmailField
+from billing.serializers import PlainRepresentationMixin, StrictBooleanField, StrictEmailField
 from delivery.models import OutboundEmail
 
 MAX_RECIPIENTS = 20
@@ -9,7 +9,7 @@ MAX_RECIPIENTS = 20
 class SendInputSerializer(serializers.Serializer):
     """`POST /api/invoices/{id}/send/`'s optional body."""
 
-    email = serializers.BooleanField(
+    email = StrictBooleanField(
         required=False,
         help_text="Email the invoice (default: when the customer has an address, or `to` is given); false only issues it.",
     )

@@ -1,4 +1,5 @@
 from rest_framework import mixins, pagination, viewsets
+from rest_framework.exceptions import ValidationError
 
 from billing.filters import refuse_repeated
 from billing.tenancy import OrganizationScopedViewSetMixin
@@ -17,9 +18,27 @@ class EventCursorPagination(pagination.CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    max_digits = 9
+
     def paginate_queryset(self, queryset, request, view=None):
         refuse_repeated(request.query_params, (self.cursor_query_param, self.page_size_query_param))
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (
+            raw.isascii() and raw.isdigit() and len(raw) <= self.max_digits and int(raw) > 0
+        ):
+            raise ValidationError({self.page_size_query_param: ["A positive integer is required."]})
         return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=10**self.max_digits - 1)
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}; a larger value than "
+                    f"{self.max_page_size} is capped at {self.max_page_size})."
+                )
+        return parameters
 
 
 class EventViewSet(

@@ -7,7 +7,7 @@ from django.core.validators import URLValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.serializers import StrictCharField, StrictStringMixin
+from billing.serializers import StrictBooleanField, StrictCharField, StrictStringMixin
 from events.models import EVENT_TYPES, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 # What a client sees: a delivery being sent is still pending, as far as it can tell.
@@ -95,7 +95,7 @@ class WebhookEndpointInputSerializer(serializers.Serializer):
     url = WebhookUrlField(help_text="Where deliveries are POSTed: http or https.")
     events = EventTypesField(help_text='Event types (each once), or `["*"]` for all of them.')
     description = StrictCharField(max_length=500, required=False, allow_blank=True)
-    enabled = serializers.BooleanField(
+    enabled = StrictBooleanField(
         required=False, help_text="Default true; a disabled endpoint is sent nothing."
     )
 
