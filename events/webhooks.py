@@ -398,7 +398,9 @@ def webhooks_sweep(*, now: datetime.datetime | None = None, limit: int = 5000) -
     if that was the last attempt), and the pending ones long past due (their job lost); returns
     how many. Safe anywhere, any number of times: a delivery is taken by one claim only."""
     now = now or timezone.now()
-    grace = datetime.timedelta(seconds=max(settings.DELIVERY_TICK_SECONDS * 2, 60))
+    grace = datetime.timedelta(
+        seconds=max(settings.DELIVERY_TICK_SECONDS * 2, settings.WEBHOOK_LEASE_SECONDS)
+    )
     Status = WebhookDelivery.Status
     requeued: list[int] = []
     expired = WebhookDelivery.objects.filter(status=Status.SENDING, lease_expires_at__lt=now)
