@@ -54,9 +54,16 @@ def payment_record(
     payment.set_created_by(actor)
     payment.check_fields()
     before = invoice_attributes(invoice)
+    first = invoice.amount_paid == 0  # nothing paid before: this payment is the invoice's only one
     invoice.apply_payment(amount, actor=actor)
     payment.save()
     invoice.save(update_fields=["amount_paid", "status", "paid_at", "updated_at"])
+    if first:
+        # Known without a read (Σ payments = amount_paid, each above zero): for the representation.
+        invoice._prefetched_objects_cache = {
+            **getattr(invoice, "_prefetched_objects_cache", {}),
+            "payments": [payment],
+        }
     # Events: the payment, the invoice it changed and, when it settled it, the invoice paid.
     from payments.serializers import PaymentResultSerializer
 
