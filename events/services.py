@@ -99,23 +99,25 @@ def events_record_many(
     return events
 
 
-def deliveries_queue(
-    events: Sequence[Event], *, endpoints: Sequence[WebhookEndpoint] | None = None
-) -> list[WebhookDelivery]:
+def deliveries_queue(events: Sequence[Event]) -> list[WebhookDelivery]:
     """A delivery of each event to each enabled endpoint of its organization that subscribes to its
-    type (or to `endpoints` alone), and one job that sends them."""
-    if endpoints is None:
-        organization_ids = {event.organization_id for event in events}
-        endpoints = list(
-            WebhookEndpoint.objects.filter(organization_id__in=organization_ids, enabled=True).only(
-                "id", "organization_id", "events"
-            )
-        )
+    type, and one job that sends them. The endpoints are read as plain values (id, organization,
+    types): no model instance is built for a read most writes find empty."""
+    organization_ids = {event.organization_id for event in events}
+    if len(organization_ids) == 1:
+        scope = {"organization_id": next(iter(organization_ids))}
+    else:
+        scope = {"organization_id__in": organization_ids}
+    endpoints = list(
+        WebhookEndpoint.objects.filter(**scope, enabled=True).values_list("id", "organization_id", "events")
+    )
+    if not endpoints:
+        return []
     deliveries = [
-        WebhookDelivery(organization_id=event.organization_id, event=event, endpoint=endpoint)
+        WebhookDelivery(organization_id=event.organization_id, event=event, endpoint_id=endpoint_id)
         for event in events
-        for endpoint in endpoints
-        if endpoint.organization_id == event.organization_id and endpoint.subscribes_to(event.type)
+        for endpoint_id, organization_id, types in endpoints
+        if organization_id == event.organization_id and ("*" in types or event.type in types)
     ]
     if deliveries:
         WebhookDelivery.objects.bulk_create(deliveries)
