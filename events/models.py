@@ -52,6 +52,10 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # The key a delivery's composite reference points at (events 0004).
+            models.UniqueConstraint(fields=["id", "organization"], name="event_id_org_unique"),
+        ]
         indexes = [
             models.Index(fields=["organization", "-id"], name="event_org_id"),
             models.Index(fields=["organization", "type", "-id"], name="event_org_type"),
@@ -88,6 +92,9 @@ class WebhookEndpoint(OwnedModel):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["id", "organization"], name="endpoint_id_org_unique"),
+        ]
         indexes = [models.Index(fields=["organization", "-created_at"], name="endpoint_org")]
 
     def __str__(self) -> str:

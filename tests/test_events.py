@@ -283,3 +283,26 @@ def test_a_second_organization_member_sees_the_same_events(alice, alice_org):
     listed = client_for(dave, alice_org).get("/api/events/").json()["results"]
     assert listed[0]["data"]["object"]["name"] == "Seen by all"
     assert org(dave) != alice_org  # dave's own organization is another one
+
+
+def test_the_database_refuses_a_delivery_of_another_organizations_event_or_endpoint(alice_org, bob_org):
+    from events.models import WebhookDelivery, WebhookEndpoint
+
+    with transaction.atomic():
+        (alices,) = events_record(
+            organization_id=alice_org.pk, changes=[Change("customer.created", {"id": 1})]
+        )
+    endpoint = {"url": "https://example.com/hooks", "events": ["*"], "secret": "x"}
+    bobs_endpoint = WebhookEndpoint.objects.create(organization=bob_org, **endpoint)
+    alices_endpoint = WebhookEndpoint.objects.create(organization=alice_org, **endpoint)
+    with transaction.atomic():
+        (bobs,) = events_record(organization_id=bob_org.pk, changes=[Change("customer.created", {"id": 2})])
+    for organization, event, target in (
+        (bob_org, alices, bobs_endpoint),  # Alice's event to Bob's endpoint, as Bob's row
+        (alice_org, alices, bobs_endpoint),  # Alice's event to Bob's endpoint, as Alice's row
+        (bob_org, bobs, alices_endpoint),  # Bob's event to Alice's endpoint
+    ):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            WebhookDelivery.objects.create(organization=organization, event=event, endpoint=target)
+    # Only the one the services queued: Bob's event to his own endpoint (Alice's came before hers).
+    assert list(WebhookDelivery.objects.values_list("event_id", "endpoint_id")) == [(bobs.pk, bobs_endpoint.pk)]
