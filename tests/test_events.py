@@ -305,4 +305,6 @@ def test_the_database_refuses_a_delivery_of_another_organizations_event_or_endpo
         with pytest.raises(IntegrityError), transaction.atomic():
             WebhookDelivery.objects.create(organization=organization, event=event, endpoint=target)
     # Only the one the services queued: Bob's event to his own endpoint (Alice's came before hers).
-    assert list(WebhookDelivery.objects.values_list("event_id", "endpoint_id")) == [(bobs.pk, bobs_endpoint.pk)]
+    assert list(WebhookDelivery.objects.values_list("event_id", "endpoint_id")) == [
+        (bobs.pk, bobs_endpoint.pk)
+    ]
