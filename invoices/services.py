@@ -381,17 +381,24 @@ def _due_in_zone(zone: str, now: datetime.datetime):
     )
 
 
+EVENT_BATCH = 1000  # invoices read and recorded at a time after a bulk move (bounded memory)
+
+
 def _overdue_with_events(due, now: datetime.datetime) -> int:
     """Move `due` to overdue (one UPDATE) and write an `invoice.overdue` event for each invoice
-    moved: one read of them with their lines and payments, one INSERT of the events. In the
-    caller's transaction."""
+    moved: per EVENT_BATCH of them, one read of them with their lines and payments and one INSERT of
+    their events. In the caller's transaction."""
     moved = due.move_to_overdue(now=now)
-    if not moved:
-        return 0
+    for start in range(0, len(moved), EVENT_BATCH):
+        _record_overdue(moved[start : start + EVENT_BATCH])
+    return len(moved)
+
+
+def _record_overdue(invoice_ids: list[int]) -> None:
     from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, event_context
 
-    invoices = list(
-        Invoice.objects.filter(pk__in=moved)
+    invoices = (
+        Invoice.objects.filter(pk__in=invoice_ids)
         .select_related("customer", *CREATOR)
         .prefetch_related(detail_prefetch("lines"), detail_prefetch("payments"))
         .order_by("organization_id", "pk")
@@ -406,7 +413,6 @@ def _overdue_with_events(due, now: datetime.datetime) -> int:
             (invoice.organization_id, Change("invoice.overdue", after, previous_attributes(before, after)))
         )
     events_record_many(changes, system=True)
-    return len(moved)
 
 
 def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:

@@ -308,3 +308,21 @@ def test_the_database_refuses_a_delivery_of_another_organizations_event_or_endpo
     assert list(WebhookDelivery.objects.values_list("event_id", "endpoint_id")) == [
         (bobs.pk, bobs_endpoint.pk)
     ]
+
+
+def test_mark_overdue_records_its_events_in_batches_of_a_bounded_size(alice_org, alice_customer, monkeypatch):
+    from invoices import services as invoice_services
+
+    monkeypatch.setattr(invoice_services, "EVENT_BATCH", 2)
+    lines = [{"description": "x", "quantity": Decimal("1"), "unit_price": Decimal("5.00")}]
+    past = {"issue_date": datetime.date(2026, 1, 1), "due_date": datetime.date(2026, 1, 2)}
+    ids = []
+    for _ in range(5):
+        invoice = invoice_create(organization=alice_org, customer_id=alice_customer.pk, lines=lines, **past)
+        ids.append(invoice_send(organization=alice_org, invoice_id=invoice.pk).pk)
+    since = latest_id()
+    assert invoice_services.invoice_mark_overdue() == 5
+    overdue = Event.objects.filter(id__gt=since, type="invoice.overdue")
+    assert sorted(overdue.values_list("object_id", flat=True)) == ids
+    assert {e.previous_attributes["status"] for e in overdue} == {"sent"}
+    assert {e.actor["type"] for e in overdue} == {"system"}
