@@ -59,17 +59,14 @@ def _ordered_ids(count: int) -> list[str]:
 
 
 def events_record(
-    *, organization_id: int, changes: Sequence[Change], actor: Actor | None = None, system: bool = False
+    *, organization_id: int, changes: Sequence[Change], actor: Actor | None = None
 ) -> list[Event]:
     """Write `changes` as events of the organization, and their webhook deliveries, in the caller's
-    transaction (which must be atomic). `actor` None is the system (`system` says it is so on purpose,
-    for the reader of the call)."""
-    return events_record_many([(organization_id, change) for change in changes], actor=actor, system=system)
+    transaction (which must be atomic). `actor` None is the system (a command, the worker)."""
+    return events_record_many([(organization_id, change) for change in changes], actor=actor)
 
 
-def events_record_many(
-    changes: Sequence[tuple[int, Change]], *, actor: Actor | None = None, system: bool = False
-) -> list[Event]:
+def events_record_many(changes: Sequence[tuple[int, Change]], *, actor: Actor | None = None) -> list[Event]:
     """`events_record` for changes of any organizations ((organization id, change) pairs): one
     INSERT of the events, one read of their organizations' endpoints, one INSERT of the deliveries
     and one job, however many (a bulk `mark_overdue`)."""

@@ -412,7 +412,7 @@ def _record_overdue(invoice_ids: list[int]) -> None:
         changes.append(
             (invoice.organization_id, Change("invoice.overdue", after, previous_attributes(before, after)))
         )
-    events_record_many(changes, system=True)
+    events_record_many(changes)  # no actor: the system
 
 
 def invoice_mark_overdue(*, now: datetime.datetime | None = None) -> int:

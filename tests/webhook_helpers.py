@@ -83,7 +83,7 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write(reply.body)
                 except OSError:
-                    pass  # the sender gave up (a timeout)
+                    self.close_connection = True  # the sender gave up (a timeout): nothing to answer
 
             def log_message(self, *args):
                 pass
