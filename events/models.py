@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.exceptions import BusinessRuleViolation
 from billing.models import OutboxRow, OwnedModel
 from events.ids import event_id
 
@@ -99,6 +100,37 @@ class WebhookEndpoint(OwnedModel):
 
     def __str__(self) -> str:
         return self.url
+
+    def check_fields(self) -> None:
+        """The endpoint's own rules, whoever writes it (the API's serializer says the same first):
+        an http or https URL without a user name or password, known event types each once or "*"
+        alone."""
+        from urllib.parse import urlsplit
+
+        from django.core.exceptions import ValidationError
+        from django.core.validators import URLValidator
+
+        try:
+            URLValidator(schemes=["http", "https"])(self.url)
+        except ValidationError:
+            raise BusinessRuleViolation("Enter a valid http or https URL.", field="url") from None
+        parts = urlsplit(self.url)
+        if parts.username is not None or parts.password is not None:
+            raise BusinessRuleViolation(
+                "A webhook URL carries no user name or password; the signature authenticates the sender.",
+                field="url",
+            )
+        events = self.events if isinstance(self.events, list) else None
+        known = set(EVENT_TYPES) | {"*"}
+        if (
+            not events
+            or any(not isinstance(t, str) or t not in known for t in events)
+            or len(set(events)) != len(events)
+            or ("*" in events and len(events) > 1)
+        ):
+            raise BusinessRuleViolation(
+                'Event types are known types, each once, or "*" alone.', field="events"
+            )
 
     def subscribes_to(self, event_type: str) -> bool:
         return "*" in self.events or event_type in self.events

@@ -64,6 +64,7 @@ def endpoint_create(
         enabled=enabled,
         secret=secrets.encrypt(secret),
     )
+    endpoint.check_fields()
     endpoint.save()
     return endpoint, secret
 
@@ -81,6 +82,7 @@ def endpoint_update(*, organization_id: int, endpoint_id: int, **changes) -> Web
         endpoint.disabled_reason, endpoint.failing_since = "", None
     for name, value in changes.items():
         setattr(endpoint, name, value)
+    endpoint.check_fields()
     endpoint.save()
     return endpoint
 

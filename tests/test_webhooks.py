@@ -576,3 +576,24 @@ def test_the_admin_retries_deliveries_through_the_service_and_says_what_it_refus
     assert (retried.status, retried.attempts) == ("pending", 0)
     assert webhook_jobs() == [[retried.pk]]
     assert WebhookDelivery.objects.get(event=delivered).status == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("url", "events"),
+    [
+        ("ftp://example.com/hooks", ["*"]),
+        ("https://user:pass@example.com/hooks", ["*"]),
+        ("https://example.com/hooks", []),
+        ("https://example.com/hooks", ["*", "invoice.paid"]),
+        ("https://example.com/hooks", ["invoice.exploded"]),
+        ("https://example.com/hooks", ["invoice.paid", "invoice.paid"]),
+    ],
+)
+def test_the_endpoint_rules_hold_in_the_service_whoever_calls_it(alice_org, url, events):
+    from billing.exceptions import BusinessRuleViolation
+    from events.models import WebhookEndpoint
+    from events.webhooks import endpoint_create
+
+    with pytest.raises(BusinessRuleViolation):
+        endpoint_create(organization_id=alice_org.pk, url=url, events=events)
+    assert not WebhookEndpoint.objects.exists()
