@@ -326,3 +326,88 @@ def test_mark_overdue_records_its_events_in_batches_of_a_bounded_size(alice_org,
     assert sorted(overdue.values_list("object_id", flat=True)) == ids
     assert {e.previous_attributes["status"] for e in overdue} == {"sent"}
     assert {e.actor["type"] for e in overdue} == {"system"}
+
+
+# --- the events' statement ----------------------------------------------------------------------
+
+
+def _events(organization, count: int) -> list[Event]:
+    """Events as events_record_many builds them, with fixed ids and time (written twice, rolled back
+    between)."""
+    now = datetime.datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=datetime.UTC)
+    return [
+        Event(
+            id=f"evt_{n:026d}",
+            organization_id=organization.pk,
+            type="invoice.updated",
+            created_at=now,
+            object_type="invoice",
+            object_id=n,
+            data={"object": {"id": n, "customer_name": 'Zoë "O\'Brien" <b>', "total": "10.00"}},
+            previous_attributes={"notes": "é"} if n % 2 else None,
+            actor={"type": "system", "id": None, "name": "system"},
+            request_id="req-1",
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def _statements(write) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx, transaction.atomic():
+        write()
+        transaction.set_rollback(True)
+    return [
+        q["sql"]
+        for q in ctx.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 3, 17])
+def test_the_events_insert_is_the_orms_own_statement_with_the_same_values(alice_org, count):
+    """The compiled INSERT (billing.db.CompiledInsert) sends what `bulk_create` sends, text and
+    values, on both databases; on PostgreSQL inside the statement that also reads the endpoints."""
+    from django.db import connection
+
+    from events import services
+
+    events = _events(alice_org, count)
+    rows = [[getattr(event, name) for name in services.EVENT_FIELDS] for event in events]
+    (orm,) = _statements(lambda: Event.objects.bulk_create(_events(alice_org, count)))
+    (compiled,) = _statements(lambda: services._insert_events.execute(rows))
+    assert compiled == orm
+    if connection.vendor == "postgresql":
+        (fused,) = _statements(lambda: services._insert_reading_endpoints(rows))
+        assert fused.startswith(f"WITH inserted AS ({orm} RETURNING ")
+
+
+def test_events_are_written_in_as_many_statements_as_the_database_needs_and_read_back_equal(alice_org):
+    """SQLite takes at most 999 parameters a statement: 150 events of 10 columns go in two."""
+    from django.db import connection
+
+    from events import services
+
+    changes = [
+        (alice_org.pk, Change("invoice.updated", {"id": n, "name": "Zoë <b>"}, {"status": "sent"}))
+        for n in range(150)
+    ]
+    with transaction.atomic():
+        statements = _statements(lambda: services.events_record_many(changes))
+        written = services.events_record_many(changes)
+    inserts = [s for s in statements if "INSERT" in s]
+    assert len(inserts) == (1 if connection.vendor == "postgresql" else 2)
+    stored = {e.pk: e for e in Event.objects.filter(pk__in=[e.pk for e in written])}
+    assert len(stored) == 150
+    for event in written:
+        got = stored[event.pk]
+        assert (got.type, got.object_id, got.data, got.previous_attributes, got.actor, got.created_at) == (
+            event.type,
+            event.object_id,
+            event.data,
+            event.previous_attributes,
+            event.actor,
+            event.created_at,
+        )
