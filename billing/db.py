@@ -1,22 +1,82 @@
-"""Statements compiled once: the ORM's own SQL for an INSERT of a model's rows, kept per database
-and row count, so a hot write (an event of every request) does not pay the ORM's compilation on
-every request. The SQL is the ORM's (`InsertQuery` compiled by the connection's compiler, as
-`bulk_create` compiles it) and the values are prepared by the model's fields
-(`get_db_prep_save`), as `bulk_create` prepares them; tests/test_events.py pins the statement equal
-to `bulk_create`'s on both databases.
+"""Statements compiled once: the ORM's own SQL for an INSERT, kept per model, fields and database,
+so a hot write does not pay the ORM's compilation on every request.
 
-Only for rows whose every value is given (no database defaults, no expressions, no RETURNING).
+- `CompiledInsert`: the rows of a bulk insert (the events of every write), per row count; the
+  statement `bulk_create` sends (tests/test_events.py pins it equal, text and values).
+- `insert_compiled`: the one-row INSERT ... RETURNING of `Model.save()`, used by every owned model's
+  `save()` (`billing.models.OwnedModel._do_insert`): the rest of `save()` — signals, defaults,
+  `auto_now`, the state of the instance — is Django's own; only the statement's text is kept
+  (tests/test_compiled_inserts.py pins it equal to the ORM's, text and values, for every owned model).
+
+The SQL is the ORM's (`InsertQuery` compiled by the connection's compiler) and the values are
+prepared by the model's fields (`pre_save`, then `get_db_prep_save`), as the compiler prepares them.
+A value that is an expression, a field whose placeholder depends on its value, or a returned column
+that needs a converter falls back to the ORM's own path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 from django.db import connections, models
 from django.db.models.sql import InsertQuery
 
 CACHED_ROWS = 16  # statements of up to this many rows are kept; a bigger insert is compiled each time
+ENABLED = True  # tests switch it off to capture what the ORM itself sends
+
+
+@dataclass(frozen=True)
+class _OneRow:
+    sql: str
+    returning_params: tuple
+
+
+@cache
+def _one_row(
+    model: type[models.Model], fields: tuple, returning: tuple, using: str, vendor: str
+) -> _OneRow | None:
+    """The ORM's INSERT of one `model` row into `fields` returning `returning`, or None where it
+    cannot be kept (a value-dependent placeholder, a returned column with a converter)."""
+    if any(hasattr(field, "get_placeholder") for field in fields):
+        return None
+    query = InsertQuery(model)
+    query.insert_values(list(fields), [model()], raw=False)
+    compiler = query.get_compiler(using=using)
+    compiler.returning_fields = list(returning) or None
+    statements = compiler.as_sql()
+    if len(statements) != 1:
+        return None
+    if returning:
+        connection = connections[using]
+        if not connection.features.can_return_columns_from_insert:
+            return None
+        if compiler.get_converters([field.get_col(model._meta.db_table) for field in returning]):
+            return None
+    return _OneRow(statements[0][0], tuple(getattr(compiler, "returning_params", ())))
+
+
+def insert_compiled(obj: models.Model, using: str, fields, returning_fields, raw: bool) -> list | None:
+    """`Model._do_insert` for one row with the kept statement: the returned values as the ORM
+    returns them, or None for "use the ORM" (nothing was sent)."""
+    if raw or not ENABLED or obj._meta.parents:
+        return None
+    connection = connections[using]
+    statement = _one_row(type(obj), tuple(fields), tuple(returning_fields or ()), using, connection.vendor)
+    if statement is None:
+        return None
+    params = []
+    for field in fields:
+        value = field.pre_save(obj, True)
+        if hasattr(value, "resolve_expression"):
+            return None
+        params.append(field.get_db_prep_save(value, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        if not returning_fields:
+            return []
+        return [connection.ops.fetch_returned_insert_columns(cursor, statement.returning_params)]
 
 
 class CompiledInsert:

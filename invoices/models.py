@@ -34,7 +34,7 @@ from billing.currencies import (
     is_currency,
 )
 from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTransition, NotEditable
-from billing.models import OwnedModel
+from billing.models import CompiledInsertModel, OwnedModel
 from billing.money import MONEY_DIGITS, MONEY_PLACES, PRICE_DIGITS, PRICE_PLACES, ZERO
 from customers.models import Customer
 from users.models import CreatedBy, actor_columns
@@ -555,7 +555,7 @@ class Invoice(OwnedModel, CreatedBy):
             return super().delete(*args, **kwargs)
 
 
-class InvoiceStatusChange(models.Model):
+class InvoiceStatusChange(CompiledInsertModel):
     """One status change of an invoice: from, to, who and when. Written in the transaction of the
     change by `Invoice.save()` and, in bulk, by `InvoiceQuerySet.move_to_overdue`; never changed.
     A row with no actor was made by the system (`mark_overdue`)."""
