@@ -229,7 +229,8 @@ REST_FRAMEWORK = {
         "users.auth.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["users.permissions.RolePermission"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's JSONRenderer output byte for byte, written by orjson (billing.renderers).
+    "DEFAULT_RENDERER_CLASSES": ["billing.renderers.FastJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["billing.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "billing.pagination.PageNumberPagination",
     # One backend, the strict one: every list declares a filterset_class whose filters refuse what
@@ -340,10 +341,30 @@ TASKS = {
         "QUEUES": ["default"],
     }
 }
-# Stored PDFs: Django's default storage (MEDIA_ROOT on disk unless STORAGES names another, e.g.
-# django-storages' S3 backend).
+# Stored PDFs: Django's default storage, MEDIA_ROOT on disk; or, with S3_BUCKET set, an S3-compatible
+# object store (AWS S3, MinIO, Ceph, R2, ...: S3_ENDPOINT_URL) through django-storages, which every web
+# server and worker of a deployment on several machines shares. The files are never public: the API
+# and the hosted page stream them (no presigned URLs, no ACLs).
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "media/"
+S3_BUCKET = env_str("S3_BUCKET", "")
+if S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "location": env_str("S3_PREFIX", "").strip("/"),
+            "endpoint_url": env_str("S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("S3_REGION", "") or None,
+            # Unset: boto3's own chain (AWS_* variables, an instance role, ~/.aws).
+            "access_key": env_str("S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("S3_SECRET_ACCESS_KEY", "") or None,
+            "default_acl": None,
+            "querystring_auth": True,
+            # Each version's name carries its digest: never overwritten, so no check before a write.
+            "file_overwrite": True,
+        },
+    }
 # The base of links in emails (the hosted invoice page).
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # SMTP from EMAIL_URL (smtp://user:pass@host:587?tls=1, smtps://..., console:, locmem:). Unset: the
