@@ -4,9 +4,11 @@ so a hot write does not pay the ORM's compilation on every request.
 - `CompiledInsert`: the rows of a bulk insert (the events of every write), per row count; the
   statement `bulk_create` sends (tests/test_events.py pins it equal, text and values).
 - `insert_compiled`: the one-row INSERT ... RETURNING of `Model.save()`, used by every owned model's
-  `save()` (`billing.models.OwnedModel._do_insert`): the rest of `save()` — signals, defaults,
-  `auto_now`, the state of the instance — is Django's own; only the statement's text is kept
-  (tests/test_compiled_inserts.py pins it equal to the ORM's, text and values, for every owned model).
+  `save()` (`billing.models.CompiledInsertModel._do_insert`); `update_compiled`: the UPDATE of the
+  changed columns that `save()` of an owned row sends (`OwnedModel._do_update`, with its version
+  check). The rest of `save()` — signals, defaults, `auto_now`, the state of the instance — is
+  Django's own; only the statement's text is kept (tests/test_compiled_inserts.py pins both equal to
+  the ORM's, text and values, for every insert and update of a day's work through the API).
 
 The SQL is the ORM's (`InsertQuery` compiled by the connection's compiler) and the values are
 prepared by the model's fields (`pre_save`, then `get_db_prep_save`), as the compiler prepares them.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from django.db import connections, models
-from django.db.models.sql import InsertQuery
+from django.db.models.sql import InsertQuery, UpdateQuery
 
 CACHED_ROWS = 16  # statements of up to this many rows are kept; a bigger insert is compiled each time
 ENABLED = True  # tests switch it off to capture what the ORM itself sends
@@ -141,3 +143,62 @@ class CompiledInsert:
     @cache  # noqa: B019 - one per CompiledInsert, which live as module constants
     def _cached_sql(self, vendor: str, rows: int) -> tuple[str, bool]:
         return self._compile(rows)
+
+
+_UPDATES: dict[tuple, str | None] = {}
+
+
+def _update_sql(model: type[models.Model], values, versioned: bool, using: str) -> str | None:
+    """The ORM's `UPDATE <table> SET <fields> WHERE pk = %s [AND version = %s]` for `model` and these
+    (field, model, value) triples, or None where it cannot be kept. Its text depends on the fields
+    and on which values are None (the ORM writes `= NULL` for those), never on the other values: it
+    is kept per fields and None-pattern."""
+    key = (
+        model,
+        tuple(field for field, _, _ in values),
+        tuple(value is None for _, _, value in values),
+        versioned,
+        using,
+        connections[using].vendor,
+    )
+    if key not in _UPDATES:
+        _UPDATES[key] = _compile_update(model, values, versioned, using)
+    return _UPDATES[key]
+
+
+def _compile_update(model: type[models.Model], values, versioned: bool, using: str) -> str | None:
+    if any(hasattr(field, "get_placeholder") for field, _, _ in values):
+        return None
+    filters = {"pk": 0, "version": 0} if versioned else {"pk": 0}
+    query = model._base_manager.using(using).filter(**filters).query.chain(UpdateQuery)
+    query.add_update_fields(values)
+    query.annotations = {}
+    sql, params = query.get_compiler(using).as_sql()
+    given = sum(value is not None for _, _, value in values)
+    if len(params) != given + len(filters) or query.get_related_updates():
+        return None
+    return sql
+
+
+def update_compiled(
+    obj: models.Model, using: str, pk_val, values, expected_version: int | None
+) -> bool | None:
+    """`Model._do_update` of `obj` (`values`: the (field, model, value) triples `save()` computed) with
+    the kept statement, matching `expected_version` too when given: whether a row matched, or None
+    for "use the ORM" (nothing was sent)."""
+    meta = obj._meta
+    if not ENABLED or not values or meta.parents or meta.select_on_save:
+        return None
+    if any(hasattr(value, "resolve_expression") for _, _, value in values):
+        return None
+    connection = connections[using]
+    sql = _update_sql(type(obj), values, expected_version is not None, using)
+    if sql is None:
+        return None
+    params = [field.get_db_prep_save(value, connection) for field, _, value in values if value is not None]
+    params.append(meta.pk.get_db_prep_value(pk_val, connection))
+    if expected_version is not None:
+        params.append(meta.get_field("version").get_db_prep_value(expected_version, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount > 0

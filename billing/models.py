@@ -126,9 +126,13 @@ class OwnedModel(CompiledInsertModel):
 
     def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
         expected = getattr(self, "_expected_version", None)
-        if expected is not None:
-            base_qs = base_qs.filter(version=expected)
-        if super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update):
+        # The ORM's statement, compiled once per model and columns (billing.db), or the ORM itself.
+        updated = db.update_compiled(self, using, pk_val, values, expected)
+        if updated is None:
+            if expected is not None:
+                base_qs = base_qs.filter(version=expected)
+            updated = super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
+        if updated:
             return True
         name = self._meta.verbose_name
         if type(self)._base_manager.using(using).filter(pk=pk_val).exists():

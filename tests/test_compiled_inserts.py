@@ -1,14 +1,14 @@
-"""The one-row INSERTs `save()` sends from a statement compiled once (billing.db.insert_compiled,
-billing.models.CompiledInsertModel) are the ORM's own: for every insert of a day's work through the
-API, the statement sent is the one the ORM compiles for that very object, text and values, on both
-databases."""
+"""The one-row INSERTs and the UPDATEs `save()` sends from a statement compiled once
+(billing.db.insert_compiled and update_compiled, billing.models) are the ORM's own: for every insert
+and update of a day's work through the API, the statement sent is the one the ORM compiles for that
+very object, text and values, on both databases."""
 
 import datetime
 from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.db.models.sql import InsertQuery
+from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
 from billing import db
@@ -34,6 +34,18 @@ def _values(params) -> list:
     return [getattr(value, "adapted", value) for value in params]
 
 
+def _orm_update(obj, using, pk_val, values, expected_version):
+    """What `Model._do_update` (with OwnedModel's version check) would send, compiled now by the ORM."""
+    base = type(obj)._base_manager.using(using).filter(pk=pk_val)
+    if expected_version is not None:
+        base = base.filter(version=expected_version)
+    query = base.query.chain(UpdateQuery)
+    query.add_update_fields(values)
+    query.annotations = {}
+    sql, params = query.get_compiler(using).as_sql()
+    return sql, _values(params)
+
+
 @pytest.fixture
 def checked(monkeypatch):
     """Every compiled insert, checked against the ORM's statement for the same object; returns the
@@ -57,7 +69,25 @@ def checked(monkeypatch):
             seen.append(type(obj).__name__)
         return returned
 
+    real_update = db.update_compiled
+
+    def check_update(obj, using, pk_val, values, expected_version):
+        sent: list[tuple[str, list]] = []
+
+        def capture(execute, sql, params, many, context):
+            sent.append((sql, _values(params)))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(capture):
+            updated = real_update(obj, using, pk_val, values, expected_version)
+        if updated is not None:
+            assert sent == [_orm_update(obj, using, pk_val, values, expected_version)], type(obj).__name__
+            assert updated is True
+            seen.append(f"update {type(obj).__name__}")
+        return updated
+
     monkeypatch.setattr(db, "insert_compiled", check)
+    monkeypatch.setattr(db, "update_compiled", check_update)
     return seen
 
 
@@ -89,6 +119,16 @@ def test_every_insert_of_a_days_work_sends_the_orms_own_statement(checked, alice
         201,
         202,
     )
+    patched = alice_api.patch(
+        f"/api/invoices/{invoice_id}/", {"notes": "Paid in part — merci"}, format="json"
+    )
+    assert patched.status_code == 200, patched.content
+    changed = alice_api.patch(f"/api/customers/{customer.json()['id']}/", {"name": "Zoë O."}, format="json")
+    assert changed.status_code == 200, changed.content
+    endpoint = alice_api.patch(
+        f"/api/webhook-endpoints/{hook.json()['id']}/", {"description": "ERP"}, format="json"
+    )
+    assert endpoint.status_code == 200, endpoint.content
     assert {
         "WebhookEndpoint",
         "Customer",
@@ -98,6 +138,9 @@ def test_every_insert_of_a_days_work_sends_the_orms_own_statement(checked, alice
         "Document",
         "OutboundEmail",
         "Payment",
+        "update Invoice",
+        "update Customer",
+        "update WebhookEndpoint",
     } <= set(checked)
 
 
