@@ -18,12 +18,14 @@ that needs a converter falls back to the ORM's own path.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from django.db import connections, models
 from django.db.models.sql import InsertQuery, UpdateQuery
+from django.db.transaction import TransactionManagementError
 
 CACHED_ROWS = 16  # statements of up to this many rows are kept; a bigger insert is compiled each time
 ENABLED = True  # tests switch it off to capture what the ORM itself sends
@@ -202,3 +204,87 @@ def update_compiled(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount > 0
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+_SENTINEL_INT = 9_000_000_000_000_000_000  # beyond any id: a parameter's place in the compiled SQL
+
+
+class CompiledQuery:
+    """A read of one fixed shape (the same filters, joins and locks whatever the values), compiled by
+    the ORM once per database and then run with new values: the SQL's text and the compiler's setup
+    (the selected columns, the joined models, the converters) are kept; the rows become model
+    instances, joined rows included, through the ORM's own iterable, as `list(queryset)` builds them.
+
+    `build(**values)` returns the queryset; `kinds` name each value's type (int or str). A value's
+    place in the SQL is found by compiling with a sentinel for it; a shape whose sentinels do not each
+    come out as one parameter is run through the ORM every time instead. tests/test_compiled_queries.py
+    pins the SQL and the instances equal to the ORM's."""
+
+    def __init__(self, build, **kinds: type):
+        self.build = build
+        self.kinds = kinds
+        self.model: type[models.Model] | None = None
+        self._templates: dict[tuple[str, str], tuple | None] = {}
+
+    def fetch(self, using: str = "default", **values) -> list[models.Model]:
+        values = {name: self.kinds[name](value) for name, value in values.items()}
+        connection = connections[using]
+        template = self._template(using, connection.vendor) if ENABLED else None
+        if template is None:
+            queryset = self.build(**values).using(using)
+            self.model = queryset.model
+            return list(queryset)
+        queryset, compiler, places, sql, params = template
+        self.model = queryset.model
+        if (
+            queryset.query.select_for_update
+            and connection.features.has_select_for_update
+            and connection.get_autocommit()
+            and connection.features.supports_transactions
+        ):
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        bound = list(params)
+        for index, name in places:
+            bound[index] = values[name]
+        run = copy.copy(compiler)
+        run.connection = connection
+        run.as_sql = lambda *args, **kwargs: (sql, tuple(bound))
+        clone = queryset._chain()
+        clone.query.get_compiler = lambda *args, **kwargs: run
+        return list(clone)
+
+    def get(self, using: str = "default", **values) -> models.Model:
+        """The one row, as `QuerySet.get()`: DoesNotExist or MultipleObjectsReturned otherwise (the
+        shape's queryset limits itself, as get() does)."""
+        rows = self.fetch(using, **values)
+        model = self.model
+        if not rows:
+            raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+        if len(rows) > 1:
+            raise model.MultipleObjectsReturned(f"get() returned more than one {model._meta.object_name}.")
+        return rows[0]
+
+    def _sentinel(self, name: str):
+        k = list(self.kinds).index(name)
+        return _SENTINEL_INT + k if self.kinds[name] is int else f"\x00{name}\x00"
+
+    def _template(self, using: str, vendor: str):
+        key = (using, vendor)
+        if key not in self._templates:
+            self._templates[key] = self._compile(using)
+        return self._templates[key]
+
+    def _compile(self, using: str):
+        # Compiled on the first read, in the caller's transaction (a FOR UPDATE read needs one).
+        queryset = self.build(**{name: self._sentinel(name) for name in self.kinds}).using(using)
+        compiler = queryset.query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        places = []
+        for name in self.kinds:
+            found = [i for i, value in enumerate(params) if value == self._sentinel(name)]
+            if len(found) != 1:
+                return None
+            places.append((found[0], name))
+        return queryset, compiler, places, sql, tuple(params)

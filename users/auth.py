@@ -10,7 +10,27 @@ from knox.settings import CONSTANTS
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from billing.db import CompiledQuery
 from users.models import ApiKey, hash_api_key
+
+
+def _api_key_by_prefix(prefix: str):
+    """The key with its organization, as `.first()` reads it (its ordering, one row)."""
+    return ApiKey.objects.select_related("organization").filter(prefix=prefix)[:1]
+
+
+def _member_tokens(token_key: str):
+    """The tokens of that key with their user, membership and organization."""
+    return (
+        get_token_model()
+        .objects.select_related("user", "membership__organization")
+        .filter(token_key=token_key)
+    )
+
+
+# Every request reads its credential: the read is compiled once (billing.db.CompiledQuery).
+_API_KEY = CompiledQuery(_api_key_by_prefix, prefix=str)
+_MEMBER_TOKENS = CompiledQuery(_member_tokens, token_key=str)
 
 # The schemes a key may be sent with, lower-cased (a scheme is case-insensitive, RFC 9110).
 SCHEMES = (b"token", b"bearer")
@@ -68,7 +88,8 @@ class ApiKeyAuthentication(BaseAuthentication):
         prefix = ApiKey.prefix_of(key)
         if prefix is None:
             return None  # not an API key: a member's token (ExpiringTokenAuthentication)
-        api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
+        found = _API_KEY.fetch(prefix=prefix)
+        api_key = found[0] if found else None
         if api_key is None or not compare_digest(hash_api_key(key), api_key.digest):
             raise exceptions.AuthenticationFailed(INVALID)
         now = timezone.now()
@@ -105,11 +126,7 @@ class ExpiringTokenAuthentication(TokenAuthentication):
         return self.authenticate_credentials(key)
 
     def authenticate_credentials(self, token: str):
-        candidates = (
-            get_token_model()
-            .objects.select_related("user", "membership__organization")
-            .filter(token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
-        )
+        candidates = _MEMBER_TOKENS.fetch(token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
         now = timezone.now()
         for auth_token in candidates:
             if auth_token.expiry is not None and auth_token.expiry < now:

@@ -1,0 +1,125 @@
+"""The reads compiled once (billing.db.CompiledQuery): the invoice writers' locked read
+(invoices.locks.lock_invoice). The SQL sent, text and values, is the ORM's own `get()` of the same
+queryset, the instances the same (joined rows included), each value in its place, and a FOR UPDATE
+read outside a transaction refused as the ORM refuses it — on both databases."""
+
+import pytest
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+
+from billing import db
+from invoices.locks import lock_invoice
+from invoices.models import Invoice
+
+pytestmark = pytest.mark.django_db
+
+
+def _orm_get(organization_id, invoice_id, with_customer):
+    """lock_invoice as the ORM alone would send it."""
+    queryset = Invoice.objects.filter(organization_id=organization_id, pk=invoice_id)
+    if with_customer:
+        queryset = queryset.select_related(
+            "customer", "created_by_user", "created_by_api_key"
+        ).select_for_update(of=("self",))
+    else:
+        queryset = queryset.select_for_update()
+    return queryset.get()
+
+
+def _sent(read):
+    with CaptureQueriesContext(connection) as ctx:
+        result = read()
+    return result, [q["sql"] for q in ctx.captured_queries]
+
+
+@pytest.mark.parametrize("with_customer", [True, False])
+def test_the_locked_read_is_the_orms_get_text_values_and_instances(alice, bob, make_invoice, with_customer):
+    invoices = [make_invoice(alice), make_invoice(alice, amount="7.50"), make_invoice(bob)]
+    with transaction.atomic():
+        for invoice in invoices:  # the same shape, each value in its place
+            ours, our_sql = _sent(
+                lambda invoice=invoice: lock_invoice(
+                    organization_id=invoice.organization_id,
+                    invoice_id=invoice.pk,
+                    with_customer=with_customer,
+                )
+            )
+            theirs, their_sql = _sent(
+                lambda invoice=invoice: _orm_get(invoice.organization_id, invoice.pk, with_customer)
+            )
+            assert our_sql == their_sql
+            assert ours.pk == theirs.pk == invoice.pk
+            assert ours.__dict__.keys() == theirs.__dict__.keys()
+            for name in ("total", "amount_paid", "status", "number", "currency", "version", "issue_date"):
+                assert getattr(ours, name) == getattr(theirs, name)
+                assert type(getattr(ours, name)) is type(getattr(theirs, name))
+            if with_customer:
+                assert ours._state.fields_cache.keys() == theirs._state.fields_cache.keys()
+                assert ours.customer.name == theirs.customer.name
+                assert ours.created_by_user_id == theirs.created_by_user_id
+
+
+def test_another_organizations_invoice_is_not_found(alice, bob, make_invoice):
+    bobs = make_invoice(bob)
+    with transaction.atomic(), pytest.raises(Invoice.DoesNotExist):
+        lock_invoice(organization_id=make_invoice(alice).organization_id, invoice_id=bobs.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_read_outside_a_transaction_is_refused_as_the_orm_refuses_it(alice, make_invoice):
+    invoice = make_invoice(alice)
+    if not connection.features.has_select_for_update:
+        lock_invoice(
+            organization_id=invoice.organization_id, invoice_id=invoice.pk
+        )  # SQLite: no lock to take
+        return
+    with pytest.raises(TransactionManagementError):
+        _orm_get(invoice.organization_id, invoice.pk, True)
+    with pytest.raises(TransactionManagementError):
+        lock_invoice(organization_id=invoice.organization_id, invoice_id=invoice.pk)
+
+
+def test_switched_off_the_orm_compiles_every_read(alice, make_invoice, monkeypatch):
+    invoice = make_invoice(alice)
+    monkeypatch.setattr(db, "ENABLED", False)
+    with transaction.atomic():
+        assert lock_invoice(organization_id=invoice.organization_id, invoice_id=invoice.pk).pk == invoice.pk
+
+
+def test_the_credential_reads_are_the_orms_own(alice_org):
+    from knox.models import get_token_model
+
+    from tests.conftest import client_for, key_client
+    from users import auth
+    from users.models import ApiKey, Membership
+
+    _, key = key_client(alice_org)
+    ours, our_sql = _sent(lambda: auth._API_KEY.fetch(prefix=key.prefix))
+    theirs, their_sql = _sent(
+        lambda: ApiKey.objects.select_related("organization").filter(prefix=key.prefix).first()
+    )
+    assert our_sql == their_sql
+    assert [k.pk for k in ours] == [theirs.pk]
+    assert ours[0].organization.name == theirs.organization.name
+    assert auth._API_KEY.fetch(prefix="nothing") == []
+
+    membership = Membership.objects.filter(organization=alice_org).first()
+    token, _ = get_token_model().objects.create(user=membership.user, membership=membership)
+    ours, our_sql = _sent(lambda: auth._MEMBER_TOKENS.fetch(token_key=token.token_key))
+    theirs, their_sql = _sent(
+        lambda: list(
+            get_token_model()
+            .objects.select_related("user", "membership__organization")
+            .filter(token_key=token.token_key)
+        )
+    )
+    assert our_sql == their_sql
+    assert [(t.pk, t.user.username, t.membership.organization.pk) for t in ours] == [
+        (t.pk, t.user.username, t.membership.organization.pk) for t in theirs
+    ]
+    # And through a request: the credential is still one statement.
+    client = client_for(membership.user)
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get("/api/me/").status_code == 200
+    assert 'FROM "users_membertoken"' in ctx.captured_queries[0]["sql"]
