@@ -150,25 +150,20 @@ class CompiledInsert:
 _UPDATES: dict[tuple, str | None] = {}
 
 
-def _update_sql(model: type[models.Model], values, versioned: bool, using: str) -> str | None:
+def _update_sql(model: type[models.Model], values, nulls: tuple, versioned: bool, using: str) -> str | None:
     """The ORM's `UPDATE <table> SET <fields> WHERE pk = %s [AND version = %s]` for `model` and these
     (field, model, value) triples, or None where it cannot be kept. Its text depends on the fields
-    and on which values are None (the ORM writes `= NULL` for those), never on the other values: it
-    is kept per fields and None-pattern."""
-    key = (
-        model,
-        tuple(field for field, _, _ in values),
-        tuple(value is None for _, _, value in values),
-        versioned,
-        using,
-        connections[using].vendor,
-    )
+    and on which prepared values are None (`nulls`: the ORM writes `= NULL` for those), never on the
+    other values: it is kept per fields and None-pattern."""
+    key = (model, tuple(field for field, _, _ in values), nulls, versioned, using, connections[using].vendor)
     if key not in _UPDATES:
-        _UPDATES[key] = _compile_update(model, values, versioned, using)
+        _UPDATES[key] = _compile_update(model, values, nulls, versioned, using)
     return _UPDATES[key]
 
 
-def _compile_update(model: type[models.Model], values, versioned: bool, using: str) -> str | None:
+def _compile_update(
+    model: type[models.Model], values, nulls: tuple, versioned: bool, using: str
+) -> str | None:
     if any(hasattr(field, "get_placeholder") for field, _, _ in values):
         return None
     filters = {"pk": 0, "version": 0} if versioned else {"pk": 0}
@@ -176,8 +171,7 @@ def _compile_update(model: type[models.Model], values, versioned: bool, using: s
     query.add_update_fields(values)
     query.annotations = {}
     sql, params = query.get_compiler(using).as_sql()
-    given = sum(value is not None for _, _, value in values)
-    if len(params) != given + len(filters) or query.get_related_updates():
+    if len(params) != nulls.count(False) + len(filters) or query.get_related_updates():
         return None
     return sql
 
@@ -191,13 +185,21 @@ def update_compiled(
     meta = obj._meta
     if not ENABLED or not values or meta.parents or meta.select_on_save:
         return None
-    if any(hasattr(value, "resolve_expression") for _, _, value in values):
+    if any(
+        hasattr(value, "resolve_expression") or hasattr(value, "prepare_database_save")
+        for _, _, value in values
+    ):
         return None
     connection = connections[using]
-    sql = _update_sql(type(obj), values, expected_version is not None, using)
+    # Prepared as the ORM's UPDATE compiler prepares them; a value prepared to None is `= NULL`.
+    prepared = [field.get_db_prep_save(value, connection) for field, _, value in values]
+    if any(hasattr(value, "as_sql") for value in prepared):
+        return None
+    nulls = tuple(value is None for value in prepared)
+    sql = _update_sql(type(obj), values, nulls, expected_version is not None, using)
     if sql is None:
         return None
-    params = [field.get_db_prep_save(value, connection) for field, _, value in values if value is not None]
+    params = [value for value in prepared if value is not None]
     params.append(meta.pk.get_db_prep_value(pk_val, connection))
     if expected_version is not None:
         params.append(meta.get_field("version").get_db_prep_value(expected_version, connection))
