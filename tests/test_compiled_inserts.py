@@ -46,47 +46,43 @@ def _orm_update(obj, using, pk_val, values, expected_version):
     return sql, _values(params)
 
 
+def _sending(call, *args):
+    """`call(*args)`'s result and the statements it sent (text, values)."""
+    sent: list[tuple[str, list]] = []
+
+    def capture(execute, sql, params, many, context):
+        sent.append((sql, _values(params)))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        return call(*args), sent
+
+
 @pytest.fixture
 def checked(monkeypatch):
-    """Every compiled insert, checked against the ORM's statement for the same object; returns the
-    models seen."""
+    """Every compiled insert and update, checked against the ORM's statement for the same object;
+    returns what was seen ("Model", "update Model")."""
     seen: list[str] = []
-    real = db.insert_compiled
+    real_insert, real_update = db.insert_compiled, db.update_compiled
     monkeypatch.setattr(timezone, "now", lambda: FROZEN)  # auto_now(_add) the same in both
 
-    def check(obj, using, fields, returning_fields, raw):
-        sent: list[tuple[str, list]] = []
-
-        def capture(execute, sql, params, many, context):
-            sent.append((sql, _values(params)))
-            return execute(sql, params, many, context)
-
-        with connection.execute_wrapper(capture):
-            returned = real(obj, using, fields, returning_fields, raw)
+    def check_insert(obj, using, fields, returning_fields, raw):
+        returned, sent = _sending(real_insert, obj, using, fields, returning_fields, raw)
         if returned is not None:
             assert sent == [_orm_statement(obj, using, fields, returning_fields)], type(obj).__name__
             assert returned[0][0] is not None
             seen.append(type(obj).__name__)
         return returned
 
-    real_update = db.update_compiled
-
     def check_update(obj, using, pk_val, values, expected_version):
-        sent: list[tuple[str, list]] = []
-
-        def capture(execute, sql, params, many, context):
-            sent.append((sql, _values(params)))
-            return execute(sql, params, many, context)
-
-        with connection.execute_wrapper(capture):
-            updated = real_update(obj, using, pk_val, values, expected_version)
+        updated, sent = _sending(real_update, obj, using, pk_val, values, expected_version)
         if updated is not None:
             assert sent == [_orm_update(obj, using, pk_val, values, expected_version)], type(obj).__name__
             assert updated is True
             seen.append(f"update {type(obj).__name__}")
         return updated
 
-    monkeypatch.setattr(db, "insert_compiled", check)
+    monkeypatch.setattr(db, "insert_compiled", check_insert)
     monkeypatch.setattr(db, "update_compiled", check_update)
     return seen
 
