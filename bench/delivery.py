@@ -3,6 +3,7 @@ emails a second the worker hands to an SMTP server, and what the delivery outbox
 
     .venv/bin/python bench/delivery.py      # about 4 minutes on the 2-core box (under 5)
     .venv/bin/python bench/delivery.py --emails 20 --renders 5 --duration 2 --rounds 1 --no-readme  # smoke
+    .venv/bin/python bench/delivery.py --only emails    # part 2 alone
 
 1. **PDF render time**: `delivery.documents.render_pdf` in this process, for an issued invoice of 5
    lines and one of 100, loaded as the worker loads it (organization and customer joined, lines
@@ -507,6 +508,25 @@ def email_run(ctx: dict, smtp: Smtp, env: dict, workdir: Path, *, n: int, worker
     return result
 
 
+def only_report(result: dict, part: str, begun: float, workdir: Path) -> int:
+    """The end of an `--only` run: its raw figures under their own name, a line a run on stdout."""
+    from django.db import connections
+
+    connections.close_all()
+    result["duration_s"] = round(time.monotonic() - begun, 1)
+    RAW_RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RAW_RESULTS / f"{result['date']}-delivery-{part}.json"
+    raw.write_text(json.dumps(result, indent=2, default=str))
+    for run in result["emails"]:
+        print(
+            f"{'stored' if run['pdf_stored_before'] else 'not stored'}, {run['workers']} worker(s): "
+            f"{run['messages_per_s']} msg/s, send_email p50 {run['job_duration']['send_email']['p50_ms']} ms"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    log(f"done in {result['duration_s']} s: {raw.relative_to(ROOT)}")
+    return 0
+
+
 # --- 3. send throughput -------------------------------------------------------------------------
 
 
@@ -851,6 +871,12 @@ def main() -> int:
         "--organizations", type=int, default=8, help="organizations the spread send runs go round robin over"
     )
     parser.add_argument("--no-readme", action="store_true", help="leave bench/README.md as it is")
+    parser.add_argument(
+        "--only",
+        choices=["emails"],
+        help="run only this part (its figures go to bench/results/raw/<date>-delivery-<part>.json and "
+        "stdout; the summary and bench/README.md are left as they are)",
+    )
     args = parser.parse_args()
 
     check_tools(need_py_spy=False)
@@ -890,8 +916,15 @@ def main() -> int:
         "config": vars(args),
     }
     try:
-        orgs = seed(args.organizations)
+        orgs = seed(1 if args.only else args.organizations)
         ctx = orgs[0]
+        if args.only:
+            result["emails"] = [
+                email_run(ctx, smtp, env, workdir, n=args.emails, workers=workers, stored=stored)
+                for stored in (True, False)
+                for workers in (1, 2)
+            ]
+            return only_report(result, args.only, begun, workdir)
         result["render"] = {str(k): v for k, v in render_times(ctx, args.renders).items()}
         result["emails"] = [
             email_run(ctx, smtp, env, workdir, n=args.emails, workers=workers, stored=stored)

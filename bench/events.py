@@ -3,6 +3,7 @@ writers, how fast the event log is read, and how many webhook deliveries a secon
 
     .venv/bin/python bench/events.py      # under 5 minutes on the 2-core box (287 s with other suites running)
     .venv/bin/python bench/events.py --duration 2 --rounds 1 --deliveries 200 --events 2000 --no-readme  # smoke
+    .venv/bin/python bench/events.py --only deliveries    # part 3 alone
 
 1. **Writes with events on and off**: `POST /api/payments/` (0.01 on a fresh sent invoice of 3
    lines, so no invoice is paid off and none carries more than the one payment) and
@@ -1062,6 +1063,40 @@ def delivery_run(
     return result
 
 
+def deliveries_part(hooks: dict, receiver: Receiver, env: dict, workdir: Path, *, n: int) -> dict:
+    """Part 3: one worker, two, and (below the target) one under py-spy."""
+    from events.webhooks import endpoint_create
+
+    payload = invoice_payload(hooks)
+    _, secret = endpoint_create(organization_id=hooks["organization"].pk, url=receiver.url, events=["*"])
+    runs = [delivery_run(hooks, receiver, secret, payload, env, workdir, n=n, workers=w) for w in (1, 2)]
+    if (
+        min(x["deliveries_per_s"] or 0 for x in runs) < TARGET_DELIVERIES
+        and (ROOT / ".venv" / "bin" / "py-spy").exists()
+    ):
+        runs.append(delivery_run(hooks, receiver, secret, payload, env, workdir, n=n, workers=1, spy=True))
+    return {"runs": runs}
+
+
+def only_report(result: dict, part: str, begun: float, workdir: Path) -> int:
+    """The end of an `--only` run: its raw figures under their own name, a line a run on stdout."""
+    from django.db import connections
+
+    connections.close_all()
+    result["duration_s"] = round(time.monotonic() - begun, 1)
+    RAW_RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RAW_RESULTS / f"{result['date']}-events-{part}.json"
+    raw.write_text(json.dumps(result, indent=2, default=str))
+    for run in result["deliveries"]["runs"]:
+        print(
+            f"{run['workers']} worker(s){' (py-spy)' if run['py_spy'] else ''}: "
+            f"{run['deliveries_per_s']}/s, job p50 {run['job_ms']['p50']} ms"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    log(f"done in {result['duration_s']} s: {raw.relative_to(ROOT)}")
+    return 0
+
+
 def clear_queue(organization) -> int:
     """Drop the jobs and deliveries the write runs queued (no worker ran then), so that the
     delivery runs' workers find only their own."""
@@ -1413,7 +1448,15 @@ def main() -> int:
     parser.add_argument("--deliveries", type=int, default=1000, help="deliveries queued per worker run")
     parser.add_argument("--inprocess", type=int, default=50, help="writes per in-process round")
     parser.add_argument("--no-readme", action="store_true", help="leave bench/README.md as it is")
+    parser.add_argument(
+        "--only",
+        choices=["deliveries"],
+        help="run only this part (its figures go to bench/results/raw/<date>-events-<part>.json and "
+        "stdout; the summary and bench/README.md are left as they are)",
+    )
     args = parser.parse_args()
+    if args.only:
+        args.no_readme = True
 
     check_tools(need_py_spy=False)
     begun = time.monotonic()
@@ -1447,6 +1490,10 @@ def main() -> int:
     try:
         from events.webhooks import endpoint_create
 
+        if args.only:
+            hooks = seed(["hooks"])["hooks"]
+            result["deliveries"] = deliveries_part(hooks, receiver, env, workdir, n=args.deliveries)
+            return only_report(result, args.only, begun, workdir)
         orgs = seed(["writes", "listing", "hooks"])
         writes, listing, hooks = orgs["writes"], orgs["listing"], orgs["hooks"]
         with events_off() as replaced:
@@ -1473,22 +1520,7 @@ def main() -> int:
             listing, env, workdir, connections=args.connections, duration=args.duration, rounds=args.rounds
         )
         result["jobs_cleared"] = clear_queue(writes["organization"])
-        payload = invoice_payload(hooks)
-        _, secret = endpoint_create(organization_id=hooks["organization"].pk, url=receiver.url, events=["*"])
-        runs = [
-            delivery_run(hooks, receiver, secret, payload, env, workdir, n=args.deliveries, workers=w)
-            for w in (1, 2)
-        ]
-        if (
-            min(x["deliveries_per_s"] or 0 for x in runs) < TARGET_DELIVERIES
-            and (ROOT / ".venv" / "bin" / "py-spy").exists()
-        ):
-            runs.append(
-                delivery_run(
-                    hooks, receiver, secret, payload, env, workdir, n=args.deliveries, workers=1, spy=True
-                )
-            )
-        result["deliveries"] = {"runs": runs}
+        result["deliveries"] = deliveries_part(hooks, receiver, env, workdir, n=args.deliveries)
     finally:
         from django.db import connections
 

@@ -5,12 +5,13 @@ Model-side only: nothing here imports DRF (the API-side tenancy pieces are in `b
 
 import datetime
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
-from django.db import models
-from django.db.models import F, Q
+from django.db import connections, models, router
 from django.utils import timezone
 
 from billing import db
@@ -169,25 +170,143 @@ class OutboxRow(OwnedModel):
     def claim(cls, pk, *, now: datetime.datetime | None = None) -> bool:
         """Take row `pk` for one attempt, if it is due and no live lease holds it: one statement, so
         two workers never both take it. Returns whether this caller has it."""
-        now = now or timezone.now()
-        lease = datetime.timedelta(seconds=getattr(settings, cls.LEASE_SECONDS))
-        due = Q(status=cls.WAITING, next_attempt_at__lte=now) | Q(
-            status=cls.WORKING, lease_expires_at__lt=now
-        )
-        taken = (
-            cls.objects.filter(pk=pk)
-            .filter(due)
-            .update(
-                status=cls.WORKING, lease_expires_at=now + lease, attempts=F("attempts") + 1, updated_at=now
-            )
-        )
-        return taken == 1
+        connection = connections[router.db_for_write(cls)]
+        statement = _claim_statement(cls, (), connection.alias)
+        with connection.cursor() as cursor:
+            cursor.execute(statement.update_sql, statement.params(connection, pk, now))
+            return cursor.rowcount == 1
+
+    @classmethod
+    def claim_and_get(cls, pk, *, related: Sequence[str] = (), now: datetime.datetime | None = None):
+        """`claim`, and the row as the claim left it (its attempt counted, its lease taken) with the
+        rows its foreign keys `related` name ("invoice", "invoice__organization") joined, as
+        `select_related` gives them; None if not taken. One statement on PostgreSQL (the claim's
+        RETURNING joined in a WITH), the claim then one SELECT elsewhere."""
+        connection = connections[router.db_for_write(cls)]
+        statement = _claim_statement(cls, tuple(related), connection.alias)
+        params = statement.params(connection, pk, now)
+        with connection.cursor() as cursor:
+            if statement.claiming_select:
+                cursor.execute(statement.select_sql, params)
+            else:
+                cursor.execute(statement.update_sql, params)
+                if cursor.rowcount != 1:
+                    return None
+                cursor.execute(statement.select_sql, [pk])
+            row = cursor.fetchone()
+        return statement.instance(row, connection) if row is not None else None
 
     @classmethod
     def retry_delay(cls, attempts: int) -> datetime.timedelta | None:
         """How long after failed attempt number `attempts` the next one comes; None: no more."""
         schedule = getattr(settings, cls.RETRY_SCHEDULE)
         return datetime.timedelta(seconds=schedule[attempts - 1]) if attempts <= len(schedule) else None
+
+
+# --- the claim's statements ----------------------------------------------------------------------
+# Written once per model (and joined rows) and database, not compiled by the ORM on every claim: the
+# worker claims a row for every job it runs. tests/test_worker_statements.py pins what they do
+# against the ORM's own UPDATE and select_related.
+
+
+@dataclass(frozen=True)
+class _ClaimStatement:
+    update_sql: str  # the claim alone
+    select_sql: str  # the row and its joined rows: claiming them too when `claiming_select`
+    claiming_select: bool
+    model: type
+    # (model, fields, converters of each field, the relation it is set on: (parent position, field))
+    parts: tuple
+
+    def params(self, connection, pk, now: datetime.datetime | None) -> list:
+        model = self.model
+        now = now or timezone.now()
+        lease = now + datetime.timedelta(seconds=getattr(settings, model.LEASE_SECONDS))
+        at = connection.ops.adapt_datetimefield_value
+        return [model.WORKING, at(lease), at(now), pk, model.WAITING, at(now), model.WORKING, at(now)]
+
+    def instance(self, row: Sequence, connection):
+        """The claimed row and its joined rows, as the ORM would have built them."""
+        instances: list = []
+        start = 0
+        for model, fields, converters, parent in self.parts:
+            values = list(row[start : start + len(fields)])
+            start += len(fields)
+            for k, field_converters in enumerate(converters):
+                for convert in field_converters:
+                    values[k] = convert(values[k], fields[k].get_col(model._meta.db_table), connection)
+            obj = model.from_db(connection.alias, [f.attname for f in fields], values)
+            if parent is not None:
+                position, relation = parent
+                relation.set_cached_value(instances[position], obj)
+            instances.append(obj)
+        return instances[0]
+
+
+_claim_statements: dict = {}
+
+
+def _claim_statement(model: type, related: tuple[str, ...], using: str) -> _ClaimStatement:
+    key = (model, related, using)
+    if key not in _claim_statements:
+        _claim_statements[key] = _write_claim_statement(model, related, connections[using])
+    return _claim_statements[key]
+
+
+def _write_claim_statement(model: type, related: tuple[str, ...], connection) -> _ClaimStatement:
+    """The claim as `OutboxRow.claim` sent it with the ORM (`filter(pk=..).filter(due).update(...)`),
+    and the read of the claimed row with `related` joined as `select_related` reads them."""
+    q = connection.ops.quote_name
+    table, meta = q(model._meta.db_table), model._meta
+    pk = q(meta.pk.column)
+    status, attempts, next_at, lease, updated = (
+        q(meta.get_field(name).column)
+        for name in ("status", "attempts", "next_attempt_at", "lease_expires_at", "updated_at")
+    )
+    update_sql = (
+        f"UPDATE {table} SET {status} = %s, {lease} = %s, {attempts} = ({table}.{attempts} + 1), "  # noqa: S608
+        f"{updated} = %s WHERE ({table}.{pk} = %s AND (({table}.{status} = %s AND "
+        f"{table}.{next_at} <= %s) OR ({table}.{status} = %s AND {table}.{lease} < %s)))"
+    )
+    # The claimed row is "c"; the joined ones "r1", "r2", ... in the order `related` names them.
+    tables = [(model, None, "c")]
+    joins = []
+    for name in related:
+        *above, last = name.split("__")
+        position = related.index("__".join(above)) + 1 if above else 0
+        owner, _, alias = tables[position]
+        relation = owner._meta.get_field(last)
+        target, this = relation.related_model, f"r{len(tables)}"
+        joins.append(
+            f"{'LEFT OUTER JOIN' if relation.null else 'INNER JOIN'} {q(target._meta.db_table)} {this} "
+            f"ON ({this}.{q(relation.target_field.column)} = {alias}.{q(relation.column)})"
+        )
+        tables.append((target, (position, relation), this))
+    columns, parts = [], []
+    for owner, parent, alias in tables:
+        fields = tuple(owner._meta.concrete_fields)
+        columns += [f"{alias}.{q(f.column)}" for f in fields]
+        converters = tuple(
+            tuple(
+                connection.ops.get_db_converters(f.get_col(owner._meta.db_table))
+                + f.get_db_converters(connection)
+            )
+            for f in fields
+        )
+        parts.append((owner, fields, converters, parent))
+    selected, joined = ", ".join(columns), " ".join(joins)
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        select_sql = f"WITH c AS ({update_sql} RETURNING *) SELECT {selected} FROM c {joined}"  # noqa: S608
+    else:
+        select_sql = f"SELECT {selected} FROM {table} c {joined} WHERE c.{pk} = %s"  # noqa: S608
+    return _ClaimStatement(
+        update_sql=update_sql,
+        select_sql=select_sql,
+        claiming_select=postgresql,
+        model=model,
+        parts=tuple(parts),
+    )
 
 
 class IdempotencyKey(CompiledInsertModel):

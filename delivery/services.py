@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, prefetch_related_objects
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -388,15 +388,16 @@ class _PdfBusy(Exception):
 
 
 def _pdf_for_email(invoice: Invoice) -> bytes:
-    """The PDF an email carries: the latest stored version, or the pending one, rendered and stored
+    """The PDF an email carries (`invoice` with its organization and customer; its lines are read
+    here if it is rendered): the latest stored version, or the pending one, rendered and stored
     here first when it is free to take (the email's job is the job of the version queued with it).
     `_PdfBusy` while another worker renders it; a version given up on is rendered for the message
     without storing."""
     latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
+    if latest is not None and latest.status == Document.Status.STORED:
+        return _read(latest)
     if latest is None or latest.status == Document.Status.FAILED:
         return _render(invoice)
-    if latest.status == Document.Status.STORED:
-        return _read(latest)
     if not Document.claim(latest.pk):
         latest.refresh_from_db()
         if latest.status == Document.Status.STORED:
@@ -418,6 +419,7 @@ def _pdf_for_email(invoice: Invoice) -> bytes:
 
 
 def _render(invoice: Invoice, *, draft: bool = False) -> bytes:
+    prefetch_related_objects([invoice], "lines")  # nothing read when they are already
     try:
         return documents.render_pdf(invoice, draft=draft)
     except documents.PdfUnavailable as exc:
@@ -448,11 +450,13 @@ def email_deliver(email_id: int) -> None:
         if invoice_id is not None:
             _pending_documents_render(invoice_id)
         return
-    if not OutboundEmail.claim(email_id):
+    email = OutboundEmail.claim_and_get(
+        email_id, related=("invoice", "invoice__organization", "invoice__customer")
+    )
+    if email is None:
         return
-    email = OutboundEmail.objects.get(pk=email_id)
     try:
-        invoice = _invoice_for_rendering(email.invoice_id)
+        invoice = email.invoice
         if email.kind == OutboundEmail.Kind.REMINDER and not invoice.can_pay():
             OutboundEmail.objects.filter(pk=email_id).update(
                 status=OutboundEmail.Status.CANCELLED, lease_expires_at=None, updated_at=timezone.now()

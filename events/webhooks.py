@@ -223,11 +223,9 @@ def deliveries_send(delivery_ids: Sequence[int]) -> None:
 
 def delivery_send(delivery_id: int) -> str | None:
     """Claim, sign, POST and record one delivery; returns its outcome (None: not ours to send)."""
-    if not WebhookDelivery.claim(delivery_id):
-        return None
-    delivery = WebhookDelivery.objects.select_related("event", "endpoint").filter(pk=delivery_id).first()
+    delivery = WebhookDelivery.claim_and_get(delivery_id, related=("event", "endpoint"))
     if delivery is None:
-        return None  # its endpoint was deleted since the claim
+        return None  # done, given up, leased by a live worker, or deleted with its endpoint
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         return _record_failure(delivery, "endpoint disabled")
@@ -273,9 +271,12 @@ def _record_delivered(delivery: WebhookDelivery, status_code: int) -> str:
         lease_expires_at=None,
         updated_at=now,
     )
-    WebhookEndpoint.objects.filter(pk=delivery.endpoint_id, failing_since__isnull=False).update(
-        failing_since=None, updated_at=now
-    )
+    # Its failing streak ends; an endpoint that was not failing when the delivery was read is left
+    # alone (a streak another worker starts meanwhile ends with the next delivery that sees it).
+    if delivery.endpoint.failing_since is not None:
+        WebhookEndpoint.objects.filter(pk=delivery.endpoint_id, failing_since__isnull=False).update(
+            failing_since=None, updated_at=now
+        )
     return WebhookDelivery.Status.DELIVERED
 
 
