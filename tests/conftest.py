@@ -1,9 +1,13 @@
+import os
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from billing.models import OwnedModel
@@ -15,6 +19,29 @@ from users.models import ApiKey, Membership, MemberToken, Organization
 from users.services import api_key_create
 
 User = get_user_model()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _media_root_per_xdist_worker():
+    """Under pytest-xdist (`-n N`), each worker stores its PDFs under a MEDIA_ROOT of its own
+    (`<MEDIA_ROOT>-gw0`, ...): each worker has its own test database, so two workers' invoices can
+    share an id, and their stored files a name. The processes a test starts (workers, `manage.py`)
+    inherit it through the environment. Without xdist, nothing changes."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        yield
+        return
+    previous = os.environ.get("MEDIA_ROOT")
+    root = f"{django_settings.MEDIA_ROOT}-{worker}"
+    os.environ["MEDIA_ROOT"] = root
+    try:
+        with override_settings(MEDIA_ROOT=Path(root)):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("MEDIA_ROOT", None)
+        else:
+            os.environ["MEDIA_ROOT"] = previous
 
 
 @pytest.fixture(autouse=True)
