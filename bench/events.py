@@ -1206,7 +1206,10 @@ def markdown(result: dict) -> str:
     for write in WRITES:
         for variant in VARIANTS:
             x = h[write][variant]
-            ratio = f"**{x['ratio']:.3f}** {mark(x['ratio'] >= TARGET_RATIO)}" if variant != "off" else ""
+            if variant == "on":
+                ratio = f"**{x['ratio']:.3f}** {mark(x['ratio'] >= TARGET_RATIO)}"
+            else:  # off: the base; with an endpoint: what subscribing adds, reported (no target)
+                ratio = f"{x['ratio']:.3f}" if variant == "endpoint" else ""
             out.append(
                 f"| {WRITE_NAMES[write]} | {VARIANT_NAMES[variant]} | **{x['median_rps']}** | "
                 f"{', '.join(str(r['rps']) for r in x['runs'])} | {x['median_p50_ms']} | {x['median_p99_ms']} | "
@@ -1214,7 +1217,9 @@ def markdown(result: dict) -> str:
             )
     out += [
         "",
-        f"Target: events on at most 10 % fewer requests a second than off (ratio ≥ {TARGET_RATIO:.2f}). Statements: "
+        f"Target: events on at most 10 % fewer requests a second than off (ratio ≥ {TARGET_RATIO:.2f}): the cost of "
+        "recording them. With an endpoint the ratio is reported, not a target: each such write also inserts its "
+        "deliveries and their job, what an organization's subscription costs its writes. Statements: "
         "counted in-process with the test client, as tests/test_query_counts.py counts them (BEGIN, SAVEPOINT, "
         "RELEASE, COMMIT included).",
         "",
@@ -1318,7 +1323,7 @@ def markdown(result: dict) -> str:
         ]
     out += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for write in WRITES:
-        for variant in ("on", "endpoint"):
+        for variant in ("on",):
             x = h[write][variant]
             out.append(
                 f"| {WRITE_NAMES[write]}, {VARIANT_NAMES[variant]}: ≥ {TARGET_RATIO:.2f} of off's req/s | "
@@ -1359,7 +1364,7 @@ def readme_table(result: dict) -> str:
         return (
             f"off {x['off']['median_rps']}, on {x['on']['median_rps']}: **{x['on']['ratio']:.2f}** "
             f"{'✅' if x['on']['ratio'] >= TARGET_RATIO else '❌'}; with an endpoint {x['endpoint']['median_rps']}: "
-            f"**{x['endpoint']['ratio']:.2f}** {'✅' if x['endpoint']['ratio'] >= TARGET_RATIO else '❌'} "
+            f"{x['endpoint']['ratio']:.2f} (reported) "
             f"(statements {q['off'][write]} / {q['on'][write]} / {q['endpoint'][write]})"
         )
 
