@@ -3,12 +3,49 @@ import time
 import uuid
 
 from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.sessions import middleware as sessions_middleware
 from django.http import JsonResponse
 
 from billing import context
 from billing.parsers import UNSUPPORTED_CHARSET, text_encoding
 
 request_logger = logging.getLogger("billing.request")
+
+
+class SessionPathsOnlyMixin:
+    """Run a middleware of the session only for the paths that have one (SESSION_PATH_PREFIXES).
+
+    The session, its user and its messages serve the pages that log in with a session cookie: the
+    admin. The API authenticates every request by its Authorization header, so its requests skip
+    them (no session read, no `Vary: Cookie`). CSRF protection stays on every path
+    (`CsrfViewMiddleware`, unchanged): DRF's views are exempt from it, the rest are protected.
+
+    Subclasses of Django's classes, each in its place in MIDDLEWARE, rather than one middleware
+    wrapping them: the admin's system checks look for these classes (or subclasses) there.
+    """
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.path_prefixes = tuple(settings.SESSION_PATH_PREFIXES)
+
+    def __call__(self, request):
+        if request.path_info.startswith(self.path_prefixes):
+            return super().__call__(request)
+        return self.get_response(request)
+
+
+class SessionMiddleware(SessionPathsOnlyMixin, sessions_middleware.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(SessionPathsOnlyMixin, auth_middleware.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(SessionPathsOnlyMixin, messages_middleware.MessageMiddleware):
+    pass
 
 
 class RequestSizeLimitMiddleware:

@@ -101,13 +101,17 @@ MIDDLEWARE = [
     "billing.middleware.RequestCharsetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's own session, user and messages middleware, run only under SESSION_PATH_PREFIXES.
+    "billing.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "billing.middleware.AuthenticationMiddleware",
+    "billing.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The paths that log in with a session cookie (the admin, its login page included). The API, the
+# docs and the hosted invoice pages use no session: their requests skip its middleware.
+SESSION_PATH_PREFIXES = ["/admin/"]
 
 ROOT_URLCONF = "billing.urls"
 WSGI_APPLICATION = "billing.wsgi.application"
@@ -319,7 +323,8 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # stderr, written by a thread of the handler's own: a slow log stream never holds up a request.
+    "handlers": {"console": {"class": "billing.logs.BackgroundStreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # Our request log has one record per request; Django keeps only the 5xx tracebacks.

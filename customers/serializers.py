@@ -1,8 +1,8 @@
-from billing.serializers import StrictModelSerializer
+from billing.serializers import CachedFieldsMixin, StrictModelSerializer
 from customers.models import Customer
 
 
-class CustomerSerializer(StrictModelSerializer):
+class CustomerSerializer(CachedFieldsMixin, StrictModelSerializer):
     class Meta:
         model = Customer
         fields = ["id", "name", "email", "phone", "address", "tax_id", "created_at", "updated_at"]

@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing.serializers import CachedFieldsMixin
 from events.models import EVENT_TYPES, PING, Event
 
 
@@ -48,7 +49,7 @@ class _PreviousField(serializers.JSONField):
     pass
 
 
-class EventSerializer(serializers.ModelSerializer):
+class EventSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     type = serializers.ChoiceField(choices=[*EVENT_TYPES, PING], read_only=True)
     data = _DataField(read_only=True)
     previous_attributes = _PreviousField(read_only=True)

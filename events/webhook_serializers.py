@@ -7,7 +7,7 @@ from django.core.validators import URLValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.serializers import StrictBooleanField, StrictCharField, StrictStringMixin
+from billing.serializers import CachedFieldsMixin, StrictBooleanField, StrictCharField, StrictStringMixin
 from events.models import EVENT_TYPES, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 # What a client sees: a delivery being sent is still pending, as far as it can tell.
@@ -64,7 +64,7 @@ class EventTypesField(serializers.ListField):
         return events
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):
+class WebhookEndpointSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=[*EVENT_TYPES, ALL_EVENTS]),
         read_only=True,
@@ -105,7 +105,7 @@ class WebhookEndpointUpdateSerializer(WebhookEndpointInputSerializer):
     events = EventTypesField(required=False, help_text='Event types (each once), or `["*"]` for all of them.')
 
 
-class WebhookDeliverySerializer(serializers.ModelSerializer):
+class WebhookDeliverySerializer(CachedFieldsMixin, serializers.ModelSerializer):
     event = serializers.CharField(
         source="event_id", read_only=True, help_text="The event's id (`webhook-id`)."
     )

@@ -9,7 +9,9 @@ from rest_framework import serializers
 from billing.models import ONE_LINE
 from billing.schema import END_OF_STRING, bmp_class
 from billing.serializers import (
+    CachedFieldsMixin,
     CurrencyField,
+    PlainRepresentationMixin,
     StrictCharField,
     StrictEmailField,
     StrictIntegerField,
@@ -54,14 +56,14 @@ def _password_min_length() -> int | None:
     return None
 
 
-class UserSerializer(serializers.ModelSerializer):
+class UserSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = User
         fields = ["id", "username", "email"]
         read_only_fields = fields
 
 
-class OrganizationRefSerializer(serializers.Serializer):
+class OrganizationRefSerializer(PlainRepresentationMixin, serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(read_only=True)
 
@@ -80,13 +82,13 @@ class RegisteredSerializer(UserSerializer):
         read_only_fields = fields
 
 
-class ApiKeyRefSerializer(serializers.Serializer):
+class ApiKeyRefSerializer(PlainRepresentationMixin, serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(read_only=True)
     prefix = serializers.CharField(read_only=True)
 
 
-class MeSerializer(serializers.Serializer):
+class MeSerializer(PlainRepresentationMixin, serializers.Serializer):
     """The caller: a member (their user, and the organization and role their token is bound to),
     or an API key (`username` null, `api_key` set)."""
 
@@ -201,7 +203,7 @@ class ReminderDaysField(serializers.ListField):
     """Distinct days (the model refuses a repeated one; the schema says so with uniqueItems)."""
 
 
-class OrganizationSerializer(StrictModelSerializer):
+class OrganizationSerializer(CachedFieldsMixin, StrictModelSerializer):
     """The organization's profile and settings; PATCH changes what it is given (admins and owners)."""
 
     default_currency = CurrencyField(required=False)
@@ -239,7 +241,7 @@ class OrganizationSerializer(StrictModelSerializer):
         read_only_fields = ["id", "created_at"]
 
 
-class MemberSerializer(serializers.ModelSerializer):
+class MemberSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     user = UserSerializer(read_only=True)
 
     class Meta:
@@ -260,7 +262,7 @@ class MemberUpdateSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices, required=False)
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(CachedFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = ApiKey
         fields = ["id", "name", "prefix", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
