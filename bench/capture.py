@@ -8,6 +8,7 @@ Imported before `django.setup()`: Django and bench/inproc.py are imported inside
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import secrets
 import time
@@ -20,6 +21,15 @@ from bench.config import DB_NAME, ENDPOINTS, TARGET_QUERIES, log
 API_KEY_ROLE = "admin"
 
 # --- the Django side ----------------------------------------------------------------------------
+
+
+# An event id as the services write it ('evt_' and 26 Crockford base32 characters).
+EVENT_ID = re.compile(r"'evt_[0-9A-HJKMNP-TV-Z]{26}'")
+
+
+def event_nonce() -> str:
+    """A short per-run part of the pgbench scripts' event ids (an id is at most 30 characters)."""
+    return f"{time.time_ns() // 1000 % 10**9:09d}"
 
 
 def tokens() -> dict[str, str]:
@@ -87,6 +97,7 @@ def requests_for(ctx: dict) -> dict:
     return {
         "ping": Req("GET", "/bench/ping/"),
         "ping_key": Req("GET", "/bench/ping/"),
+        "me": Req("GET", "/api/me/"),
         "list20": Req("GET", "/api/invoices/?page_size=20"),
         "list100": Req("GET", "/api/invoices/?page_size=100"),
         "detail": Req("GET", f"/api/invoices/{ctx['pools']['detail'][0]}/"),
@@ -314,8 +325,9 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
             lines.append(r"\set bk_n :bk_n + 1")
         if req.idempotency_key:
             lines.append(r"\set bk_lock random(1, 4000000000000000000)")
-            defines |= {"bk_n": 0, "bk_nonce": f"pgb{time.time_ns()}"}
-        counts = {"invoice": 0, "key": 0, "lock": 0, "amount_paid": 0, "created": 0, "version": 0}
+            defines |= {"bk_n": 0, "bk_nonce": f"pgb{time.time_ns()}", "bk_ev": event_nonce()}
+        counts = {"invoice": 0, "key": 0, "lock": 0, "amount_paid": 0, "created": 0, "version": 0, "event": 0}
+        event_ids = itertools.count()
         statements = 0
         for kind, sql in events:
             if kind == "health":
@@ -329,6 +341,11 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
             if req.idempotency_key and req.idempotency_key in text:
                 counts["key"] += text.count(req.idempotency_key)
                 text = text.replace(req.idempotency_key, ":bk_nonce-:client_id-:bk_n")
+            # Each event's id is new in every transaction (the primary key): per run, client, request.
+            text, n = EVENT_ID.subn(
+                lambda _, ids=event_ids: f"'evt_:bk_ev:client_id-:bk_n-{next(ids)}'", text
+            )
+            counts["event"] += n
             if "pg_try_advisory_xact_lock(" in text:
                 head, _, tail = text.partition("pg_try_advisory_xact_lock(")
                 text = head + "pg_try_advisory_xact_lock(:bk_lock)" + tail.split(")", 1)[1]
@@ -356,9 +373,9 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
                 counts["created"] += n
             lines.append(f"{text};")
         expected = {
-            "payment": {"invoice": 3, "key": 2, "lock": 1, "amount_paid": 1, "version": 1},
+            "payment": {"invoice": 3, "key": 2, "lock": 1, "amount_paid": 1, "version": 1, "event": 3},
             "detail": {"invoice": 3},
-            "create": {"key": 2, "lock": 1, "created": 1},
+            "create": {"key": 2, "lock": 1, "created": 1, "event": 1},
         }.get(name, {})
         short = {k: counts[k] for k, v in expected.items() if counts[k] < v}
         if short:

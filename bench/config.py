@@ -91,7 +91,7 @@ PROFILES = {
 
 # Every endpoint is requested with tenant 1's owner's token, except `ping_key`: the ceiling with the
 # organization's API key (its ratio is the key's ceiling over the token's).
-ENDPOINTS = ("ping", "ping_key", "list20", "list100", "detail", "summary", "create", "payment")
+ENDPOINTS = ("ping", "ping_key", "me", "list20", "list100", "detail", "summary", "create", "payment")
 # The writes carry an Idempotency-Key: the service's own transaction is a savepoint inside the
 # idempotency layer's (SAVEPOINT and RELEASE, README "Code layout"), pinned in tests/test_query_counts.py.
 # The same targets hold with an API key. mark_overdue's is one statement per time zone in use after

@@ -39,6 +39,7 @@ from bench.capture import (  # noqa: E402
     api_keys,
     create_body,
     credential,
+    event_nonce,
     pgbench_scripts,
     pools,
     query_counts,
@@ -75,6 +76,8 @@ def _request_spec(name: str, ctx: dict, workdir: Path) -> dict:
     token = credential(ctx, name)
     if name in ("ping", "ping_key"):
         return {"mode": "get", "path": "/bench/ping/", "token": token}
+    if name == "me":
+        return {"mode": "get", "path": "/api/me/", "token": token}
     if name in ("list20", "list100"):
         return {"mode": "get", "path": f"/api/invoices/?page_size={name[4:]}", "token": token}
     if name == "summary":
@@ -159,7 +162,11 @@ def load_run(
                     dbname=DB_NAME,
                     defines=script["defines"]
                     | ({"bk_clients": level} if name == "payment" else {})
-                    | ({"bk_nonce": f"pgb{time.time_ns()}"} if "bk_nonce" in script["defines"] else {}),
+                    | (
+                        {"bk_nonce": f"pgb{time.time_ns()}", "bk_ev": event_nonce()}
+                        if "bk_nonce" in script["defines"]
+                        else {}
+                    ),
                     workdir=workdir,
                 )
                 log(f"pgbench {name:<8} c={level:<3} {row['pgbench'][level]}")

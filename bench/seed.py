@@ -19,6 +19,7 @@ proves that no row points nowhere. CHECK constraints and unique indexes stay on.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
@@ -150,8 +151,10 @@ def _invoice_rows(
     paid_at = r"\N"
     updated = created + dt.timedelta(hours=1)
     amount_paid = 0
+    # An issued invoice's hosted-page token (the database requires one), unique, from the seed's generator.
+    public_token = base64.urlsafe_b64encode(rng.getrandbits(192).to_bytes(24, "big")).decode()
     if r < 0.08:
-        status, number, sent_at, updated = "draft", r"\N", r"\N", created
+        status, number, sent_at, updated, public_token = "draft", r"\N", r"\N", created, r"\N"
     elif r < 0.12:
         status = "void"
     else:
@@ -192,7 +195,7 @@ def _invoice_rows(
         f"{invoice_id}\t{_ts(created)}\t{_ts(updated)}\t{number}\t{status}\t{currency}\t"
         f"{issue.isoformat()}\t{due.isoformat()}\t{notes}\t{money(subtotal)}\t{money(tax_total)}\t"
         f"{money(total)}\t{money(amount_paid)}\t{sent_at}\t{paid_at}\t{customer_id}\t{organization_id}\t0\t"
-        f"{organization_id}\n"
+        f"{organization_id}\t{public_token}\n"
     )
 
 
@@ -278,7 +281,8 @@ class _Progress:
 
 INVOICE_COLS = (
     "id, created_at, updated_at, number, status, currency, issue_date, due_date, notes, subtotal, "
-    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, organization_id, version, created_by_user_id"
+    "tax_total, total, amount_paid, sent_at, paid_at, customer_id, organization_id, version, created_by_user_id, "
+    "public_token"
 )
 LINE_COLS = "id, position, description, quantity, unit_price, tax_rate, amount, tax_amount, invoice_id, organization_id"
 PAYMENT_COLS = (
@@ -446,12 +450,12 @@ def _bench_tables(conn, plan: Plan) -> None:
     cur.execute("CREATE TABLE bench_seed_status AS SELECT id, status FROM invoices_invoice")
     cur.execute("ALTER TABLE bench_seed_status ADD PRIMARY KEY (id)")
     cur.execute("CREATE TABLE bench_pool (kind text, k int, invoice_id bigint, PRIMARY KEY (kind, k))")
-    # pay: sent invoices of tenant 1 with room for many 0.01 payments, cycled so that no two
+    # pay: sent invoices of tenant 1 with room for many 0.01 payments (not in yen, which has no cents), cycled so that no two
     # concurrent requests ever pay the same invoice. detail: any other invoice of tenant 1.
     cur.execute(
         "INSERT INTO bench_pool SELECT 'pay', row_number() OVER (ORDER BY id) - 1, id FROM "
         "(SELECT id FROM invoices_invoice WHERE organization_id = 1 AND status = 'sent' "
-        " AND total - amount_paid >= 50 ORDER BY id LIMIT 20000) s"
+        " AND currency <> 'JPY' AND total - amount_paid >= 50 ORDER BY id LIMIT 20000) s"
     )
     cur.execute(
         "INSERT INTO bench_pool SELECT 'detail', row_number() OVER (ORDER BY md5(id::text)) - 1, id FROM "

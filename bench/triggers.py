@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench import load
+from bench.capture import event_nonce
 from bench.config import DB_NAME, WORK, _pg, log
 from bench.seed import refill_totals
 
@@ -64,7 +65,7 @@ def trigger_cost(
 
 
 def _pgbench(script: dict, name: str, level: int, duration: int, workdir: Path) -> dict:
-    defines = script["defines"] | {"bk_n": 0, "bk_nonce": f"trg{time.time_ns()}"}
+    defines = script["defines"] | {"bk_n": 0, "bk_nonce": f"trg{time.time_ns()}", "bk_ev": event_nonce()}
     if name == "payment":
         defines |= {"bk_clients": level}
     return load.pgbench(

@@ -411,3 +411,15 @@ def test_events_are_written_in_as_many_statements_as_the_database_needs_and_read
             event.actor,
             event.created_at,
         )
+
+
+def test_an_events_id_has_no_index_beside_its_primary_key():
+    """Every write inserts events: no index maintained for nothing (PostgreSQL's pattern index for a
+    character key, events 0005); the primary key serves every read by id."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Event._meta.db_table)
+    on_id_alone = [name for name, c in constraints.items() if c["columns"] == ["id"] and not c["primary_key"]]
+    assert on_id_alone == []
+    assert any(c["primary_key"] and c["columns"] == ["id"] for c in constraints.values())
