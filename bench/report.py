@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 
 # Of the ceiling's requests/s, in the same run (issue 17).
-TARGET_RATIO_PING = {"me": 0.85, "payment": 0.5, "list20": 0.5, "list100": 0.25, "detail": 0.6, "summary": 0.7}
+TARGET_RATIO_PING = {
+    "me": 0.85,
+    "payment": 0.5,
+    "list20": 0.5,
+    "list100": 0.25,
+    "detail": 0.6,
+    "summary": 0.7,
+}
 LABELS = {
     "ping": "bare authenticated DRF view (ceiling)",
     "ping_key": "bare authenticated DRF view, API key",
