@@ -94,9 +94,12 @@ PROFILES = {
 ENDPOINTS = ("ping", "ping_key", "me", "list20", "list100", "detail", "summary", "create", "payment")
 # The writes carry an Idempotency-Key: the service's own transaction is a savepoint inside the
 # idempotency layer's (SAVEPOINT and RELEASE, README "Code layout"), pinned in tests/test_query_counts.py.
-# The same targets hold with an API key. mark_overdue's is one statement per time zone in use after
-# the read of those zones (bench/capture.py counts the zones).
-TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 10, "create": 10}
+# The same targets hold with an API key. The writes' include their events (issue 16: on PostgreSQL one
+# statement, the events' INSERT with the read of the endpoints; the lines read for the invoice's
+# representation), as tests/test_query_counts.py pins them. mark_overdue's is one statement per time
+# zone in use after the read of those zones (bench/capture.py counts the zones); its events' statements
+# (4 per 1,000 moved invoices of a zone) are not in that target yet.
+TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 13, "create": 11}
 
 
 log = logger("bench", clock=True)  # "[bench HH:MM:SS] message", as tests/live/server.py prints it
