@@ -101,13 +101,19 @@ class CompiledInsert:
         with connection.cursor() as cursor:
             for start in range(0, len(rows), size):
                 batch = rows[start : start + size]
-                sql, columnar = self.sql(len(batch))
+                statement = self.sql(len(batch))
+                if statement is None:  # a layout not kept: the ORM's bulk_create itself
+                    objs = [self.model(**dict(zip(self.attnames, row, strict=True))) for row in batch]
+                    self.model._base_manager.using(self.using).bulk_create(objs)
+                    continue
+                sql, columnar = statement
                 cursor.execute(sql, self.params(batch, columnar=columnar))
 
-    def sql(self, rows: int) -> tuple[str, bool]:
+    def sql(self, rows: int) -> tuple[str, bool] | None:
         """The statement for `rows` rows (compiled once for up to CACHED_ROWS), and whether it takes
         its values a column at a time (PostgreSQL's `INSERT ... SELECT * FROM UNNEST(...)`, Django's
-        form for a bulk insert of plain fields) or a row at a time."""
+        form for a bulk insert of plain fields) or a row at a time; None when Django lays the values
+        out otherwise (then `execute` goes through `bulk_create`)."""
         if rows <= CACHED_ROWS:
             return self._cached_sql(connections[self.using].vendor, rows)
         return self._compile(rows)
@@ -129,7 +135,7 @@ class CompiledInsert:
             return [list(column) for column in zip(*prepared, strict=True)]
         return [value for row in prepared for value in row]
 
-    def _compile(self, rows: int) -> tuple[str, bool]:
+    def _compile(self, rows: int) -> tuple[str, bool] | None:
         # Placeholder objects: the statement's text does not depend on the values of plain fields.
         objs = [self.model(**dict.fromkeys(self.attnames)) for _ in range(rows)]
         query = InsertQuery(self.model)
@@ -137,13 +143,11 @@ class CompiledInsert:
         [(sql, params)] = query.get_compiler(using=self.using).as_sql()
         columnar = rows > 1 and len(params) == len(self.fields)
         if not columnar and len(params) != rows * len(self.fields):
-            raise NotImplementedError(
-                f"an INSERT of {self.model.__name__} with parameters Django lays out otherwise"
-            )
+            return None
         return sql, columnar
 
     @cache  # noqa: B019 - one per CompiledInsert, which live as module constants
-    def _cached_sql(self, vendor: str, rows: int) -> tuple[str, bool]:
+    def _cached_sql(self, vendor: str, rows: int) -> tuple[str, bool] | None:
         return self._compile(rows)
 
 

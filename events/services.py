@@ -113,8 +113,9 @@ def events_record_many(changes: Sequence[tuple[int, Change]], *, actor: Actor | 
     for event in events:  # as bulk_create leaves them: saved
         event._state.adding = False
         event._state.db = connection.alias
-    if connection.vendor == "postgresql" and len(rows) <= _insert_events.batch_size(len(rows)):
-        endpoints = _insert_reading_endpoints(rows)
+    statement = _insert_events.sql(len(rows)) if connection.vendor == "postgresql" else None
+    if statement is not None and len(rows) <= _insert_events.batch_size(len(rows)):
+        endpoints = _insert_reading_endpoints(rows, statement)
     else:
         _insert_events.execute(rows)
         endpoints = _enabled_endpoints({event.organization_id for event in events})
@@ -122,10 +123,11 @@ def events_record_many(changes: Sequence[tuple[int, Change]], *, actor: Actor | 
     return events
 
 
-def _insert_reading_endpoints(rows: list[list]) -> list[tuple]:
-    """PostgreSQL: the events' INSERT and the read of their organizations' enabled endpoints in one
-    statement (a data-modifying WITH): one round trip for what every write records."""
-    insert_sql, columnar = _insert_events.sql(len(rows))
+def _insert_reading_endpoints(rows: list[list], statement: tuple[str, bool]) -> list[tuple]:
+    """PostgreSQL: the events' INSERT (`statement`, kept by `_insert_events`) and the read of their
+    organizations' enabled endpoints in one statement (a data-modifying WITH): one round trip for
+    what every write records."""
+    insert_sql, columnar = statement
     with connection.cursor() as cursor:
         cursor.execute(_with_endpoints_sql(insert_sql), _insert_events.params(rows, columnar=columnar))
         return _endpoint_values(cursor.fetchall())

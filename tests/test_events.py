@@ -380,7 +380,8 @@ def test_the_events_insert_is_the_orms_own_statement_with_the_same_values(alice_
     (compiled,) = _statements(lambda: services._insert_events.execute(rows))
     assert compiled == orm
     if connection.vendor == "postgresql":
-        (fused,) = _statements(lambda: services._insert_reading_endpoints(rows))
+        statement = services._insert_events.sql(len(rows))
+        (fused,) = _statements(lambda: services._insert_reading_endpoints(rows, statement))
         assert fused.startswith(f"WITH inserted AS ({orm} RETURNING ")
 
 
@@ -423,3 +424,19 @@ def test_an_events_id_has_no_index_beside_its_primary_key():
     on_id_alone = [name for name, c in constraints.items() if c["columns"] == ["id"] and not c["primary_key"]]
     assert on_id_alone == []
     assert any(c["primary_key"] and c["columns"] == ["id"] for c in constraints.values())
+
+
+def test_an_insert_whose_layout_is_not_kept_goes_through_bulk_create(alice_org, monkeypatch):
+    """A statement whose parameters Django lays out otherwise is not kept: the events are written by
+    the ORM's bulk_create instead, the same rows (and, on PostgreSQL, the endpoints read apart)."""
+    from events import services
+
+    monkeypatch.setattr(services._insert_events, "sql", lambda rows: None)
+    changes = [(alice_org.pk, Change("invoice.updated", {"id": n}, {"status": "sent"})) for n in (1, 2)]
+    with transaction.atomic():
+        written = services.events_record_many(changes)
+    stored = Event.objects.filter(pk__in=[e.pk for e in written]).order_by("id")
+    assert [(e.object_id, e.previous_attributes) for e in stored] == [
+        (1, {"status": "sent"}),
+        (2, {"status": "sent"}),
+    ]
