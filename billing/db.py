@@ -14,16 +14,22 @@ The SQL is the ORM's (`InsertQuery` compiled by the connection's compiler) and t
 prepared by the model's fields (`pre_save`, then `get_db_prep_save`), as the compiler prepares them.
 A value that is an expression, a field whose placeholder depends on its value, or a returned column
 that needs a converter falls back to the ORM's own path.
+
+- `CompiledQuery`: a read of one fixed shape, compiled once and run with new values.
+- `held_writes` / `holding`: INSERTs held and sent ahead of the next statement, in its round trip
+  (PostgreSQL with psycopg2; tests/test_held_writes.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.models.sql import InsertQuery, UpdateQuery
 from django.db.transaction import TransactionManagementError
 
@@ -64,10 +70,11 @@ def _one_row(
 def insert_compiled(obj: models.Model, using: str, fields, returning_fields, raw: bool) -> list | None:
     """`Model._do_insert` for one row with the kept statement: the returned values as the ORM
     returns them, or None for "use the ORM" (nothing was sent)."""
-    if raw or not ENABLED or obj._meta.parents:
+    model = obj._meta.concrete_model  # a proxy's rows are its concrete model's
+    if raw or not ENABLED or model._meta.parents:
         return None
     connection = connections[using]
-    statement = _one_row(type(obj), tuple(fields), tuple(returning_fields or ()), using, connection.vendor)
+    statement = _one_row(model, tuple(fields), tuple(returning_fields or ()), using, connection.vendor)
     if statement is None:
         return None
     params = []
@@ -294,3 +301,104 @@ class CompiledQuery:
                 return None
             places.append((found[0], name))
         return queryset, compiler, places, sql, tuple(params)
+
+
+# --- held writes ---------------------------------------------------------------------------------
+
+
+class _Held:
+    """The statements a `held_writes` block holds, as literal SQL, in the order they were made."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.holding = 0
+
+
+def _held(connection) -> _Held | None:
+    return getattr(connection, "_billing_held", None)
+
+
+def _carries(connection) -> bool:
+    # One query of several statements, its result the last one's: psycopg2's simple protocol (the
+    # values are interpolated on the client), which is how Django's PostgreSQL backend talks with it.
+    return ENABLED and connection.vendor == "postgresql" and connection.Database.__name__ == "psycopg2"
+
+
+@contextlib.contextmanager
+def held_writes(using: str = "default"):
+    """An atomic block (`transaction.atomic(savepoint=False)`: inside the caller's transaction, or
+    its own) in which the INSERTs made under `holding()` are not sent on their own: each is held, as
+    the literal SQL the driver would send, and goes ahead of the next statement of this connection,
+    in the same round trip (one query of several statements, whose result is the last one's), or at
+    the end of the block. An outbox row and its job then cost the request no round trip of their own.
+
+    Order and atomicity are unchanged: a held INSERT runs before every statement made after it (a
+    read sees it, a savepoint covers it), and an exception leaving the block discards what it holds
+    and rolls back the transaction it was made in (as any error in a `savepoint=False` block does).
+    What changes is where an error would show: a held INSERT that fails makes the statement carrying
+    it fail. So hold only rows that no constraint can refuse (new outbox rows, their jobs), never a
+    row whose conflict a caller handles. A held row has no id (nothing is returned before the row is
+    sent). On another database, or another driver, every statement is sent as it comes."""
+    connection = connections[using]
+    with transaction.atomic(using=using, savepoint=False):
+        if not _carries(connection) or _held(connection) is not None:
+            yield
+            return
+        held = _Held()
+        connection._billing_held = held
+        try:
+            with connection.execute_wrapper(functools.partial(_carry, held, connection)):
+                yield
+                _flush(connection, held)
+        finally:
+            connection._billing_held = None
+
+
+@contextlib.contextmanager
+def holding(using: str = "default"):
+    """Inside `held_writes`: the plain INSERTs made here (no RETURNING; `Model.save()` of a new row
+    of an owned model sends none here, so it gets no id) are held; elsewhere a no-op."""
+    held = _held(connections[using])
+    if held is None:
+        yield
+        return
+    held.holding += 1
+    try:
+        yield
+    finally:
+        held.holding -= 1
+
+
+def is_holding(using: str) -> bool:
+    held = _held(connections[using])
+    return held is not None and held.holding > 0
+
+
+def _plain_insert(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "INSERT" and "RETURNING" not in sql.upper()
+
+
+def _carry(held: _Held, connection, execute, sql, params, many, context):
+    if held.holding and not many and _plain_insert(sql):
+        held.statements.append(
+            context["cursor"].cursor.mogrify(sql, params).decode(connection.connection.encoding)
+        )
+        return None
+    if not held.statements:
+        return execute(sql, params, many, context)
+    if many or context["cursor"].cursor.name is not None:
+        # executemany, or a server-side cursor (DECLARE ... FOR one query): the held ones go first.
+        _flush(connection, held)
+        return execute(sql, params, many, context)
+    statements, held.statements = held.statements, []
+    carried = "".join(f"{statement};\n" for statement in statements)
+    if params is not None:  # the driver interpolates this query: a literal % is written %%
+        carried = carried.replace("%", "%%")
+    return execute(carried + sql, params, many, context)
+
+
+def _flush(connection, held: _Held) -> None:
+    if held.statements:
+        statements, held.statements = held.statements, []
+        with connection.cursor() as cursor:
+            cursor.execute(";\n".join(statements))

@@ -13,6 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import RegexValidator
 from django.db import connections, models, router
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from billing import db
 from billing.exceptions import NotEditable, StaleWrite
@@ -32,6 +33,8 @@ class CompiledInsertModel(models.Model):
         abstract = True
 
     def _do_insert(self, manager, using, fields, returning_fields, raw):
+        if db.is_holding(using):  # held (billing.db.held_writes): sent later, so nothing comes back
+            returning_fields = []
         returned = db.insert_compiled(self, using, fields, returning_fields, raw)
         if returned is None:
             return super()._do_insert(manager, using, fields, returning_fields, raw)
@@ -348,3 +351,15 @@ class IdempotencyKey(CompiledInsertModel):
     @property
     def body(self):
         return json.loads(self.response_body)
+
+
+class Job(CompiledInsertModel, DBTaskResult):
+    """django-tasks-db's job row, inserted with the kept statement (`billing.tasks.DatabaseBackend`):
+    every send, payment and webhook-bearing write enqueues one. Nothing else differs: same table,
+    same fields, read and run by the library as its own rows."""
+
+    class Meta:
+        proxy = True
+
+    def __str__(self) -> str:
+        return f"{self.task_path} {self.id} ({self.status})"

@@ -338,11 +338,12 @@ LOGGING = {
 
 # --- Delivery: documents, the email outbox, the background worker (delivery app) -------------------
 
-# Jobs are django.tasks tasks on the database backend: a job is a row written in the transaction
-# that needs it. Another django.tasks backend is a setting away (TASKS_BACKEND).
+# Jobs are django.tasks tasks on the database backend (django-tasks-db's, its job's INSERT kept
+# compiled: billing.tasks): a job is a row written in the transaction that needs it. Another
+# django.tasks backend is a setting away (TASKS_BACKEND).
 TASKS = {
     "default": {
-        "BACKEND": env_str("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "BACKEND": env_str("TASKS_BACKEND", "billing.tasks.DatabaseBackend"),
         "QUEUES": ["default"],
     }
 }

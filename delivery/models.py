@@ -2,7 +2,8 @@
 
 Both are outbox rows (`OutboxRow`): written in the transaction of the change that needs them (a send,
 a note changed, a reminder), with the job that works them (delivery.tasks), so a row exists exactly
-when its change committed. The worker claims a row with a lease (a conditional UPDATE, committed
+when its change committed. An emailed send writes the email only: its PDF's version 1 is written,
+already claimed, by the worker that renders it for the email (`delivery.services._pdf_for_email`). The worker claims a row with a lease (a conditional UPDATE, committed
 before any slow work), does the work outside any transaction, and records the outcome. A worker
 that dies leaves its lease to expire; the sweeper (`delivery.services.outbox_sweep`) puts such a
 row back in the queue with a new job, because the task backend never re-runs a task whose worker

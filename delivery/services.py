@@ -10,6 +10,7 @@ any transaction and without any row lock, then records the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -26,6 +27,7 @@ from django.db.models import F, Max, prefetch_related_objects
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from billing import db
 from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTransition
 from delivery import documents, tasks
 from delivery.models import Document, OutboundEmail, OutboxRow
@@ -117,10 +119,12 @@ def email_queue(
     reminder_step: int | None = None,
     today: datetime.date | None = None,
     actor: Actor | None = None,
+    job: bool = True,
 ) -> OutboundEmail:
     """Write the message to send about `invoice` — rendered now, as the customer will read it — and
     its job; a reminder's `invoice.reminder_sent` event too (written when it is queued). Subject and
-    body come from templates (delivery/templates/delivery/email/)."""
+    body come from templates (delivery/templates/delivery/email/). `job=False`: the caller's job
+    works it (a send's `deliver_invoice`)."""
     organization = invoice.organization
     seller = organization.legal_name or organization.name
     today = today or organization.today()
@@ -149,7 +153,8 @@ def email_queue(
         message_id=_message_id(),
     )
     email.save()
-    tasks.send_email.enqueue(email.pk)
+    if job:
+        tasks.send_email.enqueue(email.pk)
     if kind == OutboundEmail.Kind.REMINDER:
         invoice_services.record_invoice_events(invoice, ["invoice.reminder_sent"], actor=actor)
     return email
@@ -178,27 +183,47 @@ def invoice_send_and_deliver(
 ) -> Invoice:
     """Issue a draft (`invoice_send`) and, in the same transaction, queue its PDF and, unless
     `email` is false, its email: to `to`, else to the customer's address (none: no email, unless
-    `email` was asked for explicitly, which is 409 `no_recipient`)."""
+    `email` was asked for explicitly, which is 409 `no_recipient`).
+
+    The send writes two rows beside the invoice's: the email (whose worker writes, renders and
+    stores PDF version 1 before it sends) or, with no email, PDF version 1; and one job for either
+    (`tasks.deliver_invoice`, named by the invoice). Both are held (`billing.db.held_writes`): each
+    goes to the database with the send's next statement, so on PostgreSQL delivery adds no round
+    trip to a send."""
     if to and email is False:
         raise BusinessRuleViolation(
             "`to` names recipients of an email; it cannot go with `email: false`.", field="to"
         )
     emailing = email is not False
+    recipients: list[str] = []
 
     def queue_document(invoice: Invoice) -> None:
-        # Before the number: the version needs none, and the organization's sends queue on the
-        # number's lock, held to the commit (so only the email, which shows the number, comes after).
+        # Before the number: the job and the version need none, and the organization's sends queue
+        # on the number's lock, held to the commit (so only the email, which shows it, comes after).
+        # An emailed invoice's version 1 is written by the worker that renders it for the email
+        # (`_pdf_for_email`): the email's row is what a crash must not lose, and it carries it.
         nonlocal recipients
         recipients = _recipients(invoice, to, asked=email is True or bool(to)) if emailing else []
-        document_queue(invoice, reason="issued", first=True, job=not recipients)
+        with db.holding():
+            if not recipients:
+                document_queue(invoice, reason="issued", first=True, job=False)
+            tasks.deliver_invoice.enqueue(invoice.pk)
 
-    recipients: list[str] = []
-    invoice = invoice_services.invoice_send_within(
-        organization=organization, invoice_id=invoice_id, actor=actor, before_number=queue_document
-    )
+    def queue_email(invoice: Invoice) -> None:
+        if recipients:
+            invoice.organization = organization
+            with db.holding():
+                email_queue(invoice, kind=OutboundEmail.Kind.INVOICE, to=recipients, job=False)
+
+    with db.held_writes():
+        invoice = invoice_services.invoice_send_within(
+            organization=organization,
+            invoice_id=invoice_id,
+            actor=actor,
+            before_number=queue_document,
+            before_events=queue_email,
+        )
     invoice.organization = organization
-    if recipients:
-        email_queue(invoice, kind=OutboundEmail.Kind.INVOICE, to=recipients)
     return invoice
 
 
@@ -361,14 +386,19 @@ def document_render(document_id: int) -> None:
 def invoice_pdf(invoice: Invoice) -> bytes:
     """The PDF of `invoice` for a request: a draft's rendered now (marked DRAFT, never stored); an
     issued one's latest stored version, or — not stored yet — rendered now, stored as its pending
-    version when that one is free to take, and returned. Never under a lock."""
+    version when that one is free to take (or as version 1 when its send wrote none: an emailed
+    send's, before its worker ran), and returned. Never under a lock."""
     if invoice.status == Invoice.Status.DRAFT:
         return _render(invoice, draft=True)
     latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
     if latest is not None and latest.status == Document.Status.STORED:
         return _read(latest)
     pdf = _render(invoice)
-    if latest is not None and Document.claim(latest.pk):
+    if latest is None:  # an emailed send's version 1, before its worker wrote it
+        latest = _claim_first_version(invoice)
+    elif not Document.claim(latest.pk):
+        latest = None
+    if latest is not None:
         latest.invoice = invoice
         _store(latest, pdf)
     return pdf
@@ -394,11 +424,16 @@ def _pdf_for_email(invoice: Invoice) -> bytes:
     `_PdfBusy` while another worker renders it; a version given up on is rendered for the message
     without storing."""
     latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
-    if latest is not None and latest.status == Document.Status.STORED:
+    claimed = None
+    if latest is None:  # an emailed send's version 1: written here, claimed, rendered and stored
+        claimed = latest = _claim_first_version(invoice)
+        if latest is None:  # written meanwhile by another worker (or a request)
+            latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
+    if latest.status == Document.Status.STORED:
         return _read(latest)
-    if latest is None or latest.status == Document.Status.FAILED:
+    if latest.status == Document.Status.FAILED:
         return _render(invoice)
-    if not Document.claim(latest.pk):
+    if claimed is None and not Document.claim(latest.pk):
         latest.refresh_from_db()
         if latest.status == Document.Status.STORED:
             return _read(latest)  # stored meanwhile by the worker that held it
@@ -408,14 +443,42 @@ def _pdf_for_email(invoice: Invoice) -> bytes:
             latest.lease_expires_at if latest.status == Document.Status.RENDERING else latest.next_attempt_at
         )
         raise _PdfBusy(max(held or timezone.now(), timezone.now() + datetime.timedelta(seconds=1)))
-    latest.invoice = invoice
+    return _render_claimed(latest, invoice)
+
+
+def _render_claimed(document: Document, invoice: Invoice) -> bytes:
+    """Render and store `document`, claimed by this caller, of `invoice`; a failure is an attempt
+    (retried by its own job, or given up on), then raised."""
+    document.invoice = invoice
     try:
         pdf = _render(invoice)
-        _store(latest, pdf)
+        _store(document, pdf)
     except Exception as exc:
-        _failed_attempt(Document, latest, f"{type(exc).__name__}: {exc}", tasks.render_document)
+        _failed_attempt(Document, document, f"{type(exc).__name__}: {exc}", tasks.render_document)
         raise
     return pdf
+
+
+def _claim_first_version(invoice: Invoice) -> Document | None:
+    """Version 1 of issued `invoice`, written already claimed by this caller (its first attempt, its
+    lease), for an invoice whose send wrote none; None if another caller wrote it first (the
+    version is unique per invoice, so only one writes it)."""
+    now = timezone.now()
+    document = Document(
+        organization_id=invoice.organization_id,
+        invoice=invoice,
+        version=1,
+        reason="issued",
+        status=Document.Status.RENDERING,
+        attempts=1,
+        lease_expires_at=now + datetime.timedelta(seconds=getattr(settings, Document.LEASE_SECONDS)),
+    )
+    try:
+        with transaction.atomic():
+            document.save()
+    except IntegrityError:
+        return None
+    return document
 
 
 def _render(invoice: Invoice, *, draft: bool = False) -> bytes:
@@ -428,15 +491,43 @@ def _render(invoice: Invoice, *, draft: bool = False) -> bytes:
         ) from exc
 
 
-def _pending_documents_render(invoice_id: int) -> None:
+def _pending_documents_render(invoice_id: int) -> int:
     """Render the invoice's versions still waiting (an email's job carries the version queued with
     it, and renders it even when it cannot send)."""
     now = timezone.now()
     waiting = Document.objects.filter(
         invoice_id=invoice_id, status=Document.Status.PENDING, next_attempt_at__lte=now
     )
-    for document_id in waiting.values_list("pk", flat=True):
+    pending = list(waiting.values_list("pk", flat=True))
+    for document_id in pending:
         document_render(document_id)
+    return len(pending)
+
+
+def invoice_deliver(invoice_id: int) -> None:
+    """The worker's job for a send (`tasks.deliver_invoice`): the invoice's emails waiting, each as
+    `email_deliver` sends it (rendering the PDF version first), or, with none, its PDF versions
+    waiting. Each row is still claimed on its own, so this job run twice, or beside a job of the
+    sweeper's for one of its rows, works each row once."""
+    now = timezone.now()
+    waiting = OutboundEmail.objects.filter(
+        invoice_id=invoice_id, status=OutboundEmail.Status.QUEUED, next_attempt_at__lte=now
+    ).order_by("pk")
+    emails = list(waiting.values_list("pk", flat=True)) if settings.EMAIL_CONFIGURED else []
+    for email_id in emails:
+        email_deliver(email_id)
+    # Nothing to send (no email backend here, or sent already) and no version waiting: an emailed
+    # send wrote none, so version 1 is written here if it is still missing.
+    if (
+        not emails
+        and not _pending_documents_render(invoice_id)
+        and not Document.objects.filter(invoice_id=invoice_id).exists()
+    ):
+        invoice = _invoice_for_rendering(invoice_id)
+        document = _claim_first_version(invoice)
+        if document is not None:
+            with contextlib.suppress(Exception):  # an attempt recorded, retried by its own job
+                _render_claimed(document, invoice)
 
 
 def email_deliver(email_id: int) -> None:

@@ -305,6 +305,7 @@ def invoice_send_within(
     invoice_id: int,
     actor: Actor | None = None,
     before_number: Callable[[Invoice], None] | None = None,
+    before_events: Callable[[Invoice], None] | None = None,
 ) -> Invoice:
     """Issue a draft: it becomes `sent` and, unless the client numbered it, takes the next number of
     its organization's sequence in this same transaction (so numbers have no gaps and no duplicates).
@@ -313,7 +314,8 @@ def invoice_send_within(
     `before_number(invoice)`: the caller's own writes that do not need the number, made once the
     send is known to be allowed and before the counter is locked — the counter's lock is held to
     the commit and the sends of one organization queue on it, so what is written before it does
-    not lengthen that queue."""
+    not lengthen that queue. `before_events(invoice)`: the caller's writes that need the number, made
+    once it is written and before the invoice's events."""
     invoice = lock_invoice(organization_id=organization.pk, invoice_id=invoice_id)
     before = invoice_attributes(invoice)
     invoice.send(actor=actor)  # checks state and content before any number is taken
@@ -323,6 +325,8 @@ def invoice_send_within(
         _assign_next_number(invoice, prefix=organization.invoice_prefix)
     else:
         invoice.save()
+    if before_events is not None:
+        before_events(invoice)
     _known_relations(invoice)
     record_invoice_events(invoice, ["invoice.sent"], before=before, actor=actor)
     return invoice

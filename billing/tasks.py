@@ -1,0 +1,27 @@
+"""The task backend: django-tasks-db's database backend, its job rows inserted with the statement
+the ORM compiles for them kept (billing.db), as for every table a request writes. A job is the row
+the library writes and reads, column for column (tests/test_tasks_backend.py pins it against the
+library's own enqueue); `TASKS_BACKEND` still names any other django.tasks backend."""
+
+from django_tasks.utils import normalize_json
+from django_tasks_db.backend import DatabaseBackend as LibraryBackend
+from django_tasks_db.models import get_date_max
+
+
+class DatabaseBackend(LibraryBackend):
+    def _task_to_db_task(self, task, args, kwargs):
+        from billing.models import Job
+
+        job = Job(
+            id=self._get_id(),
+            args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
+            priority=task.priority,
+            task_path=task.module_path,
+            queue_name=task.queue_name,
+            # As the library's pre_save receiver for its own model sets it (a proxy's save sends
+            # its signals with the proxy as sender).
+            run_after=task.run_after if task.run_after is not None else get_date_max(),
+            backend_name=self.alias,
+        )
+        job.save(force_insert=True)
+        return job
