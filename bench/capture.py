@@ -1,6 +1,7 @@
 """The Django side of a run, in-process: the bench members' tokens and an API key, the invoice pools
-wrk and pgbench share, the request bodies, queries per request (with a token and with a key), and
-each endpoint's SQL captured as a pgbench script.
+wrk and pgbench share, the stored PDFs the `pdf` and `hosted` endpoints serve, the request bodies,
+queries per request (with a token and with a key), and each endpoint's SQL captured as a pgbench
+script.
 
 Imported before `django.setup()`: Django and bench/inproc.py are imported inside the functions.
 """
@@ -19,6 +20,10 @@ from bench.config import DB_NAME, ENDPOINTS, TARGET_QUERIES, log
 
 # The role of the bench's API keys: one that may write, as a server integration's would.
 API_KEY_ROLE = "admin"
+# How many of tenant 1's issued invoices get a stored PDF (`stored_documents`), and the reason their
+# rows carry (so a run replaces the previous run's rows, and only those).
+PDF_INVOICES = 300
+PDF_REASON = "bench"
 
 # --- the Django side ----------------------------------------------------------------------------
 
@@ -72,6 +77,85 @@ def pools() -> dict[str, list[int]]:
     return out
 
 
+def stored_documents(organization_id: int, count: int = PDF_INVOICES) -> dict:
+    """Stored PDFs for the `pdf` and `hosted` endpoints: `count` issued invoices of the organization
+    (none of the payment pool; picked as `detail`'s are, by the md5 of the id), each given a version
+    1 stored as the worker stores one (`delivery.services._store`: a file of its own under
+    MEDIA_ROOT, named as it names them, its SHA-256 and size on the row). Every file holds the same
+    bytes: one real PDF, rendered by `delivery.documents.render_pdf` for the first of the invoices,
+    since what is measured is serving a stored file, not what it says. Written at every run (the
+    files live under bench/.work, emptied at the start of each run), replacing the previous run's
+    rows; the ids also go to `bench_pool` (kind 'pdf') for pgbench. Returns the invoice ids and
+    their hosted-page tokens (in pool order) and the PDF's size."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from delivery import documents
+    from delivery.models import Document
+    from invoices.models import Invoice
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT id, number, public_token FROM invoices_invoice WHERE organization_id = %s "
+            "AND status <> 'draft' AND id NOT IN (SELECT invoice_id FROM bench_pool WHERE kind = 'pay') "
+            "ORDER BY md5(id::text) LIMIT %s",
+            [organization_id, count],
+        )
+        chosen = cur.fetchall()
+    if not chosen:
+        raise RuntimeError(f"organization {organization_id} has no issued invoice to store a PDF of")
+    first = (
+        Invoice.objects.select_related("organization", "customer")
+        .prefetch_related("lines")
+        .get(pk=chosen[0][0])
+    )
+    started = time.monotonic()
+    pdf = documents.render_pdf(first)
+    render_s = time.monotonic() - started
+    digest = hashlib.sha256(pdf).hexdigest()
+    now = timezone.now()
+    ids = [invoice_id for invoice_id, _, _ in chosen]
+    rows = [
+        Document(
+            organization_id=organization_id,
+            invoice_id=invoice_id,
+            version=1,
+            status=Document.Status.STORED,
+            reason=PDF_REASON,
+            file=default_storage.save(
+                f"documents/{organization_id}/{invoice_id}/{number}-v1-{digest[:12]}.pdf", ContentFile(pdf)
+            ),
+            sha256=digest,
+            size=len(pdf),
+            rendered_at=now,
+        )
+        for invoice_id, number, _ in chosen
+    ]
+    with transaction.atomic():
+        Document.objects.filter(organization_id=organization_id, reason=PDF_REASON).delete()
+        Document.objects.filter(invoice_id__in=ids).delete()
+        Document.objects.bulk_create(rows)
+        with connection.cursor() as cur:
+            cur.execute("DELETE FROM bench_pool WHERE kind = 'pdf'")
+            cur.executemany(
+                "INSERT INTO bench_pool (kind, k, invoice_id) VALUES ('pdf', %s, %s)", list(enumerate(ids))
+            )
+    log(
+        f"stored PDFs: {len(rows)} invoices of organization {organization_id}, {len(pdf):,} bytes each "
+        f"(rendered once in {render_s:.2f} s)"
+    )
+    return {
+        "invoices": ids,
+        "tokens": [token for _, _, token in chosen],
+        "bytes": len(pdf),
+        "render_s": round(render_s, 2),
+    }
+
+
 def create_body(customer_id: int, n_lines: int = 3) -> dict:
     items = [
         ("Consulting hours", "2", "150.00", "20"),
@@ -111,6 +195,8 @@ def requests_for(ctx: dict) -> dict:
             {"invoice": ctx["pools"]["pay"][-1], "amount": "0.01", "method": "card"},
             f"capture-payment-{secrets.token_hex(6)}",
         ),
+        "pdf": Req("GET", f"/api/invoices/{ctx['pools']['pdf'][0]}/pdf/"),
+        "hosted": Req("GET", f"/i/{ctx['hosted_tokens'][0]}/"),
     }
 
 
@@ -124,9 +210,11 @@ def _measure(ctx: dict, big, tiny, pay: list[int], tag: str) -> dict[str, dict[s
     `tiny` (the small tenant); payments go to the invoices `pay`."""
     from django.db import connection
 
-    from bench.inproc import Req, count_queries
+    from bench.inproc import Req, count_queries, send
 
     n_big, n_tiny = ctx["plan"].invoices, ctx["plan"].tiny_invoices
+    hosted = Req("GET", f"/i/{ctx['hosted_tokens'][0]}/")
+    send(big, hosted)  # the client's first request in a throttle window also purges the old ones
     with connection.cursor() as cur:
         cur.execute(
             "SELECT i.id, count(DISTINCT l.id), count(DISTINCT p.id) FROM invoices_invoice i "
@@ -191,6 +279,11 @@ def _measure(ctx: dict, big, tiny, pay: list[int], tag: str) -> dict[str, dict[s
                 big, Req("POST", "/api/payments/", body | {"invoice": pay[1]}), expect=201
             ),
         },
+        "pdf": {
+            "stored version": count_queries(big, Req("GET", f"/api/invoices/{ctx['pools']['pdf'][0]}/pdf/"))
+        },
+        # no credential: the throttle's count, the invoice, its lines
+        "hosted": {"hosted page": count_queries(big, hosted)},
     }
 
 
@@ -262,6 +355,8 @@ def query_counts(ctx: dict) -> dict:
         independent=lambda v: {k: n for k, n in v.items() if "Idempotency-Key" in k},
     )
     record("payment", TARGET_QUERIES["payment"], independent=lambda v: None)
+    record("pdf", TARGET_QUERIES["pdf"], independent=lambda v: None)
+    record("hosted", None, independent=lambda v: None)
     # One statement per distinct time zone of the organizations, after the read of those zones.
     overdue = {f"whole table, {zones} time zone(s)": count_mark_overdue_queries()}
     out["mark_overdue"] = {
@@ -292,7 +387,7 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
     created invoice's id (`\\gset` from its INSERT ... RETURNING), and for payment
     `amount_paid = amount_paid + 0.01` for the captured absolute value, so the books stay exact.
     """
-    from bench.inproc import api_client, capture, replace_outside_quotes
+    from bench.inproc import api_client, capture, replace_outside_quotes, send
 
     reqs = requests_for(ctx)
     out = {}
@@ -301,6 +396,8 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
         expect = 201 if req.method == "POST" else 200
         if name.endswith("_key"):  # the SQL of every request but the one a minute that writes it
             _touch_api_keys(ctx)
+        if name == "hosted":  # the SQL of every request but a client's first in a throttle window
+            send(api_client(credential(ctx, name)), req)
         events, response = capture(api_client(credential(ctx, name)), req, expect)
         created = response.json()["id"] if name == "create" else None
         lines: list[str] = []
@@ -321,12 +418,37 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
                 r"SELECT invoice_id AS bk_inv FROM bench_pool WHERE kind = 'detail' AND k = :bk_k \gset",
             ]
             defines = {"bk_pool": len(ctx["pools"]["detail"])}
+        elif name == "pdf":
+            invoice_literal = str(ctx["pools"]["pdf"][0])
+            lines += [
+                r"\set bk_k random(0, :bk_pool - 1)",
+                r"SELECT invoice_id AS bk_inv FROM bench_pool WHERE kind = 'pdf' AND k = :bk_k \gset",
+            ]
+            defines = {"bk_pool": len(ctx["pools"]["pdf"])}
+        elif name == "hosted":
+            invoice_literal = str(ctx["pools"]["pdf"][0])
+            token_literal = ctx["hosted_tokens"][0]
+            lines += [
+                r"\set bk_k random(0, :bk_pool - 1)",
+                "SELECT p.invoice_id AS bk_inv, i.public_token AS bk_tok FROM bench_pool p "
+                "JOIN invoices_invoice i ON i.id = p.invoice_id WHERE p.kind = 'pdf' AND p.k = :bk_k \\gset",
+            ]
+            defines = {"bk_pool": len(ctx["pools"]["pdf"])}
         elif name == "create":
             lines.append(r"\set bk_n :bk_n + 1")
         if req.idempotency_key:
             lines.append(r"\set bk_lock random(1, 4000000000000000000)")
             defines |= {"bk_n": 0, "bk_nonce": f"pgb{time.time_ns()}", "bk_ev": event_nonce()}
-        counts = {"invoice": 0, "key": 0, "lock": 0, "amount_paid": 0, "created": 0, "version": 0, "event": 0}
+        counts = {
+            "invoice": 0,
+            "key": 0,
+            "lock": 0,
+            "amount_paid": 0,
+            "created": 0,
+            "version": 0,
+            "event": 0,
+            "token": 0,
+        }
         event_ids = itertools.count()
         statements = 0
         for kind, sql in events:
@@ -350,6 +472,9 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
                 head, _, tail = text.partition("pg_try_advisory_xact_lock(")
                 text = head + "pg_try_advisory_xact_lock(:bk_lock)" + tail.split(")", 1)[1]
                 counts["lock"] += 1
+            if name == "hosted":  # inside its quotes: pgbench substitutes variables there too
+                counts["token"] += text.count(token_literal)
+                text = text.replace(token_literal, ":bk_tok")
             if invoice_literal:
                 text, n = replace_outside_quotes(text, invoice_literal, ":bk_inv")
                 counts["invoice"] += n
@@ -376,6 +501,8 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
             "payment": {"invoice": 3, "key": 2, "lock": 1, "amount_paid": 1, "version": 1, "event": 2},
             "detail": {"invoice": 3},
             "create": {"key": 2, "lock": 1, "created": 1, "event": 1},
+            "pdf": {"invoice": 1},
+            "hosted": {"invoice": 1, "token": 1},
         }.get(name, {})
         short = {k: counts[k] for k, v in expected.items() if counts[k] < v}
         if short:

@@ -34,6 +34,9 @@ DB_URL = f"postgres://{load.PG['user']}@{load.PG['host']}:{load.PG['port']}/{DB_
 RESULTS = ROOT / "bench" / "results"  # the Markdown summaries, kept in git
 RAW_RESULTS = RESULTS / "raw"  # the full JSON of each run, git-ignored
 WORK = ROOT / "bench" / ".work"
+# The stored PDFs the `pdf` and `hosted` endpoints serve (bench/capture.py `stored_documents` writes
+# them at every run: WORK is emptied at the start of each).
+MEDIA_ROOT = WORK / "media"
 # One sync worker a core when no sweep chooses: wrk and PostgreSQL run on the same cores as
 # gunicorn, and a worker waiting on PostgreSQL leaves its core to them, so workers beyond one a core
 # have not paid off in the sweeps (--sweep-workers; the full profile sweeps on every run and its
@@ -90,16 +93,31 @@ PROFILES = {
 }
 
 # Every endpoint is requested with tenant 1's owner's token, except `ping_key`: the ceiling with the
-# organization's API key (its ratio is the key's ceiling over the token's).
-ENDPOINTS = ("ping", "ping_key", "me", "list20", "list100", "detail", "summary", "create", "payment")
+# organization's API key (its ratio is the key's ceiling over the token's), and `hosted`, the hosted
+# invoice page, which needs no credential (the token is sent and ignored). `pdf` and `hosted` pick
+# one of the invoices whose PDF the run stored (bench/capture.py `stored_documents`).
+ENDPOINTS = (
+    "ping",
+    "ping_key",
+    "me",
+    "list20",
+    "list100",
+    "detail",
+    "summary",
+    "create",
+    "payment",
+    "pdf",
+    "hosted",
+)
 # The writes carry an Idempotency-Key: the service's own transaction is a savepoint inside the
 # idempotency layer's (SAVEPOINT and RELEASE, README "Code layout"), pinned in tests/test_query_counts.py.
 # The same targets hold with an API key. The writes' include their events (issue 16: on PostgreSQL one
 # statement, the events' INSERT with the read of the endpoints; the lines read for the invoice's
 # representation), as tests/test_query_counts.py pins them. mark_overdue's is one statement per time
 # zone in use after the read of those zones (bench/capture.py counts the zones); its events' statements
-# (4 per 1,000 moved invoices of a zone) are not in that target yet.
-TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 13, "create": 11}
+# (4 per 1,000 moved invoices of a zone) are not in that target yet. A stored PDF: the credential,
+# then the invoice with its latest version (tests/test_pdf_download.py).
+TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 13, "create": 11, "pdf": 2}
 
 
 log = logger("bench", clock=True)  # "[bench HH:MM:SS] message", as tests/live/server.py prints it
@@ -131,6 +149,7 @@ def bench_env() -> dict:
         "DATABASE_URL": DB_URL,
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50),
+        "MEDIA_ROOT": str(MEDIA_ROOT),
         "PYTHONPATH": str(ROOT),
     }
 

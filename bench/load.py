@@ -22,16 +22,26 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "lua" / "bench.lua"
 PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 # gunicorn reads ./gunicorn.conf.py (its hooks: the body deadline); these options override the rest.
-# The worker class is sync, which replaces the file's gevent workers (and so its request slots), as
-# in every run in bench/results/ so far.
+# The worker class is sync unless a run asks for another (bench/run.py --worker-class): sync replaces
+# the file's gevent workers (and so its request slots), as in every run in bench/results/ so far.
+WORKER_CLASSES = ("sync", "gthread", "gevent")
 WORKER_CLASS = "sync"
-GUNICORN_OPTIONS = (
-    f"--worker-class={WORKER_CLASS}",
-    "--backlog=2048",
-    "--timeout=60",
-    "--graceful-timeout=5",
-    "--log-level=warning",
-)
+BASE_OPTIONS = ("--backlog=2048", "--timeout=60", "--graceful-timeout=5", "--log-level=warning")
+
+
+def serving_options(worker_class: str = WORKER_CLASS, threads: int | None = None) -> tuple[str, ...]:
+    """gunicorn's options for `worker_class`: gevent is the file's own (gunicorn.conf.py as shipped:
+    gevent workers, request slots, cooperative psycopg2), so nothing overrides it; sync and gthread
+    are set here (gthread with `threads` threads a worker)."""
+    if worker_class not in WORKER_CLASSES:
+        raise ValueError(f"worker class {worker_class!r}: one of {', '.join(WORKER_CLASSES)}")
+    if worker_class == "gevent":
+        return BASE_OPTIONS
+    threaded = [f"--threads={threads}"] if worker_class == "gthread" and threads else []
+    return (f"--worker-class={worker_class}", *threaded, *BASE_OPTIONS)
+
+
+GUNICORN_OPTIONS = serving_options()
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -41,14 +51,23 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
-def gunicorn(*, workers: int, port: int, env: dict, log: Path) -> LiveServer:
+def gunicorn(
+    *,
+    workers: int,
+    port: int,
+    env: dict,
+    log: Path,
+    worker_class: str = WORKER_CLASS,
+    threads: int | None = None,
+) -> LiveServer:
     """gunicorn for a load run, on `billing_bench` as it is (bench/dataset.py seeds it: no database
-    set-up, no migrations here); `with` starts it, waits for /api/health/ and stops it."""
+    set-up, no migrations here), with `workers` workers of `worker_class` (`serving_options`);
+    `with` starts it, waits for /api/health/ and stops it."""
     return LiveServer(
         env=env,
         port=port,
         workers=workers,
-        options=GUNICORN_OPTIONS,
+        options=serving_options(worker_class, threads),
         log_path=log,
         database=None,
         migrate=False,
@@ -69,7 +88,7 @@ def wrk(
     body: str = "",
 ) -> dict:
     """One closed-loop wrk run against `base_url` at a fixed number of connections; requests/s and
-    latency percentiles."""
+    latency percentiles. Mode `pick`: `path` has one `%s`, each request's taken at random from `pool`."""
     threads = min(2, connections)
     env = os.environ | {
         "BENCH_TOKEN": token,
@@ -92,7 +111,7 @@ def wrk(
         "10s",
         "-s",
         str(LUA),
-        f"{base_url}{path}",
+        f"{base_url}{path.partition('%s')[0]}",
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60, check=False)
     match = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.MULTILINE)

@@ -15,6 +15,7 @@ TARGET_RATIO_PING = {
     "list100": 0.25,
     "detail": 0.6,
     "summary": 0.7,
+    "pdf": 0.5,
 }
 LABELS = {
     "ping": "bare authenticated DRF view (ceiling)",
@@ -26,6 +27,8 @@ LABELS = {
     "summary": "summary",
     "create": "create invoice (3 lines)",
     "payment": "submit payment",
+    "pdf": "stored PDF download (file response)",
+    "hosted": "hosted invoice page (HTML, no credential)",
 }
 QUERY_KEY = {"list20": "list", "list100": "list"}
 
@@ -170,8 +173,9 @@ def _machine(m: dict) -> str:
 
 
 def _workers(m: dict) -> str:
+    threads = f"of {m['gunicorn_threads']} threads" if m.get("gunicorn_threads") else None
     return " ".join(
-        str(v) for v in (m.get("gunicorn_workers"), m.get("gunicorn_worker_class"), "workers") if v
+        str(v) for v in (m.get("gunicorn_workers"), m.get("gunicorn_worker_class"), "workers", threads) if v
     )
 
 
@@ -213,6 +217,8 @@ def markdown(r: dict) -> str:
         )
     out.append("")
     qc = r.get("query_counts", {})
+    if serving := r.get("serving"):
+        out.extend(_serving(serving))
     if r.get("endpoints"):
         out.append(
             "| endpoint | queries (round trips) | conns | req/s | p50 ms | p99 ms | pgbench tps (same SQL) "
@@ -231,6 +237,22 @@ def markdown(r: dict) -> str:
                     f"| {_pct(http.get('ratio_to_pgbench'))} | {_pct(http.get('ratio_to_ping'))}{_ceiling(http)} |"
                 )
         out.append("")
+        if "hosted" in r["endpoints"]:
+            out.append(
+                "The hosted page is found by its token alone and throttled per client address; wrk sends "
+                "from one, so the bench settings (`bench/settings.py`) raise `HOSTED_PAGE_THROTTLE_RATE` "
+                "beyond what a run sends: every request is still counted (its one `INSERT … ON CONFLICT` "
+                "on the counter row of 127.0.0.1, shared by every connection), none is refused."
+            )
+            out.append("")
+        if stored := r.get("stored_pdfs"):
+            out.append(
+                f"`pdf` and `hosted` pick one of {stored['invoices']} issued invoices of tenant 1 whose "
+                f"version 1 is stored (`bench/capture.py` `stored_documents`: one real PDF of "
+                f"{stored['bytes']:,} bytes, rendered once, a file of each invoice's own under the bench's "
+                "MEDIA_ROOT)."
+            )
+            out.append("")
         out.append(
             "Round trips count what the request sends to PostgreSQL: its queries, BEGIN/COMMIT of its "
             "transaction and the `SELECT 1` health check Django runs at the start of each request "
@@ -322,6 +344,32 @@ def markdown(r: dict) -> str:
             out.append(f"| {t['target']} | {t['measured']} | {_ok(t['pass'])} |")
         out.append("")
     return "\n".join(out)
+
+
+def _serving(serving: dict) -> list[str]:
+    """The gunicorn configurations side by side (bench/run.py --serving)."""
+    endpoints = serving["endpoints"]
+    out = [
+        f"Serving (`bench/run.py --serving`): wrk at {serving['connections']} connections, "
+        f"{serving['duration_s']} s a run, each configuration's best of {serving['rounds']} interleaved "
+        "rounds; req/s, p99 ms in brackets. gevent is gunicorn.conf.py as shipped (request slots); sync "
+        "and gthread override its worker class. The slow-client target is checked apart "
+        "(`tests/live/slow_clients.py --worker-class ...`).",
+        "",
+        "| configuration | " + " | ".join(endpoints) + " | geometric mean, req/s |",
+        "|---|" + "--:|" * (len(endpoints) + 1),
+    ]
+    for label, config in serving["configs"].items():
+        threads = f", {config['threads']} threads each" if config["threads"] else ""
+        cells = [f"{config['best'][e]['rps']:.0f} ({config['best'][e]['p99_ms']:.1f})" for e in endpoints]
+        fastest = " (fastest)" if label == serving["fastest"] else ""
+        out.append(
+            f"| {config['workers']} {config['worker_class']} workers{threads} | "
+            + " | ".join(cells)
+            + f" | {config['geomean_rps']:.0f}{fastest} |"
+        )
+    out.append("")
+    return out
 
 
 def _key_variants(row: dict) -> str:

@@ -7,8 +7,13 @@ bench/results/<date>-<profile>.md and the results block of bench/README.md.
 
 Options: --reseed (drop and seed even when the data is there), --workers N (skip the choice),
 --sweep-workers (measure 2, 4 and 5 workers and take the best; always on in full), --no-profile,
---port N (gunicorn's port; default: a free one), --label NAME (the summary's file name). The database
-is `billing_bench`, or BENCH_DATABASE.
+--port N (gunicorn's port; default: a free one), --label NAME (the summary's file name),
+--worker-class sync|gthread|gevent (default sync, as every earlier run; --threads N for gthread),
+--serving [CONFIGS] (instead of the load run: the gunicorn configurations compared, see
+`serving_comparison`). The database is `billing_bench`, or BENCH_DATABASE.
+
+    .venv/bin/python bench/run.py --serving                       # the six configurations, 2 rounds
+    .venv/bin/python bench/run.py --serving sync-2,gevent-2 --endpoints ping,pdf --duration 1  # smoke
 """
 
 # Here: the load run, the scale checks and main. The rest: config.py (profiles, environment),
@@ -43,6 +48,7 @@ from bench.capture import (  # noqa: E402
     pgbench_scripts,
     pools,
     query_counts,
+    stored_documents,
     tokens,
 )
 from bench.config import (  # noqa: E402
@@ -86,6 +92,12 @@ def _request_spec(name: str, ctx: dict, workdir: Path) -> dict:
         pool = workdir / "pool_detail.txt"
         pool.write_text("\n".join(map(str, ctx["pools"]["detail"])) + "\n")
         return {"mode": "detail", "path": "/api/invoices/", "token": token, "pool": pool}
+    if name in ("pdf", "hosted"):  # one of the invoices whose PDF is stored, at random
+        pool = workdir / f"pool_{name}.txt"
+        values = ctx["pools"]["pdf"] if name == "pdf" else ctx["hosted_tokens"]
+        pool.write_text("\n".join(map(str, values)) + "\n")
+        path = "/api/invoices/%s/pdf/" if name == "pdf" else "/i/%s/"
+        return {"mode": "pick", "path": path, "token": token, "pool": pool}
     if name == "create":
         body = json.dumps(create_body(ctx["customer"]))
         return {"mode": "create", "path": "/api/invoices/", "token": token, "body": body}
@@ -95,10 +107,89 @@ def _request_spec(name: str, ctx: dict, workdir: Path) -> dict:
     return {"mode": "payment", "path": "/api/payments/", "token": token, "pool": pool, "body": body}
 
 
-def gunicorn(ctx: dict, workers: int, workdir: Path):
+def gunicorn(
+    ctx: dict, workers: int, workdir: Path, *, worker_class: str | None = None, threads: int | None = None
+):
+    """gunicorn with `workers` workers of the run's class (ctx, --worker-class) unless one is given."""
+    if worker_class is None:
+        worker_class, threads = ctx["worker_class"], ctx["threads"]
     return load.gunicorn(
-        workers=workers, port=ctx["port"], env=os.environ | bench_env(), log=workdir / "gunicorn.log"
+        workers=workers,
+        port=ctx["port"],
+        env=os.environ | bench_env(),
+        log=workdir / "gunicorn.log",
+        worker_class=worker_class,
+        threads=threads,
     )
+
+
+# --- the serving comparison (issue 17) ------------------------------------------------------------
+
+# Each configuration: (worker class, workers, threads a worker). gevent is gunicorn.conf.py as
+# shipped (its request slots, GUNICORN_REQUEST_SLOTS a worker); sync and gthread override its class.
+SERVING_CONFIGS = {
+    "sync-2": ("sync", 2, None),
+    "sync-3": ("sync", 3, None),
+    "gthread-2x4": ("gthread", 2, 4),
+    "gthread-3x2": ("gthread", 3, 2),
+    "gevent-2": ("gevent", 2, None),
+    "gevent-3": ("gevent", 3, None),
+}
+SERVING_ENDPOINTS = ("ping", "me", "list20", "payment", "pdf")
+SERVING_CONNECTIONS = 16
+
+
+def serving_comparison(
+    ctx: dict, configs: list[str], endpoints: list[str], duration: int, workdir: Path, rounds: int = 2
+) -> dict:
+    """req/s and p99 of `endpoints` at 16 connections under each gunicorn configuration of `configs`
+    (SERVING_CONFIGS), in interleaved rounds (every configuration once, then again), so that a burst
+    of outside load hits each alike. Per endpoint, a configuration keeps its best round's req/s, with
+    that round's p99; they are ranked by the geometric mean of those req/s. A non-2xx answer stops
+    the run, as in the load run. Whether a configuration meets the slow-client target is not
+    measured here (tests/live/slow_clients.py --worker-class)."""
+    runs: dict[str, list[dict]] = {label: [] for label in configs}
+    for round_number in range(1, rounds + 1):
+        for label in configs:
+            worker_class, workers, threads = SERVING_CONFIGS[label]
+            with gunicorn(ctx, workers, workdir, worker_class=worker_class, threads=threads):
+                ping = wrk_spec("ping", ctx, workdir)
+                load.wrk(connections=SERVING_CONNECTIONS, duration=min(2, duration), **ping)
+                measured = {}
+                for name in endpoints:
+                    run = load.wrk(
+                        connections=SERVING_CONNECTIONS, duration=duration, **wrk_spec(name, ctx, workdir)
+                    )
+                    _check_answers(name, SERVING_CONNECTIONS, run)
+                    measured[name] = {key: run[key] for key in ("rps", "p50_ms", "p99_ms", "errors")}
+            runs[label].append(measured)
+            log(
+                f"serving {label:<11} round {round_number}: "
+                + ", ".join(f"{n} {m['rps']:.0f} req/s p99 {m['p99_ms']:.1f} ms" for n, m in measured.items())
+            )
+    results = {}
+    for label, measured_rounds in runs.items():
+        worker_class, workers, threads = SERVING_CONFIGS[label]
+        best = {name: max((m[name] for m in measured_rounds), key=lambda m: m["rps"]) for name in endpoints}
+        geomean = math.exp(statistics.mean(math.log(max(m["rps"], 0.1)) for m in best.values()))
+        results[label] = {
+            "worker_class": worker_class,
+            "workers": workers,
+            "threads": threads,
+            "best": best,
+            "geomean_rps": round(geomean, 1),
+        }
+    fastest = max(results, key=lambda label: results[label]["geomean_rps"])
+    log(f"serving: fastest {fastest} ({results[fastest]['geomean_rps']} req/s, geometric mean)")
+    return {
+        "connections": SERVING_CONNECTIONS,
+        "duration_s": duration,
+        "rounds": rounds,
+        "endpoints": list(endpoints),
+        "configs": results,
+        "runs": runs,
+        "fastest": fastest,
+    }
 
 
 def sweep_workers(ctx: dict, profile: Profile, workdir: Path, rounds: int = 2) -> dict:
@@ -265,9 +356,10 @@ def scale_checks(ctx: dict, profile: Profile, label: str) -> dict:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def context_for(plan: Plan, port: int) -> dict:
+def context_for(plan: Plan, port: int, *, worker_class: str = load.WORKER_CLASS, threads=None) -> dict:
     """What the measurements need: tenant 1's organization (every request is its own) and first
-    customer, a token of every bench member, the API keys, the invoice pools."""
+    customer, a token of every bench member, the API keys, the invoice pools, the gunicorn worker
+    class."""
     from customers.models import Customer
     from users.models import Organization
 
@@ -275,6 +367,8 @@ def context_for(plan: Plan, port: int) -> dict:
     return {
         "plan": plan,
         "port": port,
+        "worker_class": worker_class,
+        "threads": threads,
         "organization": organization.pk,
         "tokens": tokens(),
         "api_keys": api_keys(),
@@ -284,6 +378,14 @@ def context_for(plan: Plan, port: int) -> dict:
         .values_list("id", flat=True)
         .first(),
     }
+
+
+def with_stored_pdfs(ctx: dict) -> dict:
+    """The stored PDFs of `pdf` and `hosted` written (bench/capture.py `stored_documents`), their
+    invoices and hosted-page tokens in `ctx`; what was stored, for the results."""
+    stored = stored_documents(ctx["organization"])
+    ctx["pools"]["pdf"], ctx["hosted_tokens"] = stored["invoices"], stored["tokens"]
+    return {"invoices": len(stored["invoices"]), "bytes": stored["bytes"], "render_s": stored["render_s"]}
 
 
 def main() -> int:
@@ -314,7 +416,24 @@ def main() -> int:
     parser.add_argument("--seed-only", action="store_true", help="seed the profile's data set, report, stop")
     parser.add_argument(
         "--endpoints",
-        help=f"comma-separated subset of {','.join(ENDPOINTS)} for the load run (ping is always run)",
+        help=f"comma-separated subset of {','.join(ENDPOINTS)} for the load run (ping is always run); "
+        f"with --serving, of {','.join(SERVING_ENDPOINTS)} (the default)",
+    )
+    parser.add_argument(
+        "--worker-class",
+        choices=load.WORKER_CLASSES,
+        default=load.WORKER_CLASS,
+        help="gunicorn's worker class (default sync, as every earlier run; gevent: gunicorn.conf.py as shipped)",
+    )
+    parser.add_argument("--threads", type=int, default=4, help="threads a gthread worker (4)")
+    parser.add_argument(
+        "--serving",
+        nargs="?",
+        const=",".join(SERVING_CONFIGS),
+        metavar="CONFIGS",
+        help="instead of the load run: compare gunicorn configurations (default all of "
+        f"{','.join(SERVING_CONFIGS)}) at {SERVING_CONNECTIONS} connections, 2 interleaved rounds; "
+        "the summary is <date>-serving-<profile>.md, bench/README.md is left alone",
     )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
@@ -324,12 +443,18 @@ def main() -> int:
         )
     if args.levels:
         profile = replace(profile, levels=tuple(int(c) for c in args.levels.split(",")))
-    only = list(ENDPOINTS)
+    only = list(SERVING_ENDPOINTS if args.serving else ENDPOINTS)
     if args.endpoints:
         wanted = set(args.endpoints.split(",")) | {"ping"}
         if wanted - set(ENDPOINTS):
             parser.error(f"unknown endpoints: {', '.join(sorted(wanted - set(ENDPOINTS)))}")
         only = [n for n in ENDPOINTS if n in wanted]
+    serving_configs = args.serving.split(",") if args.serving else []
+    if set(serving_configs) - set(SERVING_CONFIGS):
+        parser.error(
+            f"unknown configurations: {', '.join(sorted(set(serving_configs) - set(SERVING_CONFIGS)))}"
+        )
+    threads = args.threads if args.worker_class == "gthread" else None
     check_tools(need_py_spy=not args.no_profile)
     os.environ.update(bench_env())
     import logging
@@ -355,7 +480,7 @@ def main() -> int:
     started = time.monotonic()
     result: dict = {
         "profile": profile.name,
-        "label": args.label,
+        "label": "-".join(part for part in (args.label, "serving" if args.serving else None) if part) or None,
         "date": dt.date.today().isoformat(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": {
@@ -364,16 +489,19 @@ def main() -> int:
             "warmup_s": profile.warmup,
             "plan": asdict(profile.plan),
             "compare": asdict(profile.compare) if profile.compare else None,
-            "gunicorn": f"gunicorn.conf.py with {' '.join(load.GUNICORN_OPTIONS)}, {HOST}:{port}, "
+            "gunicorn": f"gunicorn.conf.py with {' '.join(load.serving_options(args.worker_class, threads))}, "
+            f"{HOST}:{port}, "
             "DB_CONN_MAX_AGE default (persistent), CONN_HEALTH_CHECKS on",
             "pgbench": "-M simple, one connection per client, same client count as wrk connections",
         },
         "datasets": {},
         "machine": machine(None),
     }
+    if args.serving:
+        result["config"] |= {"levels": [SERVING_CONNECTIONS], "duration_s": profile.sweep_duration}
     # Full: measure the dataset already in the database first, so a rerun reseeds only one of the two.
     plans = [("load", profile.plan)]
-    if profile.compare:
+    if profile.compare and not args.serving:
         plans.append(("compare", profile.compare))
         if _db_exists() and not args.reseed:
             with _pg(DB_NAME, autocommit=False) as conn:
@@ -383,8 +511,16 @@ def main() -> int:
         for role, plan in plans:
             info = ensure_dataset(plan, reseed=args.reseed)
             result["datasets"][role] = info
-            ctx = context_for(plan, port)
-            if role == "load":
+            ctx = context_for(plan, port, worker_class=args.worker_class, threads=threads)
+            if role == "load" and args.serving:
+                result["stored_pdfs"] = with_stored_pdfs(ctx)
+                _restore_now()
+                result["serving"] = serving_comparison(
+                    ctx, serving_configs, only, profile.sweep_duration, workdir
+                )
+                _restore_now()
+            elif role == "load":
+                result["stored_pdfs"] = with_stored_pdfs(ctx)
                 if profile.name == "quick" or not info["reused"]:
                     result["verify_ledger_after_seed"] = verify_ledger(organization_id=1)
                 result["query_counts"] = query_counts(ctx)
@@ -399,7 +535,8 @@ def main() -> int:
                     _restore_now()
                 workers = workers or DEFAULT_WORKERS_PER_CORE * (os.cpu_count() or 1)
                 result["machine"]["gunicorn_workers"] = workers
-                result["machine"]["gunicorn_worker_class"] = load.WORKER_CLASS
+                result["machine"]["gunicorn_worker_class"] = args.worker_class
+                result["machine"]["gunicorn_threads"] = threads
                 result.update(load_run(ctx, profile, scripts, workers, workdir, not args.no_profile, only))
                 _restore_now()
                 if {"create", "payment"} <= set(only):
@@ -424,7 +561,7 @@ def main() -> int:
                     restore(conn)
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     result["duration_s"] = round(time.monotonic() - started, 1)
-    report.finish(result, ROOT, write_readme=not args.no_readme)
+    report.finish(result, ROOT, write_readme=not (args.no_readme or args.serving))
     log(f"done in {result['duration_s']} s")
     return 0
 

@@ -4,9 +4,16 @@
 app's services (DESIGN.md: imports go one way, a write that needs a higher app's effect is composed
 from above): `send` issues and queues the PDF and the email in one transaction, an edit of an issued
 invoice's notes queues a new PDF version.
+
+A PDF whose latest version is stored is served from storage as it is, without reading the invoice's
+lines (see `stored_pdf_response`); only a draft's, or an issued one's not stored yet, is rendered
+on the request (`services.invoice_pdf`).
 """
 
-from django.http import Http404, HttpResponse
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponse
+from django.http.response import HttpResponseBase
+from django.utils.cache import get_conditional_response
 from django.views.decorators.http import require_safe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -14,7 +21,8 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from delivery import documents, services
+from billing.tenancy import organization_id_of
+from delivery import documents, selectors, services
 from delivery.models import OutboundEmail
 from delivery.serializers import EmailSerializer, RemindInputSerializer, SendInputSerializer
 from invoices.models import Invoice
@@ -22,14 +30,46 @@ from invoices.serializers import InvoiceDetailSerializer
 from invoices.views import InvoiceViewSet
 from users.throttling import LoginRateThrottle
 
-PDF = OpenApiResponse(OpenApiTypes.BINARY, description="The invoice as a PDF (`application/pdf`).")
+PDF = OpenApiResponse(
+    OpenApiTypes.BINARY,
+    description="The invoice as a PDF (`application/pdf`). A stored version comes with an `ETag` "
+    "(its SHA-256, quoted); a draft's, rendered on the request, with none.",
+)
+NOT_MODIFIED = OpenApiResponse(
+    description="`If-None-Match` names the stored version's `ETag`: the PDF has not changed."
+)
 
 
 def pdf_response(pdf: bytes, invoice: Invoice) -> HttpResponse:
     response = HttpResponse(pdf, content_type="application/pdf")
-    name = invoice.number or f"draft-{invoice.pk}"
-    response["Content-Disposition"] = f'inline; filename="{_safe_filename(name)}.pdf"'
+    response["Content-Disposition"] = _content_disposition(invoice.number, invoice.pk)
     return response
+
+
+def stored_pdf_response(request, download: selectors.PdfDownload) -> HttpResponseBase:
+    """The stored latest version of an issued invoice's PDF, streamed from storage as it is (a
+    `FileResponse`: on disk, gunicorn sends it with sendfile), with the headers `pdf_response`
+    gives, its stored size as Content-Length and its SHA-256 as a strong ETag.
+
+    The request's preconditions are evaluated as Django's conditional views evaluate them
+    (`get_conditional_response`, RFC 9110 section 13.2.2), before the file is opened: an
+    `If-None-Match` naming the tag (or `*`) is answered 304 with the tag, an `If-Match` that does
+    not is 412. A PDF rendered on the request (a draft's, or one not stored yet) has no tag.
+    """
+    etag = download.etag
+    not_modified = get_conditional_response(request, etag=etag)
+    if not_modified is not None:
+        not_modified["ETag"] = etag
+        return not_modified
+    response = FileResponse(default_storage.open(download.file_name, "rb"), content_type="application/pdf")
+    response["Content-Length"] = str(download.size)
+    response["Content-Disposition"] = _content_disposition(download.number, download.invoice_id)
+    response["ETag"] = etag
+    return response
+
+
+def _content_disposition(number: str | None, invoice_id: int) -> str:
+    return f'inline; filename="{_safe_filename(number or f"draft-{invoice_id}")}.pdf"'
 
 
 def _safe_filename(name: str) -> str:
@@ -89,18 +129,31 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
         return Response(EmailSerializer(emails, many=True).data)
 
     @extend_schema(
-        responses={(200, "application/pdf"): PDF, 503: OpenApiResponse(description="`pdf_unavailable`")},
+        responses={
+            (200, "application/pdf"): PDF,
+            304: NOT_MODIFIED,
+            503: OpenApiResponse(description="`pdf_unavailable`"),
+        },
         summary="The invoice as a PDF",
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def pdf(self, request, pk=None):
+        organization_id = organization_id_of(request)
+        # A stored version is served after this one statement: no lines, customer or seller to read.
+        download = selectors.invoice_pdf_download(
+            organization_id=organization_id, invoice_id=self.object_id()
+        )
+        if download is None:
+            raise Invoice.DoesNotExist
+        if download.stored:
+            return stored_pdf_response(request, download)
         invoice = (
-            Invoice.objects.filter(organization=self.organization, pk=self.object_id())
+            Invoice.objects.filter(organization_id=organization_id, pk=download.invoice_id)
             .select_related("organization", "customer")
             .prefetch_related("lines")
             .first()
         )
-        if invoice is None:
+        if invoice is None:  # deleted since (a draft)
             raise Invoice.DoesNotExist
         return pdf_response(services.invoice_pdf(invoice), invoice)
 
@@ -143,7 +196,7 @@ class _Refused(Exception):
         self.response = response
 
 
-def _hosted_invoice(request, token: str) -> Invoice:
+def _check_throttle(request) -> None:
     throttle = HostedPageThrottle()
     if not throttle.allow_request(request, None):
         raise _Refused(
@@ -154,6 +207,9 @@ def _hosted_invoice(request, token: str) -> Invoice:
                 content_type="text/plain",
             )
         )
+
+
+def _hosted_invoice(token: str) -> Invoice:
     invoice = (
         Invoice.objects.filter(public_token=token)
         .exclude(status=Invoice.Status.DRAFT)
@@ -166,7 +222,7 @@ def _hosted_invoice(request, token: str) -> Invoice:
     return invoice
 
 
-def _with_headers(response: HttpResponse) -> HttpResponse:
+def _with_headers(response: HttpResponseBase) -> HttpResponseBase:
     for name, value in HOSTED_HEADERS.items():
         response[name] = value
     return response
@@ -176,19 +232,28 @@ def _with_headers(response: HttpResponse) -> HttpResponse:
 def hosted_invoice(request, token: str):
     """The invoice as its customer sees it: no login, found by its unguessable token."""
     try:
-        invoice = _hosted_invoice(request, token)
+        _check_throttle(request)
     except _Refused as refused:
         return _with_headers(refused.response)
+    invoice = _hosted_invoice(token)
     pdf_url = request.build_absolute_uri(f"/i/{token}/pdf/")
     return _with_headers(HttpResponse(documents.render_page(invoice, pdf_url=pdf_url)))
 
 
 @require_safe
 def hosted_invoice_pdf(request, token: str):
+    """The hosted page's PDF: the stored version as the API serves it (`stored_pdf_response`), else
+    rendered on the request."""
     try:
-        invoice = _hosted_invoice(request, token)
+        _check_throttle(request)
     except _Refused as refused:
         return _with_headers(refused.response)
+    download = selectors.hosted_pdf_download(token=token)
+    if download is None:
+        raise Http404("No such invoice.")
+    if download.stored:
+        return _with_headers(stored_pdf_response(request, download))
+    invoice = _hosted_invoice(token)
     try:
         pdf = services.invoice_pdf(invoice)
     except services.PdfUnavailable:

@@ -1,9 +1,11 @@
 -- One wrk script for every endpoint, configured through the environment (bench/run.py sets it):
 --   BENCH_TOKEN    the API token
---   BENCH_MODE     get | detail | payment | create
---   BENCH_PATH     the path (get, create, payment)
+--   BENCH_MODE     get | detail | pick | payment | create
+--   BENCH_PATH     the path (get, create, payment); for pick, a format string with one %s (the
+--                  value picked from the pool)
 --   BENCH_POOL     a file of invoice ids, one a line (detail: picked at random; payment: cycled so
---                  that no two requests in flight pay the same invoice)
+--                  that no two requests in flight pay the same invoice); for pick, any values
+--                  (invoice ids, hosted-page tokens), picked at random
 --   BENCH_BODY     the JSON body (create); for payment, a format string with one %s (the invoice id)
 --   BENCH_THREADS  wrk's -t, to stride the payment pool between threads
 --   BENCH_NONCE    makes Idempotency-Key values unique to this run
@@ -49,6 +51,9 @@ function request()
   end
   if mode == "detail" then
     return wrk.format("GET", "/api/invoices/" .. pool[math.random(#pool)] .. "/", headers)
+  end
+  if mode == "pick" then
+    return wrk.format("GET", string.format(path, pool[math.random(#pool)]), headers)
   end
   counter = counter + 1
   headers["Idempotency-Key"] = nonce .. "-" .. tid .. "-" .. counter

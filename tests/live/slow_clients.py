@@ -10,6 +10,9 @@ What it does, in order:
 2. Starts gunicorn as `make serve` does: `gunicorn billing.wsgi:application --bind 127.0.0.1:<port>
    --workers N` in the project root (`--port`, else a free one), so that ./gunicorn.conf.py
    configures it (worker class, slots, deadlines), with DJANGO_DEBUG=0; then waits for /api/health/.
+   `--worker-class sync|gthread` (with `--threads`) overrides the file's gevent workers, to check
+   another class against the same target (bench/run.py --serving compares their throughput);
+   `--worker-class gevent`, or none, is the file as shipped.
 3. Opens `--body-clients` connections that POST /api/login/ with `Content-Length: 1000` and send one
    byte of the body a second, and `--head-clients` connections that send a request line and then one
    byte of a header a second.
@@ -48,6 +51,7 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/billing_slow_clients"
 BOOT_TIMEOUT = 30
 TIME_LIMIT = 120  # seconds for the whole run, setup included
 SLACK = 4.0  # seconds a deadline may be late (a busy machine, the worker's one-second ticks)
+WORKER_CLASSES = ("sync", "gthread", "gevent")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)) + 1, help="as `make serve`"
     )
+    parser.add_argument(
+        "--worker-class",
+        choices=WORKER_CLASSES,
+        default=None,
+        help="override gunicorn.conf.py's worker class (default: the file's, gevent)",
+    )
+    parser.add_argument("--threads", type=int, default=4, help="threads a gthread worker (4)")
     parser.add_argument("--max-latency", type=float, default=1.0, help="seconds /api/health/ may take (1)")
     parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
@@ -76,6 +87,21 @@ def server_environment(args: argparse.Namespace) -> dict[str, str]:
 def gunicorn_config() -> dict:
     """The values ./gunicorn.conf.py gives gunicorn (with this environment)."""
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def worker_options(args: argparse.Namespace, config: dict) -> tuple[str, list[str], int]:
+    """The worker class the server runs, the options that select it (none: the file's own) and
+    how many database connections its workers may hold: a slot's each (gevent), a thread's each
+    (gthread), one a worker (sync)."""
+    worker_class = args.worker_class or config["worker_class"]
+    if worker_class == config["worker_class"]:
+        options: list[str] = []
+    else:
+        options = [f"--worker-class={worker_class}"]
+    if worker_class == "gthread":
+        options.append(f"--threads={args.threads}")
+    per_worker = {"gevent": config["REQUEST_SLOTS"], "gthread": args.threads}.get(worker_class, 1)
+    return worker_class, options, args.workers * per_worker
 
 
 # --- the trickling clients --------------------------------------------------------------------------
@@ -200,12 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     config = gunicorn_config()
     keepalive, body_timeout = config["keepalive"], config["BODY_TIMEOUT"]
     min_rate, slots = config["BODY_MIN_RATE"], config["REQUEST_SLOTS"]
+    worker_class, options, max_sessions = worker_options(args, config)
     workdir = Path(tempfile.mkdtemp(prefix="billing-slow-clients-"))
     log_path = workdir / "gunicorn.log"
     server = LiveServer(
         env=env,
         port=args.port,
         workers=args.workers,
+        options=options,
         database="ensure",
         log_path=log_path,
         boot_timeout=BOOT_TIMEOUT,
@@ -231,9 +259,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(tail)
             return 1
         port = server.port
+        concurrency = {
+            "gevent": f"{slots} request slots a worker",
+            "gthread": f"{args.threads} threads a worker",
+        }.get(worker_class, "one request a worker")
         log(
-            f"gunicorn up after {time.monotonic() - started:.1f} s, {args.workers} workers; gunicorn.conf.py: "
-            f"{config['worker_class']}, {slots} request slots a worker, keepalive {keepalive} s, "
+            f"gunicorn up after {time.monotonic() - started:.1f} s, {args.workers} {worker_class} workers"
+            f"{'' if options else ' (gunicorn.conf.py)'}, {concurrency}; keepalive {keepalive} s, "
             f"body deadline {body_timeout:g} s + 1 s per {min_rate:g} bytes"
         )
 
@@ -271,10 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         if status != 400:
             failures.append(f"a complete login got {status} {data[:200]!r}, not the API's 400")
         sessions = database_sessions(args.database_url)
-        if sessions > args.workers * slots:
-            failures.append(
-                f"{sessions} database sessions with the tricklers open (at most {args.workers} x {slots})"
-            )
+        if sessions > max_sessions:
+            failures.append(f"{sessions} database sessions with the tricklers open (at most {max_sessions})")
         try:
             slow_status, elapsed = slow_honest_login(port, min_rate)
         except OSError as error:

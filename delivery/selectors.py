@@ -1,0 +1,66 @@
+"""Reads of the delivery app that are more than a queryset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from delivery.models import Document
+from invoices.models import Invoice
+
+
+@dataclass(frozen=True, slots=True)
+class PdfDownload:
+    """What a PDF download decides on: the invoice's id, number and status, and its latest version
+    (the Document's fields are None when the invoice has none)."""
+
+    invoice_id: int
+    number: str | None
+    status: str
+    document_status: str | None
+    file_name: str | None
+    sha256: str | None
+    size: int | None
+
+    @property
+    def stored(self) -> bool:
+        """Whether the stored file is the answer: an issued invoice whose latest version is stored
+        (a draft's PDF is rendered on each request, marked DRAFT, and never stored)."""
+        return self.status != Invoice.Status.DRAFT and self.document_status == Document.Status.STORED
+
+    @property
+    def etag(self) -> str:
+        """The stored version's entity tag: its SHA-256, quoted (a strong tag: a stored version
+        never changes, and another version has another digest)."""
+        return f'"{self.sha256}"'
+
+
+# The invoice joined to every version of its PDF (LEFT JOIN: a draft has none), the highest version
+# first, one row kept: the invoice and its latest version in one statement, whatever the number of
+# versions (few; the join walks the (invoice, version) unique index).
+_FIELDS = (
+    "pk",
+    "number",
+    "status",
+    "documents__status",
+    "documents__file",
+    "documents__sha256",
+    "documents__size",
+)
+
+
+def _latest_version(invoices: QuerySet[Invoice]) -> PdfDownload | None:
+    row = invoices.order_by("-documents__version").values_list(*_FIELDS).first()
+    return None if row is None else PdfDownload(*row)
+
+
+def invoice_pdf_download(*, organization_id: int, invoice_id: int) -> PdfDownload | None:
+    """Invoice `invoice_id` of the organization with its latest PDF version, or None (no such
+    invoice, or another organization's)."""
+    return _latest_version(Invoice.objects.filter(organization_id=organization_id, pk=invoice_id))
+
+
+def hosted_pdf_download(*, token: str) -> PdfDownload | None:
+    """The issued invoice whose hosted-page token is `token`, with its latest PDF version, or None."""
+    return _latest_version(Invoice.objects.filter(public_token=token).exclude(status=Invoice.Status.DRAFT))
