@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# gevent workers (gunicorn.conf.py): one a core, plus one; each serves many connections at once
-WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# gevent workers (gunicorn.conf.py): one a core (bench/run.py --serving: 2 beat 3 on 2 cores); each
+# serves many connections at once
+WORKERS ?= $(shell nproc)
 
 .PHONY: run test serve worker documents lint format clean fuzz chaos bench bench-full
 
