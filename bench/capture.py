@@ -182,6 +182,7 @@ def requests_for(ctx: dict) -> dict:
         "ping": Req("GET", "/bench/ping/"),
         "ping_key": Req("GET", "/bench/ping/"),
         "me": Req("GET", "/api/me/"),
+        "customers": Req("GET", "/api/customers/"),
         "list20": Req("GET", "/api/invoices/?page_size=20"),
         "list100": Req("GET", "/api/invoices/?page_size=100"),
         "detail": Req("GET", f"/api/invoices/{ctx['pools']['detail'][0]}/"),

@@ -100,6 +100,7 @@ ENDPOINTS = (
     "ping",
     "ping_key",
     "me",
+    "customers",
     "list20",
     "list100",
     "detail",

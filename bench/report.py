@@ -10,6 +10,7 @@ from pathlib import Path
 # Of the ceiling's requests/s, in the same run (issue 17).
 TARGET_RATIO_PING = {
     "me": 0.85,
+    "customers": 0.55,
     "payment": 0.5,
     "list20": 0.5,
     "list100": 0.25,
@@ -21,6 +22,7 @@ LABELS = {
     "ping": "bare authenticated DRF view (ceiling)",
     "ping_key": "bare authenticated DRF view, API key",
     "me": "GET /api/me/ (the caller and its organization)",
+    "customers": "list customers (default page)",
     "list20": "list invoices, page_size=20",
     "list100": "list invoices, page_size=100",
     "detail": "invoice detail",

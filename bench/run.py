@@ -84,6 +84,8 @@ def _request_spec(name: str, ctx: dict, workdir: Path) -> dict:
         return {"mode": "get", "path": "/bench/ping/", "token": token}
     if name == "me":
         return {"mode": "get", "path": "/api/me/", "token": token}
+    if name == "customers":
+        return {"mode": "get", "path": "/api/customers/", "token": token}
     if name in ("list20", "list100"):
         return {"mode": "get", "path": f"/api/invoices/?page_size={name[4:]}", "token": token}
     if name == "summary":
