@@ -48,7 +48,8 @@ def _env_number(name, default, kind=int, minimum=0):
 
 
 wsgi_app = "billing.wsgi:application"
-workers = _env_number("WEB_CONCURRENCY", len(os.sched_getaffinity(0)), minimum=1)  # one a core, as the Makefile
+# One a core, as the Makefile (bench/run.py --serving on 2 cores: 2 gevent workers beat 3).
+workers = _env_number("WEB_CONCURRENCY", len(os.sched_getaffinity(0)), minimum=1)
 worker_class = "gevent"
 worker_connections = 1000  # open connections per worker, slow ones included
 keepalive = 5  # idle seconds between two requests, and the deadline for a request's head (gevent)

@@ -58,9 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--body-clients", type=int, default=50, help="connections trickling a body (50)")
     parser.add_argument("--head-clients", type=int, default=50, help="connections trickling headers (50)")
-    parser.add_argument(
-        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="as `make serve`"
-    )
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="as `make serve`")
     parser.add_argument(
         "--worker-class",
         choices=WORKER_CLASSES,
