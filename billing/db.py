@@ -312,6 +312,7 @@ class _Held:
     def __init__(self) -> None:
         self.statements: list[str] = []
         self.holding = 0
+        self.hold_next = False
 
 
 def _held(connection) -> _Held | None:
@@ -369,6 +370,22 @@ def holding(using: str = "default"):
         held.holding -= 1
 
 
+def hold(sql: str, params: Sequence, using: str = "default") -> None:
+    """Send `sql` (a statement whose result nobody reads) with the next statement of a `held_writes`
+    block, as an INSERT made under `holding()` is; without a block, now."""
+    connection = connections[using]
+    held = _held(connection)
+    with connection.cursor() as cursor:
+        if held is None:
+            cursor.execute(sql, params)
+            return
+        held.hold_next = True  # through the wrapper, so that query logs show it as they show the others
+        try:
+            cursor.execute(sql, params)
+        finally:
+            held.hold_next = False
+
+
 def is_holding(using: str) -> bool:
     held = _held(connections[using])
     return held is not None and held.holding > 0
@@ -379,7 +396,7 @@ def _plain_insert(sql: str) -> bool:
 
 
 def _carry(held: _Held, connection, execute, sql, params, many, context):
-    if held.holding and not many and _plain_insert(sql):
+    if not many and (held.hold_next or (held.holding and _plain_insert(sql))):
         held.statements.append(
             context["cursor"].cursor.mogrify(sql, params).decode(connection.connection.encoding)
         )

@@ -9,10 +9,13 @@ from django_tasks_db.models import get_date_max
 
 
 class DatabaseBackend(LibraryBackend):
-    def _task_to_db_task(self, task, args, kwargs):
+    def job(self, task, args, kwargs):
+        """The row `enqueue` writes for `task` called with `args` and `kwargs`, not saved: the
+        library's values, so that a statement may write it where the task cannot be enqueued (the
+        events' own statement, events.services)."""
         from billing.models import Job
 
-        job = Job(
+        return Job(
             id=self._get_id(),
             args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
             priority=task.priority,
@@ -23,5 +26,8 @@ class DatabaseBackend(LibraryBackend):
             run_after=task.run_after if task.run_after is not None else get_date_max(),
             backend_name=self.alias,
         )
+
+    def _task_to_db_task(self, task, args, kwargs):
+        job = self.job(task, args, kwargs)
         job.save(force_insert=True)
         return job

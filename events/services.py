@@ -2,7 +2,8 @@
 transaction, with the objects' representations (this app imports none of theirs). Each call writes
 its events in one INSERT, reads the organization's enabled webhook endpoints once, and writes a
 delivery per (event, subscribed endpoint) in one INSERT with one job for them: the outbox, committed
-or rolled back with the change itself."""
+or rolled back with the change itself. On PostgreSQL with the database task backend all of it is one
+statement, held to ride with the write's next one (`_insert_queueing_deliveries`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing import context
+from billing import context, db
 from billing.db import CompiledInsert
+from billing.models import Job
+from billing.tasks import DatabaseBackend
 from events import ids, tasks
 from events.models import Event, WebhookDelivery, WebhookEndpoint
 from users.models import Actor, ApiKey
@@ -115,12 +118,80 @@ def events_record_many(changes: Sequence[tuple[int, Change]], *, actor: Actor | 
         event._state.db = connection.alias
     statement = _insert_events.sql(len(rows)) if connection.vendor == "postgresql" else None
     if statement is not None and len(rows) <= _insert_events.batch_size(len(rows)):
+        backend = tasks.send_event_webhooks.get_backend()
+        if db.ENABLED and isinstance(backend, DatabaseBackend):
+            _insert_queueing_deliveries(rows, statement, events, backend, now)
+            return events
         endpoints = _insert_reading_endpoints(rows, statement)
     else:
         _insert_events.execute(rows)
         endpoints = _enabled_endpoints({event.organization_id for event in events})
     deliveries_queue(events, endpoints=endpoints)
     return events
+
+
+def _insert_queueing_deliveries(
+    rows: list[list], statement: tuple[str, bool], events: list[Event], backend, now: datetime.datetime
+) -> None:
+    """PostgreSQL, with the database task backend: the events' INSERT (`statement`), a delivery of
+    each to each enabled endpoint of its organization that subscribes to its type, and, if there is
+    one, the job that sends them (`send_event_webhooks`, named by the events: the deliveries' ids are
+    the database's), all in one statement whose result nobody reads — so it is held
+    (`billing.db.hold`) and rides with the write's next statement: the events cost the write no
+    round trip. The rows are those `deliveries_queue` and `enqueue` write (tests/test_events_sql.py
+    pins them equal)."""
+    insert_sql, columnar = statement
+    template = WebhookDelivery(organization_id=0, event_id="", endpoint_id=0)
+    template.created_at = template.updated_at = now
+    job = backend.job(tasks.send_event_webhooks, ([event.id for event in events],), {})
+    sql, (delivery_fields, job_fields) = _queueing_sql(insert_sql)
+    params = [
+        *_insert_events.params(rows, columnar=columnar),
+        *(field.get_db_prep_save(getattr(template, field.attname), connection) for field in delivery_fields),
+        *(field.get_db_prep_save(field.pre_save(job, True), connection) for field in job_fields),
+    ]
+    db.hold(sql, params)
+
+
+@functools.cache
+def _queueing_sql(insert_sql: str) -> tuple[str, tuple]:
+    # Identifiers from the models' options, quoted; every value is a parameter: the deliveries take
+    # their organization and event from the events they join, their endpoint from the endpoint, and
+    # every other column from a template delivery (its defaults), one parameter each.
+    quote = connection.ops.quote_name
+    event = {name: quote(Event._meta.get_field(name).column) for name in ("id", "organization", "type")}
+    endpoint = {
+        name: quote(WebhookEndpoint._meta.get_field(name).column)
+        for name in ("id", "organization", "events", "enabled")
+    }
+    joined = {
+        "organization_id": f"inserted.{event['organization']}",
+        "event_id": f"inserted.{event['id']}",
+        "endpoint_id": f'"endpoint".{endpoint["id"]}',
+    }
+    columns, values, parameters = [], [], []
+    for field in WebhookDelivery._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(quote(field.column))
+        if field.attname in joined:
+            values.append(joined[field.attname])
+        else:
+            values.append("%s")
+            parameters.append(field)
+    job_fields = list(Job._meta.concrete_fields)
+    sql = (
+        f"WITH inserted AS ({insert_sql} RETURNING {event['id']}, {event['organization']}, {event['type']}), "  # noqa: S608
+        f"queued AS (INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({', '.join(columns)}) "
+        f'SELECT {", ".join(values)} FROM inserted JOIN {quote(WebhookEndpoint._meta.db_table)} AS "endpoint" '
+        f'ON "endpoint".{endpoint["organization"]} = inserted.{event["organization"]} '
+        f'AND "endpoint".{endpoint["enabled"]} '
+        f'AND ("endpoint".{endpoint["events"]} ? \'*\' OR "endpoint".{endpoint["events"]} ? inserted.{event["type"]}) '
+        f"RETURNING 1) "
+        f"INSERT INTO {quote(Job._meta.db_table)} ({', '.join(quote(f.column) for f in job_fields)}) "
+        f"SELECT {', '.join('%s' for _ in job_fields)} WHERE EXISTS (SELECT 1 FROM queued)"
+    )
+    return sql, (tuple(parameters), tuple(job_fields))
 
 
 def _insert_reading_endpoints(rows: list[list], statement: tuple[str, bool]) -> list[tuple]:

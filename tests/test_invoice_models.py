@@ -285,7 +285,8 @@ def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_statement_
     # Then the events of the moved invoices, in bulk too, whatever their number: one read of them
     # (customer and creator joined), their lines and payments, one INSERT of the events, one read of
     # the organizations' webhook endpoints (none subscribe here: no deliveries, no job) — on
-    # PostgreSQL part of the events' INSERT (a data-modifying WITH, events.services).
+    # PostgreSQL part of the events' INSERT (a data-modifying WITH, events.services, which joins the
+    # endpoints to write the deliveries and their job in the same statement).
     statements = [q["sql"].upper() for q in queries if "SAVEPOINT" not in q["sql"].upper()]
     assert statements[0].startswith('SELECT DISTINCT "USERS_ORGANIZATION"."TIME_ZONE"'), statements
     if connection.vendor == "postgresql":
@@ -299,7 +300,7 @@ def test_mark_overdue_moves_exactly_the_sent_invoices_past_due_in_one_statement_
     if connection.vendor == "postgresql":
         *events, insert = events
         assert insert.startswith('WITH INSERTED AS (INSERT INTO "EVENTS_EVENT"'), insert
-        assert 'FROM "EVENTS_WEBHOOKENDPOINT"' in insert
+        assert 'JOIN "EVENTS_WEBHOOKENDPOINT"' in insert
     assert [q.split(" FROM ")[-1].split()[0] if q.startswith("SELECT") else q.split()[2] for q in events] == [
         '"INVOICES_INVOICE"',
         '"INVOICES_LINE"',

@@ -1,0 +1,163 @@
+"""The deliveries and the job a write's events queue in the events' own statement (PostgreSQL with the
+database task backend: events.services._insert_queueing_deliveries) are the rows the ORM path writes
+(`deliveries_queue`, `enqueue`), column for column; only the job names the events instead of the
+deliveries. On SQLite the ORM path is the only one, and the same checks hold for it."""
+
+import datetime
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from billing import db
+from events.models import Event, WebhookDelivery, WebhookEndpoint
+from events.services import Change, events_record
+
+pytestmark = pytest.mark.django_db
+
+FROZEN = datetime.datetime(2026, 12, 3, 9, 30, 0, 123456, tzinfo=datetime.UTC)
+IN_SQL = connection.vendor == "postgresql"
+JOB_COLUMNS = [
+    f.attname
+    for f in DBTaskResult._meta.concrete_fields
+    if f.attname not in ("id", "args_kwargs", "task_path")
+]
+DELIVERY_COLUMNS = [
+    f.attname
+    for f in WebhookDelivery._meta.concrete_fields
+    if f.attname not in ("id", "event_id", "next_attempt_at")
+]
+
+
+@pytest.fixture
+def endpoints(alice_org, bob_org):
+    def make(organization, events, enabled=True):
+        return WebhookEndpoint.objects.create(
+            organization=organization,
+            url="https://hooks.example.com/in",
+            events=events,
+            secret="x",
+            enabled=enabled,
+        )
+
+    return {
+        "all": make(alice_org, ["*"]),
+        "paid": make(alice_org, ["invoice.paid"]),
+        "customers": make(alice_org, ["customer.created", "customer.updated"]),
+        "disabled": make(alice_org, ["*"], enabled=False),
+        "bobs": make(bob_org, ["*"]),
+    }
+
+
+def record(organization) -> list[Event]:
+    with transaction.atomic():
+        return events_record(
+            organization_id=organization.pk,
+            changes=[
+                Change("invoice.paid", {"id": 7, "number": "INV-0007"}),
+                Change("customer.created", {"id": 3, "name": "Zoë 'O' %s"}),
+                Change("payment.created", {"id": 9}),
+            ],
+        )
+
+
+def queued(events: list[Event]) -> tuple[list, list]:
+    """The deliveries of `events` ((event type, endpoint, columns)) and the jobs queued since."""
+    types = {event.id: event.type for event in events}
+    deliveries = sorted(
+        (
+            types[row["event_id"]],
+            row["endpoint_id"],
+            tuple(row[c] for c in DELIVERY_COLUMNS),
+            row["next_attempt_at"],
+        )
+        for row in WebhookDelivery.objects.filter(event_id__in=types).values(
+            "event_id", "next_attempt_at", *DELIVERY_COLUMNS
+        )
+    )
+    jobs = list(DBTaskResult.objects.order_by("enqueued_at").values("task_path", "args_kwargs", *JOB_COLUMNS))
+    DBTaskResult.objects.all().delete()
+    return deliveries, jobs
+
+
+def test_the_events_statement_queues_the_rows_the_orm_path_queues(alice_org, endpoints, monkeypatch):
+    monkeypatch.setattr(timezone, "now", lambda: FROZEN)  # auto_now(_add) the same in both
+    DBTaskResult.objects.all().delete()
+
+    in_sql = record(alice_org)
+    sql_deliveries, sql_jobs = queued(in_sql)
+    monkeypatch.setattr(db, "ENABLED", False)  # the ORM's own path
+    by_orm = record(alice_org)
+    orm_deliveries, orm_jobs = queued(by_orm)
+
+    # Each event to each enabled endpoint of Alice's that subscribes to its type; none of Bob's.
+    expected = sorted(
+        [
+            ("customer.created", endpoints["all"].pk),
+            ("customer.created", endpoints["customers"].pk),
+            ("invoice.paid", endpoints["all"].pk),
+            ("invoice.paid", endpoints["paid"].pk),
+            ("payment.created", endpoints["all"].pk),
+        ]
+    )
+    assert [(t, e) for t, e, _, _ in sql_deliveries] == expected
+    assert [d[:3] for d in sql_deliveries] == [d[:3] for d in orm_deliveries]
+    for *_, next_attempt_at in sql_deliveries + orm_deliveries:  # the default, now (not frozen)
+        assert abs(next_attempt_at - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(minutes=1)
+    (sql_job,) = sql_jobs
+    (orm_job,) = orm_jobs
+    assert {c: sql_job[c] for c in JOB_COLUMNS} == {c: orm_job[c] for c in JOB_COLUMNS}
+    assert sql_job["enqueued_at"] == FROZEN
+    delivery_ids = list(
+        WebhookDelivery.objects.filter(event__in=by_orm).order_by("pk").values_list("pk", flat=True)
+    )
+    assert (orm_job["task_path"], orm_job["args_kwargs"]) == (
+        "events.tasks.send_webhooks",
+        {"args": [delivery_ids], "kwargs": {}},
+    )
+    if IN_SQL:  # the deliveries' ids are the database's: the job names the events
+        assert (sql_job["task_path"], sql_job["args_kwargs"]) == (
+            "events.tasks.send_event_webhooks",
+            {"args": [[event.id for event in in_sql]], "kwargs": {}},
+        )
+    else:
+        assert sql_job["task_path"] == "events.tasks.send_webhooks"
+
+
+def test_without_a_subscribed_endpoint_no_delivery_and_no_job(alice_org, bob_org, endpoints):
+    DBTaskResult.objects.all().delete()
+    WebhookEndpoint.objects.filter(organization=alice_org).exclude(pk=endpoints["paid"].pk).delete()
+    with transaction.atomic():
+        (event,) = events_record(
+            organization_id=alice_org.pk, changes=[Change("customer.created", {"id": 1})]
+        )
+    assert not WebhookDelivery.objects.filter(event=event).exists()
+    assert not DBTaskResult.objects.exists()
+
+
+def test_the_events_job_sends_its_deliveries_once(alice_org, endpoints, monkeypatch):
+    from events import webhooks
+
+    sent = []
+    monkeypatch.setattr(webhooks, "deliveries_send", lambda ids: sent.append(sorted(ids)))
+    DBTaskResult.objects.all().delete()
+    events = record(alice_org)
+    (job,) = DBTaskResult.objects.all()
+    job.task.call(*job.args_kwargs["args"])
+    assert sent == [sorted(WebhookDelivery.objects.filter(event__in=events).values_list("pk", flat=True))]
+
+
+def test_a_rolled_back_write_leaves_no_event_delivery_or_job(alice_org, endpoints):
+    DBTaskResult.objects.all().delete()
+
+    def refused():
+        with transaction.atomic(), db.held_writes():
+            events_record(organization_id=alice_org.pk, changes=[Change("invoice.paid", {"id": 1})])
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        refused()
+    assert not Event.objects.exists()
+    assert not WebhookDelivery.objects.exists()
+    assert not DBTaskResult.objects.exists()
