@@ -876,7 +876,7 @@ WORKER_PARTS = (
     ("the body (EventSerializer, JSON)", ("event_body",), "events/webhooks.py"),
     ("signing (decrypt the secret, HMAC)", ("signed_headers", "active_secrets"), "events/webhooks.py"),
     ("load the delivery, event and endpoint (one SELECT)", ("delivery_send",), "events/webhooks.py"),
-    ("the job's call, other", ("send_webhooks", "send_event_webhooks", "call"), ""),
+    ("the job's call, other", ("send_webhooks", "call"), ""),
     ("db_worker: find and claim the job, save its result", ("run_task", "run"), "db_worker.py"),
 )
 
@@ -1021,7 +1021,7 @@ def delivery_run(
     jobs = [
         (finished - begun).total_seconds() * 1000
         for begun, finished in DBTaskResult.objects.filter(
-            task_path__in=("events.tasks.send_webhooks", "events.tasks.send_event_webhooks"),
+            task_path="events.tasks.send_webhooks",
             enqueued_at__gte=since,
         ).values_list("started_at", "finished_at")
         if begun and finished

@@ -118,7 +118,7 @@ def events_record_many(changes: Sequence[tuple[int, Change]], *, actor: Actor | 
         event._state.db = connection.alias
     statement = _insert_events.sql(len(rows)) if connection.vendor == "postgresql" else None
     if statement is not None and len(rows) <= _insert_events.batch_size(len(rows)):
-        backend = tasks.send_event_webhooks.get_backend()
+        backend = tasks.send_webhooks.get_backend()
         if db.ENABLED and isinstance(backend, DatabaseBackend):
             _insert_queueing_deliveries(rows, statement, events, backend, now)
             return events
@@ -135,15 +135,15 @@ def _insert_queueing_deliveries(
 ) -> None:
     """PostgreSQL, with the database task backend: the events' INSERT (`statement`), a delivery of
     each to each enabled endpoint of its organization that subscribes to its type, and, if there is
-    one, the job that sends them (`send_event_webhooks`, named by the events: the deliveries' ids are
-    the database's), all in one statement whose result nobody reads — so it is held
+    one, the job that sends them (`send_webhooks`, its argument the deliveries' ids, which the
+    database gives them in that statement), all in one statement whose result nobody reads — so it is held
     (`billing.db.hold`) and rides with the write's next statement: the events cost the write no
     round trip. The rows are those `deliveries_queue` and `enqueue` write (tests/test_events_sql.py
     pins them equal)."""
     insert_sql, columnar = statement
     template = WebhookDelivery(organization_id=0, event_id="", endpoint_id=0)
     template.created_at = template.updated_at = now
-    job = backend.job(tasks.send_event_webhooks, ([event.id for event in events],), {})
+    job = backend.job(tasks.send_webhooks, ([],), {})  # its argument: the deliveries' ids, in SQL
     sql, (delivery_fields, job_fields) = _queueing_sql(insert_sql)
     params = [
         *_insert_events.params(rows, columnar=columnar),
@@ -180,6 +180,14 @@ def _queueing_sql(insert_sql: str) -> tuple[str, tuple]:
             values.append("%s")
             parameters.append(field)
     job_fields = list(Job._meta.concrete_fields)
+    # The job's arguments as the library writes them ({"args": [[ids]], "kwargs": {}}), the ids the
+    # deliveries' own, in the order they were written.
+    pk = quote(WebhookDelivery._meta.pk.column)
+    arguments = (
+        f"jsonb_build_object('args', jsonb_build_array((SELECT jsonb_agg({pk} ORDER BY {pk}) FROM queued)), "  # noqa: S608
+        "'kwargs', '{}'::jsonb)"
+    )
+    job_values = [arguments if f.attname == "args_kwargs" else "%s" for f in job_fields]
     sql = (
         f"WITH inserted AS ({insert_sql} RETURNING {event['id']}, {event['organization']}, {event['type']}), "  # noqa: S608
         f"queued AS (INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({', '.join(columns)}) "
@@ -187,11 +195,11 @@ def _queueing_sql(insert_sql: str) -> tuple[str, tuple]:
         f'ON "endpoint".{endpoint["organization"]} = inserted.{event["organization"]} '
         f'AND "endpoint".{endpoint["enabled"]} '
         f'AND ("endpoint".{endpoint["events"]} ? \'*\' OR "endpoint".{endpoint["events"]} ? inserted.{event["type"]}) '
-        f"RETURNING 1) "
+        f"RETURNING {quote(WebhookDelivery._meta.pk.column)}) "
         f"INSERT INTO {quote(Job._meta.db_table)} ({', '.join(quote(f.column) for f in job_fields)}) "
-        f"SELECT {', '.join('%s' for _ in job_fields)} WHERE EXISTS (SELECT 1 FROM queued)"
+        f"SELECT {', '.join(job_values)} WHERE EXISTS (SELECT 1 FROM queued)"
     )
-    return sql, (tuple(parameters), tuple(job_fields))
+    return sql, (tuple(parameters), tuple(f for f in job_fields if f.attname != "args_kwargs"))
 
 
 def _insert_reading_endpoints(rows: list[list], statement: tuple[str, bool]) -> list[tuple]:

@@ -1,7 +1,8 @@
 """The deliveries and the job a write's events queue in the events' own statement (PostgreSQL with the
 database task backend: events.services._insert_queueing_deliveries) are the rows the ORM path writes
-(`deliveries_queue`, `enqueue`), column for column; only the job names the events instead of the
-deliveries. On SQLite the ORM path is the only one, and the same checks hold for it."""
+(`deliveries_queue`, `enqueue`), column for column, the job's arguments included (the deliveries'
+ids, given by the database in that statement). On SQLite the ORM path is the only one, and the same
+checks hold for it."""
 
 import datetime
 
@@ -19,9 +20,7 @@ pytestmark = pytest.mark.django_db
 FROZEN = datetime.datetime(2026, 12, 3, 9, 30, 0, 123456, tzinfo=datetime.UTC)
 IN_SQL = connection.vendor == "postgresql"
 JOB_COLUMNS = [
-    f.attname
-    for f in DBTaskResult._meta.concrete_fields
-    if f.attname not in ("id", "args_kwargs", "task_path")
+    f.attname for f in DBTaskResult._meta.concrete_fields if f.attname not in ("id", "args_kwargs")
 ]
 DELIVERY_COLUMNS = [
     f.attname
@@ -116,13 +115,13 @@ def test_the_events_statement_queues_the_rows_the_orm_path_queues(alice_org, end
         "events.tasks.send_webhooks",
         {"args": [delivery_ids], "kwargs": {}},
     )
-    if IN_SQL:  # the deliveries' ids are the database's: the job names the events
-        assert (sql_job["task_path"], sql_job["args_kwargs"]) == (
-            "events.tasks.send_event_webhooks",
-            {"args": [[event.id for event in in_sql]], "kwargs": {}},
-        )
-    else:
-        assert sql_job["task_path"] == "events.tasks.send_webhooks"
+    sql_delivery_ids = list(
+        WebhookDelivery.objects.filter(event__in=in_sql).order_by("pk").values_list("pk", flat=True)
+    )
+    assert (sql_job["task_path"], sql_job["args_kwargs"]) == (
+        "events.tasks.send_webhooks",
+        {"args": [sql_delivery_ids], "kwargs": {}},
+    )
 
 
 def test_without_a_subscribed_endpoint_no_delivery_and_no_job(alice_org, bob_org, endpoints):

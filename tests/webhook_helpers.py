@@ -17,10 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from django_tasks_db.models import DBTaskResult
 from standardwebhooks import Webhook
 
-TASK_PATH = "events.tasks.send_webhooks"  # a job naming its deliveries (retries, the sweeper, a ping)
-# A write's job on PostgreSQL, naming its events: the deliveries are written in the events' statement.
-EVENTS_TASK_PATH = "events.tasks.send_event_webhooks"
-TASK_PATHS = (TASK_PATH, EVENTS_TASK_PATH)
+TASK_PATH = "events.tasks.send_webhooks"
 
 
 @dataclass
@@ -117,24 +114,14 @@ class Receiver:
 
 
 def webhook_jobs() -> list[list[int]]:
-    """The delivery ids of each webhook job waiting, in the order queued (a job naming events: the
-    waiting deliveries of those events, as it sends them)."""
-    from events.models import WebhookDelivery
-
-    rows = DBTaskResult.objects.filter(task_path__in=TASK_PATHS, status="READY").order_by("enqueued_at")
-    jobs = []
-    for row in rows:
-        (named,) = row.args_kwargs["args"]
-        if row.task_path == EVENTS_TASK_PATH:
-            waiting = WebhookDelivery.objects.filter(event_id__in=named, status="pending").order_by("pk")
-            named = list(waiting.values_list("pk", flat=True))
-        jobs.append(named)
-    return jobs
+    """The delivery ids of each webhook job waiting, in the order queued."""
+    rows = DBTaskResult.objects.filter(task_path=TASK_PATH, status="READY").order_by("enqueued_at")
+    return [row.args_kwargs["args"][0] for row in rows]
 
 
 def run_webhook_jobs_once() -> int:
     """Run the webhook jobs queued now (not those they queue); returns how many."""
-    rows = list(DBTaskResult.objects.filter(task_path__in=TASK_PATHS, status="READY").order_by("enqueued_at"))
+    rows = list(DBTaskResult.objects.filter(task_path=TASK_PATH, status="READY").order_by("enqueued_at"))
     for row in rows:
         row.task.call(*row.args_kwargs["args"])
         row.delete()
