@@ -136,7 +136,8 @@ def trace_sql() -> Iterator[list[tuple[str, str]]]:
     def wrapper(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
         query = context["cursor"].cursor.query
-        events.append(("sql", query.decode() if isinstance(query, bytes) else str(query)))
+        if query is not None:  # None: held (billing.db.held_writes), sent in the next statement's text
+            events.append(("sql", query.decode() if isinstance(query, bytes) else str(query)))
         return result
 
     conn._set_autocommit, conn._commit, conn._rollback, conn.is_usable = (

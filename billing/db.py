@@ -350,7 +350,8 @@ def held_writes(using: str = "default"):
         try:
             with connection.execute_wrapper(functools.partial(_carry, held, connection)):
                 yield
-                _flush(connection, held)
+                if not connection.needs_rollback:  # else the transaction is rolled back: nothing to send
+                    _flush(connection, held)
         finally:
             connection._billing_held = None
 

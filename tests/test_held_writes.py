@@ -196,3 +196,13 @@ def test_nested_blocks_hold_into_the_outer_one(alice_org):
         held_customer(alice_org, "Outer")
     assert len(sent_alone(captured)) == (1 if HOLDS else 2)
     assert names(alice_org) == ["Inner", "Outer"]
+
+
+def test_a_block_whose_transaction_must_roll_back_sends_nothing_at_its_end(alice_org):
+    # Leaving the block raises nothing: it sends nothing into a transaction that is rolled back.
+    with transaction.atomic(), db.held_writes():
+        held_customer(alice_org, "Held")
+        with contextlib.suppress(Refused), transaction.atomic(savepoint=False):
+            raise Refused
+        assert connection.needs_rollback
+    assert names(alice_org) == []
