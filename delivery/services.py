@@ -429,6 +429,8 @@ def _pdf_for_email(invoice: Invoice) -> bytes:
         claimed = latest = _claim_first_version(invoice)
         if latest is None:  # written meanwhile by another worker (or a request)
             latest = Document.objects.filter(invoice=invoice).order_by("-version").first()
+        if latest is None:  # and gone again (its invoice deleted): the message carries a rendering
+            return _render(invoice)
     if latest.status == Document.Status.STORED:
         return _read(latest)
     if latest.status == Document.Status.FAILED:
