@@ -412,20 +412,13 @@ def pgbench_scripts(ctx: dict, workdir: Path) -> dict:
                 r"SELECT invoice_id AS bk_inv FROM bench_pool WHERE kind = 'pay' AND k = :bk_k \gset",
             ]
             defines = {"bk_pool": len(ctx["pools"]["pay"])}
-        elif name == "detail":
-            invoice_literal = str(ctx["pools"]["detail"][0])
+        elif name in ("detail", "pdf"):  # a random invoice of the endpoint's own pool
+            invoice_literal = str(ctx["pools"][name][0])
             lines += [
                 r"\set bk_k random(0, :bk_pool - 1)",
-                r"SELECT invoice_id AS bk_inv FROM bench_pool WHERE kind = 'detail' AND k = :bk_k \gset",
+                rf"SELECT invoice_id AS bk_inv FROM bench_pool WHERE kind = '{name}' AND k = :bk_k \gset",
             ]
-            defines = {"bk_pool": len(ctx["pools"]["detail"])}
-        elif name == "pdf":
-            invoice_literal = str(ctx["pools"]["pdf"][0])
-            lines += [
-                r"\set bk_k random(0, :bk_pool - 1)",
-                r"SELECT invoice_id AS bk_inv FROM bench_pool WHERE kind = 'pdf' AND k = :bk_k \gset",
-            ]
-            defines = {"bk_pool": len(ctx["pools"]["pdf"])}
+            defines = {"bk_pool": len(ctx["pools"][name])}
         elif name == "hosted":
             invoice_literal = str(ctx["pools"]["pdf"][0])
             token_literal = ctx["hosted_tokens"][0]
