@@ -115,8 +115,8 @@ ENDPOINTS = (
 # The same targets hold with an API key. The writes' include their events (issue 16: on PostgreSQL one
 # statement, the events' INSERT with the read of the endpoints; the lines read for the invoice's
 # representation), as tests/test_query_counts.py pins them. mark_overdue's is one statement per time
-# zone in use after the read of those zones (bench/capture.py counts the zones); its events' statements
-# (4 per 1,000 moved invoices of a zone) are not in that target yet. A stored PDF: the credential,
+# zone in use after the read of those zones (bench/capture.py counts the zones), its events, their
+# deliveries and job included (invoices.overdue_sql). A stored PDF: the credential,
 # then the invoice with its latest version (tests/test_pdf_download.py).
 TARGET_QUERIES = {"list": 4, "detail": 4, "summary": 3, "payment": 13, "create": 11, "pdf": 2}
 

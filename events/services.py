@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -141,25 +142,110 @@ def _insert_queueing_deliveries(
     round trip. The rows are those `deliveries_queue` and `enqueue` write (tests/test_events_sql.py
     pins them equal)."""
     insert_sql, columnar = statement
+    event = _event_columns()
+    queued, queue_params = _queue_ctes(backend, now)
+    sql = (
+        f"WITH inserted AS ({insert_sql} RETURNING {event['id']}, {event['organization']}, {event['type']}), "
+        f"{queued} SELECT 1"
+    )
+    db.hold(sql, [*_insert_events.params(rows, columnar=columnar), *queue_params])
+
+
+def events_insert_ctes(
+    *, type: str, source: str, order: str, actor: Actor | None = None
+) -> tuple[str, list] | None:
+    """An event of `type` for each row of `source`, with its deliveries and their job, as common
+    table expressions to follow the caller's own in one statement (a data-modifying WITH), and their
+    parameters: `inserted` (returning each event's id, organization, type and object_id),
+    `queued` (the deliveries) and `queued_job`; None where this cannot be one statement (not PostgreSQL, or another task backend):
+    the caller then records its events with `events_record_many`.
+
+    `source` is a CTE of the caller's that has, for each event, `organization_id`, `object_id`,
+    `object` (the object's API representation, jsonb) and `previous` (its previous attributes,
+    jsonb or NULL); `order` orders its rows as the events' ids are (time-ordered: one millisecond,
+    consecutive random parts, as `_ordered_ids` makes them). The events are the rows
+    `events_record_many` writes for the same changes, and the deliveries and job those
+    `deliveries_queue` writes (tests/test_overdue_sql.py pins them equal): a bulk change of any size
+    (mark_overdue) records its events in the statement that makes it."""
+    backend = tasks.send_webhooks.get_backend()
+    if connection.vendor != "postgresql" or not isinstance(backend, DatabaseBackend):
+        return None
+    now = timezone.now()
+    quote = connection.ops.quote_name
+    event = _event_columns()
+    columns = ", ".join(quote(Event._meta.get_field(name).column) for name in EVENT_FIELDS)
+    ms, first = time.time_ns() // 1_000_000, secrets.randbits(79)
+    # The 80 random bits: the first 40 the same for every event, the last 40 counted up from a
+    # random start below 2^39 (room for 2^39 events: no carry into the first part).
+    high, low = first >> 39, first & (2**39 - 1)
+    prefix = f"evt_{ids._base32(ms, 10)}{ids._base32(high, 8)}"
+    digits = " || ".join(
+        f"substr('{ids._ALPHABET}', (((%s::bigint + source.event_n) >> {5 * k}) & 31)::int + 1, 1)"
+        for k in reversed(range(8))
+    )
+    values = {
+        "id": f"%s || {digits}",
+        "organization_id": "source.organization_id",
+        "type": "%s",
+        "created_at": "%s",
+        "object_type": "%s",
+        "object_id": "source.object_id",
+        "data": "jsonb_build_object('object', source.object)",
+        "previous_attributes": "source.previous",
+        "actor": "%s::jsonb",
+        "request_id": "%s",
+    }
+    change = Change(type, {})
+    value_params = {
+        "id": [prefix, *[low] * 8],
+        "type": [type],
+        "created_at": [now],
+        "object_type": [change.object_type],
+        "actor": [json.dumps(actor_json(actor))],
+        "request_id": [context.request_id.get()],
+    }
+    queued, queue_params = _queue_ctes(backend, now)
+    sql = (
+        f"inserted AS (INSERT INTO {quote(Event._meta.db_table)} ({columns}) "  # noqa: S608
+        f"SELECT {', '.join(values[name] for name in EVENT_FIELDS)} "
+        f"FROM (SELECT *, row_number() OVER (ORDER BY {order}) - 1 AS event_n FROM {source}) AS source "
+        f"RETURNING {event['id']}, {event['organization']}, {event['type']}, {event['object_id']}), {queued}"
+    )
+    params = [param for name in EVENT_FIELDS for param in value_params.get(name, [])]
+    return sql, [*params, *queue_params]
+
+
+def _event_columns() -> dict[str, str]:
+    quote = connection.ops.quote_name
+    return {
+        name: quote(Event._meta.get_field(name).column)
+        for name in ("id", "organization", "type", "object_id")
+    }
+
+
+def _queue_ctes(backend, now: datetime.datetime) -> tuple[str, list]:
+    """`queued`: a delivery of each event of the CTE `inserted` (its id, organization and type) to
+    each enabled endpoint of its organization that subscribes to its type; `queued_job`: if there is
+    one, the job that sends them. With their parameters: the deliveries' columns that are not joined
+    from a template delivery (its defaults), the job's from the job the backend builds."""
     template = WebhookDelivery(organization_id=0, event_id="", endpoint_id=0)
     template.created_at = template.updated_at = now
     job = backend.job(tasks.send_webhooks, ([],), {})  # its argument: the deliveries' ids, in SQL
-    sql, (delivery_fields, job_fields) = _queueing_sql(insert_sql)
+    sql, (delivery_fields, job_fields) = _queue_sql()
     params = [
-        *_insert_events.params(rows, columnar=columnar),
         *(field.get_db_prep_save(getattr(template, field.attname), connection) for field in delivery_fields),
         *(field.get_db_prep_save(field.pre_save(job, True), connection) for field in job_fields),
     ]
-    db.hold(sql, params)
+    return sql, params
 
 
 @functools.cache
-def _queueing_sql(insert_sql: str) -> tuple[str, tuple]:
+def _queue_sql() -> tuple[str, tuple]:
     # Identifiers from the models' options, quoted; every value is a parameter: the deliveries take
     # their organization and event from the events they join, their endpoint from the endpoint, and
     # every other column from a template delivery (its defaults), one parameter each.
     quote = connection.ops.quote_name
-    event = {name: quote(Event._meta.get_field(name).column) for name in ("id", "organization", "type")}
+    event = _event_columns()
     endpoint = {
         name: quote(WebhookEndpoint._meta.get_field(name).column)
         for name in ("id", "organization", "events", "enabled")
@@ -189,15 +275,14 @@ def _queueing_sql(insert_sql: str) -> tuple[str, tuple]:
     )
     job_values = [arguments if f.attname == "args_kwargs" else "%s" for f in job_fields]
     sql = (
-        f"WITH inserted AS ({insert_sql} RETURNING {event['id']}, {event['organization']}, {event['type']}), "  # noqa: S608
-        f"queued AS (INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({', '.join(columns)}) "
+        f"queued AS (INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
         f'SELECT {", ".join(values)} FROM inserted JOIN {quote(WebhookEndpoint._meta.db_table)} AS "endpoint" '
         f'ON "endpoint".{endpoint["organization"]} = inserted.{event["organization"]} '
         f'AND "endpoint".{endpoint["enabled"]} '
         f'AND ("endpoint".{endpoint["events"]} ? \'*\' OR "endpoint".{endpoint["events"]} ? inserted.{event["type"]}) '
-        f"RETURNING {quote(WebhookDelivery._meta.pk.column)}) "
-        f"INSERT INTO {quote(Job._meta.db_table)} ({', '.join(quote(f.column) for f in job_fields)}) "
-        f"SELECT {', '.join(job_values)} WHERE EXISTS (SELECT 1 FROM queued)"
+        f"RETURNING {pk}), "
+        f"queued_job AS (INSERT INTO {quote(Job._meta.db_table)} ({', '.join(quote(f.column) for f in job_fields)}) "
+        f"SELECT {', '.join(job_values)} WHERE EXISTS (SELECT 1 FROM queued) RETURNING 1)"
     )
     return sql, (tuple(parameters), tuple(f for f in job_fields if f.attname != "args_kwargs"))
 

@@ -96,7 +96,43 @@ class InvoiceStatus(models.TextChoices):
 PAYABLE = (InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
 
 
+HISTORY_COLUMNS = (
+    "invoice_id, organization_id, from_status, to_status, actor_user_id, actor_api_key_id, changed_at"
+)
+
+
 class InvoiceQuerySet(models.QuerySet):
+    def overdue_ctes(self, *, now: datetime.datetime, returning: str = "*") -> tuple[str, list]:
+        """PostgreSQL: the move of this queryset's sent invoices to overdue as two common table
+        expressions of one statement, and their parameters: `moved`, the UPDATE, returning
+        `returning` of each moved row as it is after it (every column by default), and `history`,
+        the status change of each (returning its invoice's id). Data-modifying, so they run whatever
+        the statement they head reads of them: `move_to_overdue` reads `history`, mark_overdue's
+        events (invoices.overdue_sql) `moved`."""
+        Invoice._check_transition(InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
+        due = self.filter(status=InvoiceStatus.SENT).order_by()
+        select_sql, select_params = due.values("pk").query.sql_with_params()
+        connection = transaction.get_connection(self.db)
+        q = connection.ops.quote_name
+        invoice, history = q(Invoice._meta.db_table), q(InvoiceStatusChange._meta.db_table)
+        at = connection.ops.adapt_datetimefield_value(now)
+        sql = (
+            f"moved AS (UPDATE {invoice} SET status = %s, updated_at = %s, version = version + 1 "  # noqa: S608
+            f"WHERE id IN ({select_sql}) AND status = %s RETURNING {returning}), "
+            f"history AS (INSERT INTO {history} ({HISTORY_COLUMNS}) "
+            "SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM moved RETURNING invoice_id)"
+        )
+        params = [
+            InvoiceStatus.OVERDUE,
+            at,
+            *select_params,
+            InvoiceStatus.SENT,
+            InvoiceStatus.SENT,
+            InvoiceStatus.OVERDUE,
+            at,
+        ]
+        return sql, params
+
     def move_to_overdue(self, *, now: datetime.datetime | None = None) -> list[int]:
         """Move the sent invoices of this queryset to overdue, recording each change; returns the
         ids of those that moved. The transition is the model's (`TRANSITIONS`), made in bulk: on
@@ -110,36 +146,20 @@ class InvoiceQuerySet(models.QuerySet):
         due = self.filter(status=InvoiceStatus.SENT).order_by()
         with transaction.atomic(using=self.db, savepoint=False):
             connection = transaction.get_connection(self.db)
+            if connection.vendor == "postgresql":
+                ctes, params = self.overdue_ctes(now=now, returning="id, organization_id")
+                with connection.cursor() as cursor:
+                    cursor.execute(f"WITH {ctes} SELECT invoice_id FROM history", params)  # noqa: S608
+                    return sorted(row[0] for row in cursor.fetchall())
             select_sql, select_params = due.values("pk").query.sql_with_params()
             invoice, history = Invoice._meta.db_table, InvoiceStatusChange._meta.db_table
             q = connection.ops.quote_name
             # As the ORM would write the value (on SQLite: naive UTC text, the form every other
             # timestamp of the table has, so that they compare and sort alike).
             at = connection.ops.adapt_datetimefield_value(now)
-            columns = "invoice_id, organization_id, from_status, to_status, actor_user_id, actor_api_key_id, changed_at"
-            if connection.vendor == "postgresql":
-                sql = (
-                    f"WITH moved AS (UPDATE {q(invoice)} SET status = %s, updated_at = %s, "  # noqa: S608
-                    f"version = version + 1 WHERE id IN ({select_sql}) AND status = %s "
-                    "RETURNING id, organization_id) "
-                    f"INSERT INTO {q(history)} ({columns}) "
-                    "SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM moved RETURNING invoice_id"
-                )
-                params = [
-                    InvoiceStatus.OVERDUE,
-                    at,
-                    *select_params,
-                    InvoiceStatus.SENT,
-                    InvoiceStatus.SENT,
-                    InvoiceStatus.OVERDUE,
-                    at,
-                ]
-                with connection.cursor() as cursor:
-                    cursor.execute(sql, params)
-                    return sorted(row[0] for row in cursor.fetchall())
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"INSERT INTO {q(history)} ({columns}) "  # noqa: S608
+                    f"INSERT INTO {q(history)} ({HISTORY_COLUMNS}) "  # noqa: S608
                     f"SELECT id, organization_id, %s, %s, NULL, NULL, %s FROM {q(invoice)} WHERE id IN ({select_sql}) "
                     "RETURNING invoice_id",
                     [InvoiceStatus.SENT, InvoiceStatus.OVERDUE, at, *select_params],

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import NotRequired, TypedDict
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.exceptions import BillingError, BusinessRuleViolation
@@ -27,6 +27,7 @@ from customers.models import Customer
 from events.services import Change, events_record, events_record_many, previous_attributes
 from invoices.locks import lock_invoice, lock_sequence
 from invoices.models import Invoice, Line
+from invoices.overdue_sql import overdue_with_events_sql
 from invoices.selectors import CREATOR, detail_prefetch, with_lines_and_payments
 from users.models import Actor, Organization
 
@@ -392,6 +393,14 @@ def _overdue_with_events(due, now: datetime.datetime) -> int:
     """Move `due` to overdue (one UPDATE) and write an `invoice.overdue` event for each invoice
     moved: per EVENT_BATCH of them, one read of them with their lines and payments and one INSERT of
     their events. In the caller's transaction."""
+    statement = overdue_with_events_sql(due, now)
+    if statement is not None:  # PostgreSQL: the move, its history and its events in one statement
+        with connection.cursor() as cursor:
+            cursor.execute(*statement)
+            moved, behind = cursor.fetchone()
+        if behind:  # paid in part while the statement waited for their locks
+            _record_overdue(sorted(behind))
+        return moved
     moved = due.move_to_overdue(now=now)
     for start in range(0, len(moved), EVENT_BATCH):
         _record_overdue(moved[start : start + EVENT_BATCH])
