@@ -408,7 +408,7 @@ def _overdue_with_events(due, now: datetime.datetime) -> int:
 
 
 def _record_overdue(invoice_ids: list[int]) -> None:
-    from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, event_context
+    from invoices.serializers import InvoiceDetailSerializer, event_context
 
     invoices = (
         Invoice.objects.filter(pk__in=invoice_ids)
@@ -420,8 +420,9 @@ def _record_overdue(invoice_ids: list[int]) -> None:
     changes = []
     for invoice in invoices:
         after = InvoiceDetailSerializer(invoice, context=context).data
-        invoice.status = Invoice.Status.SENT  # as it was: what moved is the status and its actions
-        before = InvoiceSerializer(invoice, context=context).data
+        # As it was: what moved is the status and the actions it allows, nothing else.
+        invoice.status = Invoice.Status.SENT
+        before = {"status": invoice.status, "available_actions": invoice.available_actions}
         changes.append(
             (invoice.organization_id, Change("invoice.overdue", after, previous_attributes(before, after)))
         )

@@ -18,8 +18,11 @@ from django_tasks_db.models import DBTaskResult
 
 from customers.services import customer_create
 from events.models import Event, WebhookDelivery, WebhookEndpoint
+from events.services import previous_attributes
 from invoices import overdue_sql, services
 from invoices.models import Invoice
+from invoices.selectors import CREATOR, detail_prefetch
+from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, event_context
 from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
 from payments.services import payment_record
 from tests.conftest import key_client
@@ -131,6 +134,22 @@ def endpoints(alice, bob):
     ]
 
 
+def serialized() -> dict:
+    """The overdue invoices as the serializers write them, after the move and before it (the same
+    rows with the status they had): the `data` and `previous_attributes` of their events."""
+    out = {}
+    invoices = Invoice.objects.filter(status="overdue").select_related("customer", *CREATOR)
+    for invoice in invoices.prefetch_related(detail_prefetch("lines"), detail_prefetch("payments")):
+        after = InvoiceDetailSerializer(invoice, context=event_context()).data
+        invoice.status = "sent"
+        before = InvoiceSerializer(invoice, context=event_context()).data
+        out[invoice.pk] = {
+            "data": {"object": after},
+            "previous_attributes": previous_attributes(before, after),
+        }
+    return out
+
+
 def written(since: str) -> dict:
     """What a move wrote: its events by invoice, their deliveries and their job."""
     events = Event.objects.filter(id__gt=since, type="invoice.overdue").order_by("id")
@@ -138,6 +157,7 @@ def written(since: str) -> dict:
     deliveries = WebhookDelivery.objects.filter(event__in=events).order_by("pk")
     jobs = DBTaskResult.objects.filter(task_path="events.tasks.send_webhooks").order_by("pk")
     return {
+        "serializers": serialized(),
         "ids": [event.pk for event in events],
         "order": [(event.organization_id, event.object_id) for event in events],
         "events": {
@@ -188,6 +208,11 @@ def test_the_statement_writes_the_events_deliveries_and_job_the_python_path_writ
     in_python, _ = move(monkeypatch, in_python=True)
 
     assert sorted(in_sql["events"]) == sorted(invoices)
+    for rows in (in_sql, in_python):  # each path against the serializers themselves
+        assert {
+            i: {"data": e["data"], "previous_attributes": e["previous_attributes"]}
+            for i, e in rows["events"].items()
+        } == rows["serializers"]
     for invoice_id in invoices:  # field by field, for a readable failure
         assert in_sql["events"][invoice_id] == in_python["events"][invoice_id], invoice_id
     assert in_sql["events"] == in_python["events"]
