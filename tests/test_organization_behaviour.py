@@ -76,12 +76,12 @@ def test_mark_overdue_moves_what_is_due_before_today_in_each_organizations_zone(
 
 
 def test_mark_overdue_is_one_statement_per_time_zone_in_use_whatever_the_organizations():
-    """One read of the zones in use, then one move per zone: on PostgreSQL one statement (UPDATE ...
-    RETURNING feeding the history insert), on SQLite two (the history insert, then the UPDATE); and
-    the zone's events in bulk: a read of the moved invoices, their lines, their payments, one INSERT
-    of the events, one read of the webhook endpoints (on PostgreSQL in the events' INSERT) — whatever
-    the organizations in the zone."""
-    per_zone = 1 + 4 if connection.vendor == "postgresql" else 2 + 5
+    """One read of the zones in use, then one move per zone with its events, whatever the
+    organizations in the zone: on PostgreSQL one statement (the UPDATE ... RETURNING feeding the
+    history insert and the events' insert, invoices.overdue_sql); on SQLite two (the history insert,
+    then the UPDATE), then the events in bulk: a read of the moved invoices, their lines, their
+    payments, one INSERT of the events, one read of the webhook endpoints."""
+    per_zone = 1 if connection.vendor == "postgresql" else 2 + 5
     organizations = [
         organization_in(AUCKLAND, "kiwi"),
         organization_in(AUCKLAND, "kiwi-2"),
