@@ -22,8 +22,9 @@ and non-ASCII):
 - an amount: with exactly its currency's places (`billing.money.format_amount`), a unit price with
   its currency's places or as many as it has up to 4 (`format_price`);
 - a quantity and a tax rate: with the column's places (DRF's DecimalField);
-- a date-time: ISO 8601 in UTC with "Z", microseconds only when there are some (DRF's, as
-  `datetime.isoformat` writes them) — so this path is taken only when the current time zone is UTC;
+- a date-time: ISO 8601 in the current time zone with its offset ("Z" for UTC), microseconds only
+  when there are some (DRF's, as `datetime.isoformat` writes them) — so this path is taken only when
+  the current time zone is an IANA zone PostgreSQL knows by the same name;
 - `available_actions` and `previous_attributes`: what the model gives an overdue invoice with and
   without money received (the only state they depend on between sent and overdue), computed here
   from `Invoice.available_actions` once per statement.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import zoneinfo
 
 from django.conf import settings
 from django.db import connection
@@ -57,15 +59,18 @@ def overdue_with_events_sql(due, now: datetime.datetime) -> tuple[str, list] | N
     statement holds their locks, so what a read shows then is how they were moved).
 
     None where it cannot be one statement (not PostgreSQL, another task backend, a current time
-    zone other than UTC): the caller then records the events in Python."""
-    if connection.vendor != "postgresql" or timezone.get_current_timezone_name() != "UTC":
+    zone PostgreSQL does not know by its name): the caller then records the events in Python."""
+    if connection.vendor != "postgresql":
+        return None
+    zone = _known_zone()
+    if zone is None:
         return None
     events = events_insert_ctes(type=OVERDUE, source="represented", order="organization_id, object_id")
     if events is None:
         return None
     events_sql, events_params = events
     move_sql, move_params = due.overdue_ctes(now=now)  # the transition's check included
-    represented_sql, represented_params = _represented()
+    represented_sql, represented_params = _represented(zone)
     # Without JIT compilation: for an expression this size PostgreSQL's JIT spends more compiling
     # than it saves (35 % of the statement's time with it on). For the rest of the zone's
     # transaction, which ends with this statement, in the same round trip.
@@ -77,7 +82,27 @@ def overdue_with_events_sql(due, now: datetime.datetime) -> tuple[str, list] | N
     return sql, [*move_params, *represented_params, *events_params]
 
 
-def _represented() -> tuple[str, list]:
+_ZONES_KNOWN: dict[tuple[str, str], bool] = {}
+
+
+def _known_zone() -> str | None:
+    """The current time zone's IANA name if PostgreSQL has it too (asked once per zone and
+    database; UTC is never asked), else None."""
+    current = timezone.get_current_timezone()
+    name = getattr(current, "key", None)
+    if not isinstance(current, zoneinfo.ZoneInfo) or not name:
+        return None
+    if name == "UTC":
+        return name
+    key = (connection.alias, name)
+    if key not in _ZONES_KNOWN:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)", [name])
+            _ZONES_KNOWN[key] = cursor.fetchone()[0]
+    return name if _ZONES_KNOWN[key] else None
+
+
+def _represented(zone: str) -> tuple[str, list]:
     """`represented`: for each moved invoice whose payments are those of the row moved, its
     organization, id, representation (`object`) and previous attributes (`previous`). (Each CTE is
     read once, so PostgreSQL inlines it: no representation is kept in a temporary table.)"""
@@ -106,6 +131,7 @@ def _represented() -> tuple[str, list]:
         json.dumps(previous[True]),
         json.dumps(places),
         DEFAULT_PLACES,
+        zone,
     ]
     return _represented_sql(), params
 
@@ -128,12 +154,19 @@ def _decimal(value: str, places: int) -> str:
 
 
 def _timestamp(value: str) -> str:
-    """DRF's date-time in UTC: ISO 8601, microseconds only when there are some, "Z"."""
-    utc = f"({value} AT TIME ZONE 'UTC')"
+    """DRF's date-time: ISO 8601 in the current time zone (`m.zone`), microseconds only when there
+    are some, its UTC offset as `datetime.isoformat` writes it (+05:30, -03:00, seconds only when
+    there are some), "Z" for an offset of zero."""
+    local = f"({value} AT TIME ZONE m.zone)"
+    offset = f"extract(epoch FROM {local} - ({value} AT TIME ZONE 'UTC'))::int"
+    size = f"abs({offset})"
     return (
-        f"CASE WHEN {value} IS NULL THEN NULL ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        f"CASE WHEN {value} IS NULL THEN NULL ELSE to_char({local}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
         f"|| CASE WHEN mod(extract(microseconds FROM {value})::bigint, 1000000) = 0 THEN '' "
-        f"ELSE to_char({utc}, '.US') END || 'Z' END"
+        f"ELSE to_char({local}, '.US') END "
+        f"|| CASE WHEN {offset} = 0 THEN 'Z' ELSE CASE WHEN {offset} < 0 THEN '-' ELSE '+' END "
+        f"|| lpad(({size} / 3600)::text, 2, '0') || ':' || lpad((mod({size}, 3600) / 60)::text, 2, '0') "
+        f"|| CASE WHEN mod({size}, 60) = 0 THEN '' ELSE ':' || lpad(mod({size}, 60)::text, 2, '0') END END END"
     )
 
 
@@ -156,7 +189,7 @@ def _represented_sql() -> str:
     # Identifiers from the models' options; the parameters are, in order: the actions without and
     # with money received, the hosted link's and the PDF link's two parts, the previous attributes
     # without and with money received, the places of the currencies that have other than the
-    # default, and the default.
+    # default, the default, and the current time zone.
     quote = connection.ops.quote_name
     table = {
         "customer": quote(Invoice._meta.get_field("customer").related_model._meta.db_table),
@@ -226,6 +259,6 @@ def _represented_sql() -> str:
         "represented AS (SELECT m.organization_id, m.id AS object_id, "  # noqa: S608
         f"{invoice} AS object, "
         "CASE WHEN m.amount_paid = 0 THEN %s::jsonb ELSE %s::jsonb END AS previous "
-        f"FROM (SELECT *, coalesce((%s::jsonb ->> currency)::int, %s) AS places FROM moved) AS m "
+        f"FROM (SELECT *, coalesce((%s::jsonb ->> currency)::int, %s) AS places, %s::text AS zone FROM moved) AS m "
         f"CROSS JOIN LATERAL {payments} AS received WHERE received.paid = m.amount_paid)"
     )

@@ -1,8 +1,8 @@
 """mark_overdue's events written by its own statement (PostgreSQL: invoices.overdue_sql) are the
 events the serializers write (the Python path, `invoices.services._record_overdue`), field for
-field, with the same deliveries and job; the statement falls back to that path where it cannot
-write them (SQLite, a current time zone other than UTC) and for an invoice paid in part while it
-waited for the invoice's lock."""
+field, in every kind of current time zone, with the same deliveries and job; the statement falls
+back to that path where it cannot write them (SQLite, a current time zone PostgreSQL does not know
+by name) and for an invoice paid in part while it waited for the invoice's lock."""
 
 import datetime
 import re
@@ -200,12 +200,22 @@ def move(monkeypatch=None, *, in_python: bool) -> tuple[dict, list[str]]:
     return rows, [q["sql"] for q in queries.captured_queries]
 
 
+# The current time zone the date-times are written in: UTC ("Z"), whole hours, a half hour west
+# and east, and an offset of zero that is not UTC (London in winter: "Z" too).
+ZONES = ["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Europe/London"]
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("zone", ZONES)
 def test_the_statement_writes_the_events_deliveries_and_job_the_python_path_writes(
-    invoices, endpoints, monkeypatch
+    invoices, endpoints, monkeypatch, zone
 ):
-    in_sql, statements = move(in_python=False)
-    in_python, _ = move(monkeypatch, in_python=True)
+    with timezone.override(zone):
+        in_sql, statements = move(in_python=False)
+        in_python, _ = move(monkeypatch, in_python=True)
+    offset = {"UTC": "Z", "Europe/Berlin": "+01:00", "Asia/Kolkata": "+05:30"}
+    offset |= {"America/St_Johns": "-03:30", "Europe/London": "Z"}
+    assert all(e["data"]["object"]["updated_at"].endswith(offset[zone]) for e in in_sql["events"].values())
 
     assert sorted(in_sql["events"]) == sorted(invoices)
     for rows in (in_sql, in_python):  # each path against the serializers themselves
@@ -229,7 +239,7 @@ def test_the_statement_writes_the_events_deliveries_and_job_the_python_path_writ
     assert in_sql["order"] == sorted(in_sql["order"])
     assert in_python["order"] == sorted(in_python["order"])
 
-    moves = [sql for sql in statements if "SAVEPOINT" not in sql.upper()]
+    moves = [sql for sql in statements if "SAVEPOINT" not in sql.upper() and "pg_timezone_names" not in sql]
     if IN_SQL:  # the zones' read, then one statement: the move, its history, events, deliveries, job
         assert len(moves) == 2, moves
         assert moves[1].startswith("SET LOCAL jit = off; WITH moved AS (UPDATE")
@@ -283,13 +293,26 @@ def test_a_payment_committed_while_the_move_waits_for_the_invoice_is_in_its_even
 
 
 @pytest.mark.django_db
-def test_in_another_current_time_zone_the_events_are_written_by_the_serializers(alice, make_invoice):
-    """The statement writes date-times in UTC; with another current time zone the serializers
-    write them (with its offset), after the move."""
+def test_a_time_zone_postgresql_does_not_know_by_name_takes_the_python_path(alice, make_invoice):
+    """A current time zone that is a fixed offset (no IANA name) or a name PostgreSQL lacks: the
+    serializers write the events, after the move."""
     invoice = make_invoice(alice, **PAST)
-    with timezone.override("Europe/Berlin"):
+    fixed = datetime.timezone(datetime.timedelta(hours=2))
+    with timezone.override(fixed):
         assert overdue_sql.overdue_with_events_sql(Invoice.objects.all(), MOVED_AT) is None
         assert invoice_mark_overdue(now=MOVED_AT) == 1
     shown = Event.objects.get(type="invoice.overdue", object_id=invoice.pk).data["object"]
-    assert shown["updated_at"] == "2026-12-03T10:30:00.654321+01:00"
-    assert shown["status"] == "overdue"
+    assert shown["updated_at"] == "2026-12-03T11:30:00.654321+02:00"
+    if IN_SQL:
+        overdue_sql._ZONES_KNOWN.clear()
+        with CaptureQueriesContext(connection) as queries:  # asked once, then known
+            for _ in range(2):
+                with timezone.override("Asia/Kolkata"):
+                    assert overdue_sql._known_zone() == "Asia/Kolkata"
+        assert len(queries) == 1
+        overdue_sql._ZONES_KNOWN[(connection.alias, "Asia/Kolkata")] = False  # as for a name it lacks
+        try:
+            with timezone.override("Asia/Kolkata"):
+                assert overdue_sql.overdue_with_events_sql(Invoice.objects.all(), MOVED_AT) is None
+        finally:
+            overdue_sql._ZONES_KNOWN.clear()
