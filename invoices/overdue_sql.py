@@ -44,7 +44,6 @@ from django.utils import timezone
 from billing.currencies import DEFAULT_PLACES, MINOR_UNITS
 from events.services import events_insert_ctes, previous_attributes
 from invoices.models import Invoice, InvoiceStatus, Line
-from invoices.serializers import _ARGUMENT, _url_of
 from users.models import ApiKey, User
 
 OVERDUE = "invoice.overdue"
@@ -72,8 +71,8 @@ def overdue_with_events_sql(due, now: datetime.datetime) -> tuple[str, list] | N
     move_sql, move_params = due.overdue_ctes(now=now)  # the transition's check included
     represented_sql, represented_params = _represented(zone)
     # Without JIT compilation: for an expression this size PostgreSQL's JIT spends more compiling
-    # than it saves (35 % of the statement's time with it on). For the rest of the zone's
-    # transaction, which ends with this statement, in the same round trip.
+    # than it saves (35 % of the statement's time with it on). SET LOCAL, in the same round trip:
+    # until the transaction ends (the zone's own, or the caller's if it runs inside one).
     sql = (
         f"SET LOCAL jit = off; WITH {move_sql}, {represented_sql}, {events_sql} "  # noqa: S608
         "SELECT (SELECT count(*) FROM moved), "
@@ -104,8 +103,9 @@ def _known_zone() -> str | None:
 
 def _represented(zone: str) -> tuple[str, list]:
     """`represented`: for each moved invoice whose payments are those of the row moved, its
-    organization, id, representation (`object`) and previous attributes (`previous`). (Each CTE is
-    read once, so PostgreSQL inlines it: no representation is kept in a temporary table.)"""
+    organization, id, representation (`object`) and previous attributes (`previous`). (It is read
+    once, by the events' insert, so PostgreSQL inlines it: no representation is kept in a temporary
+    table.)"""
     actions = {}
     previous = {}
     for received in (False, True):  # what the model says with and without money received
@@ -116,6 +116,8 @@ def _represented(zone: str) -> tuple[str, list]:
             {"status": before.status, "available_actions": before.available_actions},
             {"status": after.status, "available_actions": after.available_actions},
         )
+    from invoices.serializers import _ARGUMENT, _url_of  # the links as the serializers make them
+
     base = settings.PUBLIC_URL
     hosted = _url_of("hosted-invoice", _ARGUMENT).split(_ARGUMENT)
     pdf = _url_of("invoice-pdf", _ARGUMENT).split(_ARGUMENT)

@@ -390,21 +390,27 @@ EVENT_BATCH = 1000  # invoices read and recorded at a time after a bulk move (bo
 
 
 def _overdue_with_events(due, now: datetime.datetime) -> int:
-    """Move `due` to overdue (one UPDATE) and write an `invoice.overdue` event for each invoice
-    moved: per EVENT_BATCH of them, one read of them with their lines and payments and one INSERT of
-    their events. In the caller's transaction."""
+    """Move `due` to overdue and write an `invoice.overdue` event for each invoice moved, in the
+    caller's transaction; returns how many moved. On PostgreSQL one statement does both
+    (invoices.overdue_sql), but for the invoices paid in part while it waited for their locks,
+    whose events are written here after it. Elsewhere one UPDATE (`move_to_overdue`), then, per
+    EVENT_BATCH of the moved invoices, one read of them with their lines and payments and one INSERT
+    of their events."""
     statement = overdue_with_events_sql(due, now)
-    if statement is not None:  # PostgreSQL: the move, its history and its events in one statement
+    if statement is not None:
         with connection.cursor() as cursor:
             cursor.execute(*statement)
             moved, behind = cursor.fetchone()
-        if behind:  # paid in part while the statement waited for their locks
-            _record_overdue(sorted(behind))
+        _record_overdue_in_batches(sorted(behind or ()))
         return moved
     moved = due.move_to_overdue(now=now)
-    for start in range(0, len(moved), EVENT_BATCH):
-        _record_overdue(moved[start : start + EVENT_BATCH])
+    _record_overdue_in_batches(moved)
     return len(moved)
+
+
+def _record_overdue_in_batches(invoice_ids: list[int]) -> None:
+    for start in range(0, len(invoice_ids), EVENT_BATCH):
+        _record_overdue(invoice_ids[start : start + EVENT_BATCH])
 
 
 def _record_overdue(invoice_ids: list[int]) -> None:
