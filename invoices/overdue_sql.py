@@ -41,7 +41,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from billing.currencies import DEFAULT_PLACES, MINOR_UNITS
+from billing.currencies import DEFAULT_PLACES, RECORDED_MINOR_UNITS
 from events.services import events_insert_ctes, previous_attributes
 from invoices.models import Invoice, InvoiceStatus, Line
 from users.models import ApiKey, User
@@ -85,8 +85,14 @@ _ZONES_KNOWN: dict[tuple[str, str], bool] = {}
 
 
 def _known_zone() -> str | None:
-    """The current time zone's IANA name if PostgreSQL has it too (asked once per zone and
-    database; UTC is never asked), else None."""
+    """The current time zone's IANA name if PostgreSQL has it too, by that name and not also as an
+    abbreviation (asked once per zone and database; UTC is never asked), else None.
+
+    `AT TIME ZONE 'CET'` takes CET as the abbreviation, a fixed +01:00, where Python's CET zone
+    has summer time (and so do EET, MET and WET); which names are abbreviations depends on the
+    server's `timezone_abbreviations`, so any name that is one takes the Python path. The rules
+    are the database server's tzdata: a server whose tzdata is older or newer than the app's
+    can differ for a zone whose rules changed between the two."""
     current = timezone.get_current_timezone()
     name = getattr(current, "key", None)
     if not isinstance(current, zoneinfo.ZoneInfo) or not name:
@@ -96,7 +102,11 @@ def _known_zone() -> str | None:
     key = (connection.alias, name)
     if key not in _ZONES_KNOWN:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)", [name])
+            cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s) "
+                "AND NOT EXISTS (SELECT 1 FROM pg_timezone_abbrevs WHERE abbrev = %s)",
+                [name, name],
+            )
             _ZONES_KNOWN[key] = cursor.fetchone()[0]
     return name if _ZONES_KNOWN[key] else None
 
@@ -121,7 +131,8 @@ def _represented(zone: str) -> tuple[str, list]:
     base = settings.PUBLIC_URL
     hosted = _url_of("hosted-invoice", _ARGUMENT).split(_ARGUMENT)
     pdf = _url_of("invoice-pdf", _ARGUMENT).split(_ARGUMENT)
-    places = {code: n for code, n in MINOR_UNITS.items() if n != DEFAULT_PLACES}
+    # As `billing.money` reads them (`minor_units`): the recorded places, withdrawn codes included.
+    places = {code: n for code, n in RECORDED_MINOR_UNITS.items() if n != DEFAULT_PLACES}
     params = [  # in the order of the statement's text
         json.dumps(actions[False]),
         json.dumps(actions[True]),
