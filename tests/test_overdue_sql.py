@@ -52,10 +52,6 @@ def line(description: str, quantity: str, price: str, tax: str = "0") -> dict:
     }
 
 
-def at(moment: datetime.datetime, monkeypatch):
-    monkeypatch.setattr(timezone, "now", lambda: moment)
-
-
 @pytest.fixture
 def invoices(alice, bob, monkeypatch):
     """Sent invoices past due of two organizations, with every kind of value the representation
@@ -67,7 +63,11 @@ def invoices(alice, bob, monkeypatch):
     made = []
 
     def make(organization, customer, lines, *, currency=None, actor=None, notes="", sent_at, paid=()):
-        at(sent_at, monkeypatch)
+        with monkeypatch.context() as patch:  # the invoice made, sent and paid at `sent_at`
+            patch.setattr(timezone, "now", lambda: sent_at)
+            made.append(record(organization, customer, lines, currency, actor, notes, paid))
+
+    def record(organization, customer, lines, currency, actor, notes, paid) -> int:
         invoice = invoice_create(
             organization=organization,
             customer_id=customer.pk,
@@ -88,7 +88,7 @@ def invoices(alice, bob, monkeypatch):
                 paid_at=datetime.date(2026, 1, 5),
                 actor=payer,
             )
-        made.append(invoice.pk)
+        return invoice.pk
 
     whole = datetime.datetime(2026, 2, 1, 8, 0, 0, tzinfo=datetime.UTC)  # no microseconds
     fraction = datetime.datetime(2026, 2, 1, 8, 0, 0, 1, tzinfo=datetime.UTC)
@@ -110,7 +110,6 @@ def invoices(alice, bob, monkeypatch):
     make(alices, quoted, [line("Fils", "1", "1.2345", "5")], currency="KWD", actor=api_key, sent_at=fraction)
     make(alices, quoted, [line("Whole", "7", "10")], currency="USD", sent_at=whole, paid=[("20.00", api_key)])
     make(bobs, plain, [line("Bob's", "1", "12.5")], currency="EUR", actor=bob, sent_at=whole)
-    monkeypatch.undo()
     return made
 
 
@@ -185,18 +184,16 @@ def written(since: str) -> dict:
     }
 
 
-def move(monkeypatch=None, *, in_python: bool) -> tuple[dict, list[str]]:
+def move(monkeypatch, *, in_python: bool) -> tuple[dict, list[str]]:
     """mark_overdue at MOVED_AT, rolled back: what it wrote and the statements it sent."""
-    if in_python:
-        monkeypatch.setattr(services, "overdue_with_events_sql", lambda due, now: None)
     since = Event.objects.order_by("-id").values_list("id", flat=True).first() or ""
-    with transaction.atomic():
+    with monkeypatch.context() as patch, transaction.atomic():
+        if in_python:
+            patch.setattr(services, "overdue_with_events_sql", lambda due, now: None)
         with CaptureQueriesContext(connection) as queries:
             assert invoice_mark_overdue(now=MOVED_AT) == 5
         rows = written(since)
         transaction.set_rollback(True)
-    if in_python:
-        monkeypatch.undo()
     return rows, [q["sql"] for q in queries.captured_queries]
 
 
@@ -213,7 +210,7 @@ def test_the_statement_writes_the_events_deliveries_and_job_the_python_path_writ
     invoices, endpoints, monkeypatch, zone
 ):
     with timezone.override(zone):
-        in_sql, statements = move(in_python=False)
+        in_sql, statements = move(monkeypatch, in_python=False)
         in_python, _ = move(monkeypatch, in_python=True)
     offset = {"UTC": "Z", "Europe/Berlin": "+01:00", "Asia/Kolkata": "+05:30", "CET": "+01:00"}
     offset |= {"America/St_Johns": "-03:30", "Europe/London": "Z"}
