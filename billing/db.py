@@ -331,7 +331,8 @@ def held_writes(using: str = "default"):
     its own) in which the INSERTs made under `holding()`, and the statements given to `hold()`, are
     not sent on their own: each is held, as the literal SQL the driver would send, and goes ahead of
     the next statement of this connection, in the same round trip (one query of several statements,
-    whose result is the last one's), or at the end of the block. An outbox row and its job then cost the request no round trip of their own.
+    whose result is the last one's), or at the end of the block. An outbox row and its job then cost
+    the request no round trip of their own.
 
     Order and atomicity are unchanged: a held INSERT runs before every statement made after it (a
     read sees it, a savepoint covers it), and an exception leaving the block discards what it holds

@@ -215,6 +215,7 @@ def events_insert_ctes(
     return sql, [*params, *queue_params]
 
 
+@functools.cache
 def _event_columns() -> dict[str, str]:
     quote = connection.ops.quote_name
     return {

@@ -143,7 +143,6 @@ class InvoiceQuerySet(models.QuerySet):
         """
         Invoice._check_transition(InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
         now = now or timezone.now()
-        due = self.filter(status=InvoiceStatus.SENT).order_by()
         with transaction.atomic(using=self.db, savepoint=False):
             connection = transaction.get_connection(self.db)
             if connection.vendor == "postgresql":
@@ -151,6 +150,7 @@ class InvoiceQuerySet(models.QuerySet):
                 with connection.cursor() as cursor:
                     cursor.execute(f"WITH {ctes} SELECT invoice_id FROM history", params)  # noqa: S608
                     return sorted(row[0] for row in cursor.fetchall())
+            due = self.filter(status=InvoiceStatus.SENT).order_by()
             select_sql, select_params = due.values("pk").query.sql_with_params()
             invoice, history = Invoice._meta.db_table, InvoiceStatusChange._meta.db_table
             q = connection.ops.quote_name

@@ -26,7 +26,7 @@ from invoices.serializers import InvoiceDetailSerializer, InvoiceSerializer, eve
 from invoices.services import invoice_create, invoice_mark_overdue, invoice_send
 from payments.services import payment_record
 from tests.conftest import key_client
-from tests.factories import org
+from tests.factories import LineFactory, org
 
 IN_SQL = connection.vendor == "postgresql"
 PAST = {"issue_date": datetime.date(2026, 1, 1), "due_date": datetime.date(2026, 1, 2)}
@@ -44,12 +44,10 @@ JOB_COLUMNS = [
 
 
 def line(description: str, quantity: str, price: str, tax: str = "0") -> dict:
-    return {
-        "description": description,
-        "quantity": Decimal(quantity),
-        "unit_price": Decimal(price),
-        "tax_rate": Decimal(tax),
-    }
+    """A line as the services take it (`LineFactory`), from its values written as strings."""
+    return LineFactory(
+        description=description, quantity=Decimal(quantity), unit_price=Decimal(price), tax_rate=Decimal(tax)
+    )
 
 
 @pytest.fixture
