@@ -59,7 +59,8 @@ documents: $(STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py render_documents --out bench/tmp/documents
 
 ## make slow-clients: gunicorn as `make serve` runs it, 50 + 50 connections trickling bodies and headers;
-## /api/health/ must still answer within 1 s, and the tricklers must be cut at their deadlines
+## then PDFs of the largest draft rendered at once; /api/health/ must still answer within 1 s, and the
+## tricklers must be cut at their deadlines
 .PHONY: slow-clients
 slow-clients: $(STAMP)
 	$(PY) tests/live/slow_clients.py

@@ -22,6 +22,9 @@ worker. Here (measured in tests/live/slow_clients.py):
   requests (under gevent, Django's per-thread connections would be per greenlet: one for each
   client connection, never reused, never bounded), so CONN_MAX_AGE keeps its meaning and
   PostgreSQL sees at most workers x slots connections from the web tier.
+- **Long CPU work off the loop**: a PDF rendered on a request lays out on an OS thread of the
+  worker's own (billing.cooperative), so the worker's other requests go on meanwhile; the log
+  handler (billing.logs) is safe from that thread, and writes from one of its own.
 - **psycopg2 waits cooperatively** (psycopg2's wait callback for coroutine libraries, as psycogreen
   installs it): a request waiting on PostgreSQL (a row lock, a slow query) yields to the others.
 

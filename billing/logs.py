@@ -6,10 +6,23 @@ Its own module, free of models: LOGGING is configured before the apps are loaded
 import atexit
 import contextlib
 import copy
+import importlib
 import logging
 import os
 import queue
-import threading
+import sys
+
+
+def _native(module: str, name: str):
+    """`module.name` as the standard library has it, also where gevent patched it (a gevent worker):
+    the writer must be an OS thread, not a greenlet — a write to a stalled pipe blocks its whole
+    thread, which for a greenlet is every request of the worker — and records may come from other
+    OS threads (billing.cooperative), which gevent's locks, queues and events do not wake across.
+    Only `_thread`'s and `_queue`'s own are safe: `threading`'s classes call the patched functions."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        return monkey.get_original(module, name)
+    return getattr(importlib.import_module(module), name)
 
 
 class BackgroundStreamHandler(logging.Handler):
@@ -27,6 +40,12 @@ class BackgroundStreamHandler(logging.Handler):
     The formatter configured for this handler formats on the thread, so the lines are the same as a
     `StreamHandler`'s with that formatter; the message and a traceback are rendered beforehand, when
     the objects they name are as they were at the time.
+
+    It takes no lock around `emit` (logging's per-handler lock): putting on the queue is safe from
+    any thread as it is, and under gevent that lock would be gevent's, which a greenlet waiting on it
+    is never woken from by another OS thread's release (a request logging while a PDF renders on
+    billing.cooperative's thread would hang). The writer, its queue and its locks are the
+    standard library's own, gevent or not (`_native`).
     """
 
     def __init__(self, stream=None, max_queued: int = 10_000, interval: float = 0.05):
@@ -35,11 +54,15 @@ class BackgroundStreamHandler(logging.Handler):
         self.max_queued = max_queued
         self.interval = interval
         self.dropped = 0
+        self.target.lock = _native("_thread", "RLock")()  # the writer's, and flush()'s at exit
         self._queue: queue.SimpleQueue | None = None
         self._pid = None
-        self._stopping = threading.Event()
-        self._thread = None
-        self._starting = threading.Lock()
+        # Held while the writer runs: released to stop it (`_stopping`), by it when done (`_running`).
+        self._stopping = self._running = None
+        self._starting = _native("_thread", "allocate_lock")()
+
+    def createLock(self):
+        self.lock = None  # see the class's docstring: logging's acquire() and release() do nothing
 
     def setFormatter(self, fmt):
         self.target.setFormatter(fmt)
@@ -65,24 +88,29 @@ class BackgroundStreamHandler(logging.Handler):
 
     def _start(self) -> None:
         # A new queue and thread: what a fork inherits is the parent's (its records, no thread).
-        self._queue = queue.SimpleQueue()
-        self._stopping = threading.Event()
+        allocate_lock = _native("_thread", "allocate_lock")
+        self._queue = _native("_queue", "SimpleQueue")()
+        self._stopping, self._running = allocate_lock(), allocate_lock()
+        self._stopping.acquire()
+        self._running.acquire()
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._thread.start()
+        _native("_thread", "start_new_thread")(self._run, (self._stopping, self._running))
         atexit.unregister(self._stop)  # once, however many times it starts
         atexit.register(self._stop)
 
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
+    def _run(self, stopping, running) -> None:
+        try:
+            while not stopping.acquire(timeout=self.interval):
+                self._drain()
             self._drain()
-        self._drain()
+        finally:
+            running.release()
 
     def _drain(self) -> None:
         while True:
             try:
                 record = self._queue.get_nowait()
-            except queue.Empty:
+            except queue.Empty:  # _queue.Empty
                 break
             self.target.handle(record)
         if self.dropped:
@@ -102,11 +130,11 @@ class BackgroundStreamHandler(logging.Handler):
 
     def _stop(self) -> None:
         """Write what is queued and stop the thread (at exit; a stalled stream delays exit 5 s at most)."""
-        if self._thread is None or self._pid != os.getpid():
+        if self._running is None or self._pid != os.getpid():
             return
-        self._stopping.set()
-        self._thread.join(timeout=5)
-        self._thread, self._pid = None, None  # a record after this starts a new thread
+        self._stopping.release()
+        self._running.acquire(timeout=5)
+        self._stopping = self._running = self._pid = None  # a record after this starts a new writer
         # The stream may be closed already (logging.shutdown allows it too).
         with contextlib.suppress(OSError, ValueError):
             self.target.flush()

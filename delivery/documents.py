@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.translation import to_locale
 
 from billing import money
+from billing.cooperative import off_the_loop
 
 PDF_TEMPLATE = "delivery/invoice_pdf.html"
 PAGE_TEMPLATE = "delivery/invoice_page.html"
@@ -317,9 +318,15 @@ def render_pdf(invoice, *, draft: bool = False) -> bytes:
     """The invoice as a PDF, whose metadata title is its number. PdfUnavailable when WeasyPrint
     cannot be loaded. No URL is fetched and no file read (`url_fetcher`)."""
     fetcher = url_fetcher()
+    html = render_html(invoice, draft=draft)  # here: it may read the invoice's rows
+    # The layout is CPU alone, seconds of it for a long invoice: under gevent, on a native thread,
+    # so that the worker's other requests are served meanwhile (billing.cooperative).
+    return off_the_loop(_write_pdf, html, fetcher)
+
+
+def _write_pdf(html: str, fetcher) -> bytes:
     import weasyprint
 
-    html = render_html(invoice, draft=draft)
     document = weasyprint.HTML(string=html, base_url=None, url_fetcher=fetcher)
     return document.write_pdf(font_config=_font_config())
 

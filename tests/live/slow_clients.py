@@ -24,7 +24,13 @@ What it does, in order:
 5. Waits for the deadlines of gunicorn.conf.py: every head trickler must be closed by the server
    within `keepalive` seconds (plus slack), every body trickler answered 408 within
    GUNICORN_BODY_TIMEOUT (plus slack).
-6. Stops gunicorn and exits 1 on any failure (2 if the run overran its time limit).
+6. Heavy requests: registers a user of its own and, through the API, makes the largest draft the
+   contract accepts (500 lines of 500 characters: a PDF of about 170 pages, seconds of layout),
+   asks for its PDF on `--heavy-requests` connections at once (default two a worker), and times
+   /api/health/ ten times while they are rendered: each within `--max-latency` again, and every
+   PDF a 200 `application/pdf`. A gevent worker serves its requests on one thread, so a render
+   that kept that thread would stall the rest (billing.cooperative).
+7. Stops gunicorn and exits 1 on any failure (2 if the run overran its time limit).
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=4, help="threads a gthread worker (4)")
     parser.add_argument("--max-latency", type=float, default=1.0, help="seconds /api/health/ may take (1)")
+    parser.add_argument(
+        "--heavy-requests", type=int, default=None, help="largest-draft PDFs asked at once (two a worker)"
+    )
     parser.add_argument("--port", type=int, default=None, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--keep-log", action="store_true", help="keep the server log")
@@ -215,6 +224,125 @@ def slow_honest_login(port: int, rate: float) -> tuple[int, float]:
     return status, time.monotonic() - started
 
 
+# --- heavy requests ---------------------------------------------------------------------------------
+
+HEAVY_LINES = 500  # invoices.models.MAX_LINES
+HEAVY_DESCRIPTION = 500  # Line.description's max_length
+
+
+def api_call(port: int, method: str, path: str, payload: dict | None = None, token: str | None = None):
+    """(status, decoded JSON body) of one API request."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        body = json.dumps(payload).encode() if payload is not None else None
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+    finally:
+        connection.close()
+
+
+def largest_draft(port: int) -> tuple[str, int]:
+    """(token, draft id): a new user's organization with the largest draft the contract accepts."""
+    username, password = f"heavy-{os.getpid()}-{time.time_ns()}", "a long enough password 1234"
+    status, body = api_call(port, "POST", "/api/register/", {"username": username, "password": password})
+    if status != 201:
+        raise RuntimeError(f"register: {status} {body}")
+    status, body = api_call(port, "POST", "/api/login/", {"username": username, "password": password})
+    if status != 200:
+        raise RuntimeError(f"login: {status} {body}")
+    token = body["token"]
+    status, customer = api_call(port, "POST", "/api/customers/", {"name": "Heavy Customer"}, token)
+    if status != 201:
+        raise RuntimeError(f"customer: {status} {customer}")
+    words = [
+        "consulting",
+        "design",
+        "audit",
+        "review",
+        "travel",
+        "hosting",
+        "licence",
+        "support",
+        "maintenance",
+    ]
+    lines = [
+        {
+            "description": " ".join(words[(n + k) % len(words)] for k in range(60))[:HEAVY_DESCRIPTION],
+            "quantity": "12345.678",
+            "unit_price": "98765.4321",
+            "tax_rate": "20",
+        }
+        for n in range(HEAVY_LINES)
+    ]
+    payload = {"customer": customer["id"], "due_date": "2099-12-31", "lines": lines}
+    status, invoice = api_call(port, "POST", "/api/invoices/", payload, token)
+    if status != 201:
+        raise RuntimeError(f"invoice: {status} {str(invoice)[:300]}")
+    return token, invoice["id"]
+
+
+def heavy_pdf(port: int, token: str, invoice_id: int, outcomes: list) -> None:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=90)
+    try:
+        connection.request(
+            "GET", f"/api/invoices/{invoice_id}/pdf/", headers={"Authorization": f"Token {token}"}
+        )
+        response = connection.getresponse()
+        data = response.read()
+        outcomes.append(
+            (response.status, response.getheader("content-type"), len(data), time.monotonic() - started)
+        )
+    except (OSError, http.client.HTTPException) as error:
+        outcomes.append((f"no answer ({error})", None, 0, time.monotonic() - started))
+    finally:
+        connection.close()
+
+
+def heavy_requests(port: int, count: int, max_latency: float, failures: list[str]) -> None:
+    """Phase 6 of the module's docstring."""
+    try:
+        token, invoice_id = largest_draft(port)
+    except (RuntimeError, OSError, http.client.HTTPException) as error:
+        failures.append(f"heavy requests: could not make the largest draft: {error}")
+        return
+    outcomes: list = []
+    renders = [
+        threading.Thread(target=heavy_pdf, args=(port, token, invoice_id, outcomes)) for _ in range(count)
+    ]
+    for render in renders:
+        render.start()
+    time.sleep(0.5)  # every render has started
+    latencies = []
+    for attempt in range(10):
+        try:
+            status, elapsed, _ = timed_request(port, "GET", "/api/health/", timeout=30)
+        except (OSError, http.client.HTTPException) as error:
+            status, elapsed = f"no answer ({error})", float("inf")
+        latencies.append(elapsed)
+        if status != 200 or elapsed > max_latency:
+            failures.append(f"/api/health/ during the renders #{attempt + 1}: {status} after {elapsed:.3f} s")
+        time.sleep(0.2)
+    rendering = sum(render.is_alive() for render in renders)
+    for render in renders:
+        render.join(120)
+    log(
+        f"{count} PDFs of a {HEAVY_LINES}-line draft at once: /api/health/ meanwhile max {max(latencies):.3f} s "
+        f"(median {statistics.median(latencies):.3f} s), {rendering} still rendering after it; PDFs "
+        + ", ".join(f"{o[0]} {o[2] // 1024} KB in {o[3]:.1f} s" for o in sorted(outcomes, key=lambda o: o[3]))
+    )
+    if rendering == 0:
+        failures.append("heavy requests: every render was done before /api/health/ was timed (no overlap)")
+    bad = [o for o in outcomes if o[0] != 200 or o[1] != "application/pdf"]
+    if bad or len(outcomes) != count:
+        failures.append(f"heavy requests: {len(outcomes)} of {count} answered, not a PDF: {bad[:2]}")
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 
@@ -339,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                     failures.append(f"{len(not_408)} body trickler(s) got no 408, e.g. {not_408[0]!r}")
         for trickler in tricklers:
             trickler.close()
+
+        heavy_requests(port, args.heavy_requests or 2 * args.workers, args.max_latency, failures)
 
         server.stop()
         server_log = log_path.read_text(errors="replace")
