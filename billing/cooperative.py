@@ -27,7 +27,13 @@ def cooperative() -> bool:
     return monkey is not None and monkey.is_module_patched("threading")
 
 
+class Busy(Exception):
+    """Refused by `off_the_loop`: its thread has `limit` calls of the process running or waiting
+    already, or the call did not finish within `timeout` (it goes on, and counts, until it does)."""
+
+
 _pool = None
+_pending = 0  # calls handed to the thread and not finished; changed on the event loop's thread only
 
 
 def _cpu_pool():
@@ -43,14 +49,41 @@ def _cpu_pool():
     return _pool
 
 
-def off_the_loop(function: Callable[..., T], *args) -> T:
+def _finished(_result) -> None:
+    global _pending
+    _pending -= 1
+
+
+def room(limit: int) -> bool:
+    """Whether `off_the_loop(..., limit=limit)` would take a call now (ask before preparing one)."""
+    return not cooperative() or _pending < limit
+
+
+def off_the_loop(
+    function: Callable[..., T], *args, limit: int | None = None, timeout: float | None = None
+) -> T:
     """`function(*args)`: under gevent on a native thread (one for the process: such work queues
     for it in order), the caller waiting without holding up the worker's other requests; in place
-    otherwise. Its exception is raised here."""
+    otherwise. Its exception is raised here.
+
+    Under gevent a caller also holds one of the worker's request slots while it waits, so the
+    calls are bounded: with `limit` of them running or queued already, `Busy` at once (the slots
+    left serve everything else); with none finished after `timeout` seconds, `Busy` too."""
     if not cooperative():
         return function(*args)
+    global _pending
+    if limit is not None and _pending >= limit:
+        raise Busy(f"{_pending} calls are running or waiting already")
+    import gevent
+
+    _pending += 1
     # The exception comes back as a value: raised in the pool, gevent would also print it to stderr.
-    ok, value = _cpu_pool().apply(_outcome, (function, args))
+    result = _cpu_pool().spawn(_outcome, function, args)
+    result.rawlink(_finished)
+    try:
+        ok, value = result.get(timeout=timeout)
+    except gevent.Timeout:
+        raise Busy(f"not finished after {timeout:g} s") from None
     if not ok:
         raise value
     return value

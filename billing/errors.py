@@ -41,7 +41,9 @@ def _body(exc: BillingError) -> dict:
 def exception_handler(exc, context):
     """DRF's handler, extended with the domain errors and database refusals."""
     if isinstance(exc, BillingError):
-        return Response(_body(exc), status=exc.status_code)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(_body(exc), status=exc.status_code, headers=headers)
     if isinstance(exc, (ProtectedError, RestrictedError)):
         return Response(
             {"detail": "This object is still referenced by other objects.", "code": InUse.code},

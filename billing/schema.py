@@ -71,6 +71,10 @@ ERROR_CODES = [
     ("throttled", "429: too many requests; retry after the Retry-After header's seconds."),
     ("server_error", "500: an unexpected failure (the server's log has it)."),
     ("pdf_unavailable", "503: the PDF engine cannot be loaded on this server (the rest of the API serves)."),
+    (
+        "pdf_busy",
+        "503: the server renders as many PDFs as it takes at once; retry after Retry-After's seconds.",
+    ),
     ("throttle_unavailable", "503: the login throttle cannot count the request; retry."),
 ]
 

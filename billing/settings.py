@@ -398,6 +398,14 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "billing@localhost")
 DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 300)
 # Seconds between a failed attempt and the next: 6 tries over 1 h 51 min, then `failed`.
 DELIVERY_RETRY_SCHEDULE = [int(s) for s in env_list("DELIVERY_RETRY_SCHEDULE", "60,300,900,1800,3600")]
+# A PDF rendered on a request (a draft's, or one not stored yet) under gevent workers: laid out on
+# one OS thread of the worker's own (billing.cooperative), at most this many running or waiting in a
+# worker (each holds a request slot, GUNICORN_REQUEST_SLOTS, 4), more refused with 503 `pdf_busy`
+# and Retry-After; and a request waits at most this long for its render (503 `pdf_busy` then too).
+PDF_RENDERS_PER_WORKER = env_int("PDF_RENDERS_PER_WORKER", 2)
+PDF_RENDER_TIMEOUT_SECONDS = env_int("PDF_RENDER_TIMEOUT_SECONDS", 60)
+if PDF_RENDERS_PER_WORKER < 1 or PDF_RENDER_TIMEOUT_SECONDS < 1:
+    raise ImproperlyConfigured("PDF_RENDERS_PER_WORKER and PDF_RENDER_TIMEOUT_SECONDS must be at least 1")
 # The hosted invoice page and its PDF, per client address (DRF's rate syntax).
 HOSTED_PAGE_THROTTLE_RATE = env_str("HOSTED_PAGE_THROTTLE_RATE", "120/min")
 # How often the worker's scheduler sweeps expired leases and sends the reminders due.

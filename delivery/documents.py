@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.translation import to_locale
 
 from billing import money
-from billing.cooperative import off_the_loop
+from billing.cooperative import Busy, off_the_loop, room
 
 PDF_TEMPLATE = "delivery/invoice_pdf.html"
 PAGE_TEMPLATE = "delivery/invoice_page.html"
@@ -44,6 +44,11 @@ STATUS_LABELS = {"draft": "Draft", "sent": "Sent", "overdue": "Overdue", "paid":
 
 class PdfUnavailable(Exception):
     """WeasyPrint (or the system's Pango, which it loads) cannot be imported: no PDF can be made."""
+
+
+class PdfBusy(Exception):
+    """A gevent worker's render thread has PDF_RENDERS_PER_WORKER renders already, or this one did
+    not finish within PDF_RENDER_TIMEOUT_SECONDS (billing.cooperative): try again shortly."""
 
 
 # --- PDF engine ---------------------------------------------------------------------------------
@@ -316,12 +321,24 @@ def render_html(invoice, *, draft: bool = False) -> str:
 
 def render_pdf(invoice, *, draft: bool = False) -> bytes:
     """The invoice as a PDF, whose metadata title is its number. PdfUnavailable when WeasyPrint
-    cannot be loaded. No URL is fetched and no file read (`url_fetcher`)."""
+    cannot be loaded; PdfBusy when a gevent worker has its renders already. No URL is fetched and
+    no file read (`url_fetcher`)."""
     fetcher = url_fetcher()
+    if not room(settings.PDF_RENDERS_PER_WORKER):  # refused before its HTML is made, not after
+        raise PdfBusy(f"{settings.PDF_RENDERS_PER_WORKER} renders are running or waiting already")
     html = render_html(invoice, draft=draft)  # here: it may read the invoice's rows
     # The layout is CPU alone, seconds of it for a long invoice: under gevent, on a native thread,
     # so that the worker's other requests are served meanwhile (billing.cooperative).
-    return off_the_loop(_write_pdf, html, fetcher)
+    try:
+        return off_the_loop(
+            _write_pdf,
+            html,
+            fetcher,
+            limit=settings.PDF_RENDERS_PER_WORKER,
+            timeout=settings.PDF_RENDER_TIMEOUT_SECONDS,
+        )
+    except Busy as exc:
+        raise PdfBusy(str(exc)) from None
 
 
 def _write_pdf(html: str, fetcher) -> bytes:

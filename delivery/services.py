@@ -50,6 +50,14 @@ class PdfUnavailable(BillingError):
     status_code = 503
 
 
+class PdfBusy(BillingError):
+    """This server process renders as many PDFs as it takes at once already (documents.PdfBusy)."""
+
+    code = "pdf_busy"
+    status_code = 503
+    retry_after = 5  # seconds: about one long render
+
+
 # --- the request side: rows in the caller's transaction --------------------------------------------
 
 
@@ -491,6 +499,8 @@ def _render(invoice: Invoice, *, draft: bool = False) -> bytes:
         raise PdfUnavailable(
             "PDF documents are unavailable on this server (the PDF engine could not be loaded)."
         ) from exc
+    except documents.PdfBusy as exc:
+        raise PdfBusy("The server is rendering other PDFs; retry in a few seconds.") from exc
 
 
 def _pending_documents_render(invoice_id: int) -> int:

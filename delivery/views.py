@@ -132,7 +132,10 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
         responses={
             (200, "application/pdf"): PDF,
             304: NOT_MODIFIED,
-            503: OpenApiResponse(description="`pdf_unavailable`"),
+            503: OpenApiResponse(
+                description="`pdf_unavailable`: no PDF engine on this server; `pdf_busy` (with "
+                "`Retry-After`): it renders as many PDFs as it takes at once already"
+            ),
         },
         summary="The invoice as a PDF",
     )
@@ -259,5 +262,14 @@ def hosted_invoice_pdf(request, token: str):
     except services.PdfUnavailable:
         return _with_headers(
             HttpResponse("The PDF is unavailable on this server.", status=503, content_type="text/plain")
+        )
+    except services.PdfBusy as busy:
+        return _with_headers(
+            HttpResponse(
+                "The server is busy rendering other PDFs; try again in a few seconds.",
+                status=503,
+                content_type="text/plain",
+                headers={"Retry-After": str(busy.retry_after)},
+            )
         )
     return _with_headers(pdf_response(pdf, invoice))

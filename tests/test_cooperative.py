@@ -64,8 +64,9 @@ def test_under_gevent_the_loop_goes_on_while_the_work_computes():
     other_thread, ticks, worst_gap, raised = result.stdout.strip().split("|")
     assert other_thread == "True"
     # The ticker ticked every 10 ms or so through the second of computing: never held for long.
-    assert int(ticks) >= 40, result.stdout
-    assert float(worst_gap) < 0.25, result.stdout
+    # (Held by the work, it would tick once or not at all; the margins are for a loaded machine.)
+    assert int(ticks) >= 15, result.stdout
+    assert float(worst_gap) < 0.5, result.stdout
     assert "invalid literal" in raised
     # Raised where it was called, and not also printed by gevent's pool.
     assert "Traceback" not in result.stderr, result.stderr
@@ -118,3 +119,76 @@ def test_under_gevent_records_from_another_thread_and_a_stalled_stream_hold_up_n
     # The stalled stream held up no greenlet: its writer is an OS thread of its own (a greenlet
     # writing to the full pipe would have blocked the loop, and this process, for good).
     assert int(ticks) >= 20, result.stdout
+
+
+def test_under_gevent_the_calls_are_bounded_and_timed():
+    result = run_under_gevent(
+        """
+        import time
+        import gevent
+        from billing import cooperative
+        from billing.cooperative import Busy, off_the_loop
+
+        def compute(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                sum(range(1000))
+            return seconds
+
+        def call(seconds, **kw):
+            try:
+                return off_the_loop(compute, seconds, **kw)
+            except Busy as exc:
+                return f"busy: {exc}"
+
+        # Three at once with room for two: the third is refused at once, the two run in turn.
+        calls = [gevent.spawn(call, 0.3, limit=2) for _ in range(3)]
+        gevent.joinall(calls)
+        print([c.value for c in calls])
+        print(cooperative._pending)  # all finished: room again
+        print(call(0.05, limit=2))
+        # A call that overruns its timeout is refused, and counts until its work is done.
+        print(call(0.6, limit=2, timeout=0.1))
+        print(cooperative._pending)
+        gevent.sleep(0.8)
+        print(cooperative._pending)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    bounded, after, again, overran, during, later = result.stdout.strip().splitlines()
+    assert bounded == "[0.3, 0.3, 'busy: 2 calls are running or waiting already']"
+    assert (after, again) == ("0", "0.05")
+    assert overran == "busy: not finished after 0.1 s"
+    assert (during, later) == ("1", "0")
+
+
+def test_under_gevent_a_pdf_renders_on_the_thread():
+    """WeasyPrint itself through off_the_loop, three at once, the loop ticking meanwhile."""
+    result = run_under_gevent(
+        """
+        import os, time
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing.settings")
+        os.environ.setdefault("DJANGO_SECRET_KEY", "cooperative-test-secret-key-0123456789abcdef")
+        import django
+        django.setup()
+        import gevent
+        from delivery import documents
+        from billing.cooperative import off_the_loop
+
+        html = "<h1>Invoice</h1>" + "<p>line</p>" * 400
+        ticks = []
+        def ticker():
+            while True:
+                ticks.append(1)
+                gevent.sleep(0.01)
+        loop = gevent.spawn(ticker)
+        renders = [
+            gevent.spawn(off_the_loop, documents._write_pdf, html, documents.url_fetcher()) for _ in range(3)
+        ]
+        gevent.joinall(renders, raise_error=True)
+        loop.kill()
+        print(all(r.value.startswith(b"%PDF-") for r in renders), len(ticks) > 3)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]

@@ -237,3 +237,45 @@ def test_the_hosted_pdf_is_still_throttled(issued, stored, settings):
     assert refused.status_code == 429
     assert refused["X-Robots-Tag"] == "noindex, nofollow"
     assert "ETag" not in refused
+
+
+# --- a server that renders as many PDFs as it takes (gevent workers: billing.cooperative) ---------
+
+
+def _busy(monkeypatch):
+    from billing import cooperative
+    from delivery import documents
+
+    def refuse(*args, **kwargs):
+        raise cooperative.Busy("2 calls are running or waiting already")
+
+    monkeypatch.setattr(documents, "off_the_loop", refuse)
+
+
+def test_a_draft_pdf_while_the_renders_are_taken_is_503_pdf_busy_with_retry_after(
+    alice_api, draft, monkeypatch
+):
+    _busy(monkeypatch)
+    response = alice_api.get(invoice_url(draft["id"], "pdf"))
+    assert response.status_code == 503
+    assert response.json()["code"] == "pdf_busy"
+    assert response["Retry-After"] == "5"
+
+
+def test_a_version_not_stored_yet_while_busy_is_503_and_stays_pending(alice_api, issued, monkeypatch):
+    _busy(monkeypatch)
+    response = alice_api.get(invoice_url(issued["id"], "pdf"))
+    assert (response.status_code, response.json()["code"]) == (503, "pdf_busy")
+    # Nothing was claimed or stored: the worker, or the next request, renders it.
+    assert not Document.objects.filter(invoice_id=issued["id"], status=Document.Status.STORED).exists()
+    monkeypatch.undo()
+    assert alice_api.get(invoice_url(issued["id"], "pdf")).status_code == 200
+
+
+def test_the_hosted_pdf_while_busy_is_503_with_retry_after_and_the_hosted_headers(issued, monkeypatch):
+    _busy(monkeypatch)
+    response = APIClient().get(hosted_path(issued))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response["X-Robots-Tag"] == "noindex, nofollow"
+    assert b"busy" in response.content
