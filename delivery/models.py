@@ -95,7 +95,7 @@ class OutboundEmail(OutboxRow):
     subject = models.CharField(max_length=300)
     body = models.TextField()
     html = models.TextField(blank=True)  # the same message as HTML, sent as an alternative
-    message_id = models.CharField(max_length=200, unique=True)
+    message_id = models.CharField(max_length=200)  # unique: a constraint (no LIKE index to write)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     sent_at = models.DateTimeField(null=True, blank=True)
 
@@ -108,6 +108,7 @@ class OutboundEmail(OutboxRow):
                 condition=Q(reminder_step__isnull=False),
                 name="email_reminder_step_once",
             ),
+            models.UniqueConstraint(fields=["message_id"], name="email_message_id_unique"),
             models.CheckConstraint(condition=Q(status__in=EmailStatus.values), name="email_status_valid"),
             models.CheckConstraint(condition=Q(kind__in=EmailKind.values), name="email_kind_valid"),
             models.CheckConstraint(

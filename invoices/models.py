@@ -222,7 +222,11 @@ class Invoice(OwnedModel, CreatedBy):
     paid_at = models.DateTimeField(null=True, blank=True)
     # The hosted invoice page's key (/i/<token>/): 192 random bits, never derived from the id, set
     # when the invoice is issued.
-    public_token = models.CharField(max_length=43, null=True, blank=True, unique=True, editable=False)
+    # Unique by a constraint, not `unique=True`: that also builds a LIKE index (varchar_pattern_ops)
+    # nothing reads, which every update of an issued invoice would write (none is HOT: the status
+    # and amount columns are indexed), about a tenth of a bulk move's time. NULL until issued (unique
+    # among the issued; "" would collide).
+    public_token = models.CharField(max_length=43, null=True, blank=True, editable=False)  # noqa: DJ001
     # Bumped by every write; a save matches the version it read (OwnedModel), so no write is ever
     # based on a stale read. mark_overdue's bulk UPDATE bumps it too.
     version = models.PositiveIntegerField(default=0, editable=False)
@@ -290,6 +294,7 @@ class Invoice(OwnedModel, CreatedBy):
                 name="invoice_issued_has_public_token",
             ),
             models.CheckConstraint(condition=~Q(number=""), name="invoice_number_not_blank"),
+            models.UniqueConstraint(fields=["public_token"], name="invoice_public_token_unique"),
         ]
         indexes = [
             models.Index(fields=["organization", "-created_at", "-id"], name="invoice_org_created"),
