@@ -310,7 +310,7 @@ def heavy_requests(port: int, count: int, max_latency: float, failures: list[str
     """Phase 6 of the module's docstring."""
     try:
         token, invoice_id = largest_draft(port)
-    except (RuntimeError, OSError, http.client.HTTPException) as error:
+    except (RuntimeError, ValueError, OSError, http.client.HTTPException) as error:  # ValueError: not JSON
         failures.append(f"heavy requests: could not make the largest draft: {error}")
         return
     outcomes: list = []
