@@ -202,6 +202,33 @@ def timed_request(
         connection.close()
 
 
+def time_health(
+    port: int, max_latency: float, failures: list[str], *, during: str, timeout: float
+) -> list[float]:
+    """Ten GETs of /api/health/, 0.2 s apart, each on a new connection: their latencies (inf for no
+    answer); each that is not a 200 within `max_latency` is a failure, and three end the timing."""
+    latencies, failed = [], 0
+    for attempt in range(10):
+        try:
+            status, elapsed, _ = timed_request(port, "GET", "/api/health/", timeout=timeout)
+        except (OSError, http.client.HTTPException) as error:
+            status, elapsed = f"no answer ({error})", float("inf")
+        latencies.append(elapsed)
+        if status != 200 or elapsed > max_latency:
+            failures.append(f"/api/health/ {during} #{attempt + 1}: {status} after {elapsed:.3f} s")
+            failed += 1
+            if failed == 3:
+                failures.append(f"gave up timing /api/health/ {during} after three failures")
+                break
+        time.sleep(0.2)
+    return latencies
+
+
+def summary(latencies: list[float]) -> str:
+    finite = [latency for latency in latencies if latency != float("inf")] or [float("inf")]
+    return f"max {max(latencies):.3f} s, median {statistics.median(finite):.3f} s"
+
+
 def slow_honest_login(port: int, rate: float) -> tuple[int, float]:
     """A login body of 3 KB sent at twice `rate` bytes a second: slow, but not cut."""
     body = json.dumps({"username": "nobody", "password": "x" * 3000}).encode()
@@ -320,22 +347,13 @@ def heavy_requests(port: int, count: int, max_latency: float, failures: list[str
     for render in renders:
         render.start()
     time.sleep(0.5)  # every render has started
-    latencies = []
-    for attempt in range(10):
-        try:
-            status, elapsed, _ = timed_request(port, "GET", "/api/health/", timeout=30)
-        except (OSError, http.client.HTTPException) as error:
-            status, elapsed = f"no answer ({error})", float("inf")
-        latencies.append(elapsed)
-        if status != 200 or elapsed > max_latency:
-            failures.append(f"/api/health/ during the renders #{attempt + 1}: {status} after {elapsed:.3f} s")
-        time.sleep(0.2)
+    latencies = time_health(port, max_latency, failures, during="during the renders", timeout=30)
     rendering = sum(render.is_alive() for render in renders)
     for render in renders:
         render.join(120)
     log(
-        f"{count} PDFs of a {HEAVY_LINES}-line draft at once: /api/health/ meanwhile max {max(latencies):.3f} s "
-        f"(median {statistics.median(latencies):.3f} s), {rendering} still rendering after it; PDFs "
+        f"{count} PDFs of a {HEAVY_LINES}-line draft at once: /api/health/ meanwhile {summary(latencies)}, "
+        f"{rendering} still rendering after it; PDFs "
         + ", ".join(
             f"{o[0]}{' ' + str(o[1]) if o[0] != 200 else ''} {o[2] // 1024} KB in {o[3]:.1f} s"
             for o in sorted(outcomes, key=lambda o: o[3])
@@ -413,23 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.5)  # every trickler has sent its first bytes, and one more
         log(f"{args.body_clients} body and {args.head_clients} head tricklers open; timing /api/health/")
 
-        latencies = []
-        for attempt in range(10):
-            try:
-                status, elapsed, _ = timed_request(port, "GET", "/api/health/", timeout=5)
-            except (OSError, http.client.HTTPException) as error:
-                status, elapsed = f"no answer ({error})", float("inf")
-            latencies.append(elapsed)
-            if status != 200 or elapsed > args.max_latency:
-                failures.append(f"/api/health/ #{attempt + 1}: {status} after {elapsed:.3f} s")
-                if len(failures) == 3:
-                    failures.append("gave up timing /api/health/ after three failures")
-                    break
-            time.sleep(0.2)
-        finite = [latency for latency in latencies if latency != float("inf")] or [float("inf")]
-        log(
-            f"/api/health/ under the storm: max {max(latencies):.3f} s, median {statistics.median(finite):.3f} s"
-        )
+        latencies = time_health(port, args.max_latency, failures, during="under the storm", timeout=5)
+        log(f"/api/health/ under the storm: {summary(latencies)}")
 
         login = json.dumps({"username": "nobody", "password": "wrong"}).encode()
         try:
