@@ -10,7 +10,10 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core import checks
+        from django.db.backends.signals import connection_created
 
         from billing.checks import currency_places
+        from billing.db import install_prepared
 
         checks.register(currency_places)
+        connection_created.connect(install_prepared, dispatch_uid="billing.db.install_prepared")

@@ -18,6 +18,10 @@ that needs a converter falls back to the ORM's own path.
 - `CompiledQuery`: a read of one fixed shape, compiled once and run with new values.
 - `held_writes` / `holding`: INSERTs held and sent ahead of the next statement, in its round trip
   (PostgreSQL with psycopg2; tests/test_held_writes.py).
+- `keep` / `install_prepared`: every statement kept here is, on PostgreSQL with psycopg2, a
+  prepared statement of each connection (`PREPARE` once, then `EXECUTE` with the values): the
+  server parses and plans it once per connection rather than on every request
+  (`DATABASE_PREPARED_STATEMENTS`; tests/test_prepared.py).
 """
 
 from __future__ import annotations
@@ -25,16 +29,22 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
+import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from django.db import connections, models, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, models, transaction
 from django.db.models.sql import InsertQuery, UpdateQuery
 from django.db.transaction import TransactionManagementError
 
+logger = logging.getLogger(__name__)
+
 CACHED_ROWS = 16  # statements of up to this many rows are kept; a bigger insert is compiled each time
 ENABLED = True  # tests switch it off to capture what the ORM itself sends
+PREPARED = True  # and this off to see the kept statements as they are, not as their EXECUTE
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ def _one_row(
             return None
         if compiler.get_converters([field.get_col(model._meta.db_table) for field in returning]):
             return None
-    return _OneRow(statements[0][0], tuple(getattr(compiler, "returning_params", ())))
+    return _OneRow(keep(statements[0][0]), tuple(getattr(compiler, "returning_params", ())))
 
 
 def insert_compiled(obj: models.Model, using: str, fields, returning_fields, raw: bool) -> list | None:
@@ -155,7 +165,11 @@ class CompiledInsert:
 
     @cache  # noqa: B019 - one per CompiledInsert, which live as module constants
     def _cached_sql(self, vendor: str, rows: int) -> tuple[str, bool] | None:
-        return self._compile(rows)
+        statement = self._compile(rows)
+        if statement is None:
+            return None
+        sql, columnar = statement
+        return keep(sql), columnar
 
 
 _UPDATES: dict[tuple, str | None] = {}
@@ -184,7 +198,7 @@ def _compile_update(
     sql, params = query.get_compiler(using).as_sql()
     if len(params) != nulls.count(False) + len(filters) or query.get_related_updates():
         return None
-    return sql
+    return keep(sql)
 
 
 def update_compiled(
@@ -300,7 +314,7 @@ class CompiledQuery:
             if len(found) != 1:
                 return None
             places.append((found[0], name))
-        return queryset, compiler, places, sql, tuple(params)
+        return queryset, compiler, places, keep(sql), tuple(params)
 
 
 # --- held writes ---------------------------------------------------------------------------------
@@ -394,6 +408,7 @@ def is_holding(using: str) -> bool:
 
 
 def _plain_insert(sql: str) -> bool:
+    sql = _EXECUTED.get(sql, sql)  # a kept statement sent prepared (the wrapper outside this one)
     return sql.lstrip()[:6].upper() == "INSERT" and "RETURNING" not in sql.upper()
 
 
@@ -421,3 +436,145 @@ def _flush(connection, held: _Held) -> None:
         statements, held.statements = held.statements, []
         with connection.cursor() as cursor:
             cursor.execute(";\n".join(statements))
+
+
+# --- prepared statements -------------------------------------------------------------------------
+
+
+@dataclass
+class _Kept:
+    """A kept statement as a prepared statement: its name, its `PREPARE`, its `EXECUTE` (the values
+    as `%s`, interpolated by the driver as the statement's own were) and how many values it takes."""
+
+    name: str
+    prepare: str
+    execute: str
+    params: int
+    preparable: bool = True  # False once the server refused to prepare it: then it is sent as it is
+
+
+_KEPT: dict[str, _Kept] = {}
+_EXECUTED: dict[str, str] = {}  # each EXECUTE's statement
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+
+def keep(sql: str) -> str:
+    """Mark `sql`, a statement compiled once and sent many times (its values as `%s`, a literal % as
+    `%%`), as one to prepare; returns it. Cheap to call again with the same text."""
+    if sql not in _KEPT:
+        count = 0
+
+        def number(match: re.Match) -> str:
+            nonlocal count
+            if match.group() == "%%":
+                return "%"
+            count += 1
+            return f"${count}"
+
+        body = _PLACEHOLDER.sub(number, sql)
+        name = "billing_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:24]
+        values = f"({', '.join(['%s'] * count)})" if count else ""
+        _KEPT[sql] = _Kept(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}{values}", count)
+        _EXECUTED[_KEPT[sql].execute] = sql
+    return sql
+
+
+class _Prepared:
+    """The execute wrapper that sends the kept statements of one connection (a `DatabaseWrapper`)
+    as prepared statements: the first time a kept statement is sent on a database connection, it
+    is prepared there (`PREPARE`, one round trip of its own, not in the query log), and from then on
+    it is sent as `EXECUTE name(values)`. The server keeps what it parsed and, after a few runs, a
+    plan that does not depend on the values (its `plan_cache_mode`); a prepared statement lives
+    as long as its database connection (across transactions, rolled back or not), so the names
+    prepared are kept per connection and forgotten when it is replaced.
+
+    The outermost wrapper: the query log (above every wrapper) and every wrapper inside this one
+    (a `held_writes` block's) see the statement as its caller made it, or its EXECUTE. A
+    statement the server refuses to prepare (it cannot infer a value's type, say) is logged once
+    and sent as it is from then on; inside a transaction the PREPARE runs in a savepoint, so a
+    refusal leaves the transaction as it was."""
+
+    billing_prepared = True
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.raw = None  # the database connection the names below were prepared on
+        self.names: set[str] = set()
+        # With the query log on (DEBUG, CaptureQueriesContext): each EXECUTE sent, as the driver
+        # wrote it, and the statement it stands for, so that the log shows the statement.
+        self.shown: dict[str, str] = {}
+        self.last_executed_query = connection.ops.last_executed_query
+        connection.ops.last_executed_query = self.logged_query
+
+    def __call__(self, execute, sql, params, many, context):
+        kept = _KEPT.get(sql) if not many and ENABLED and PREPARED else None
+        if kept is None or not kept.preparable or len(params or ()) != kept.params:
+            return execute(sql, params, many, context)
+        if context["cursor"].cursor.name is not None:
+            return execute(
+                sql, params, many, context
+            )  # a server-side cursor declares a query, not an EXECUTE
+        raw = self.connection.connection
+        if self.raw is not raw:
+            self.raw, self.names = raw, set()
+        if kept.name not in self.names:
+            if not self._prepare(kept):
+                return execute(sql, params, many, context)
+            self.names.add(kept.name)
+        if self.connection.queries_logged:
+            mogrify = context["cursor"].cursor.mogrify
+            if len(self.shown) > 256:  # a held one never sent (rolled back): not kept forever
+                self.shown.clear()
+            self.shown[mogrify(kept.execute, params).decode()] = mogrify(sql, params).decode()
+        return execute(kept.execute, params, many, context)
+
+    def logged_query(self, cursor, sql, params):
+        """`ops.last_executed_query`: what the query log shows, each EXECUTE in it (its own or one
+        a `held_writes` block carried) as the statement it stands for."""
+        query = self.last_executed_query(cursor, sql, params)
+        if query and self.shown and "EXECUTE billing_" in query:
+            for executed in [executed for executed in self.shown if executed in query]:
+                query = query.replace(executed, self.shown.pop(executed))
+        return query
+
+    def _prepare(self, kept: _Kept) -> bool:
+        raw = self.raw
+        status = raw.info.transaction_status
+        extensions = self.connection.Database.extensions
+        if status == extensions.TRANSACTION_STATUS_INERROR:
+            return False  # the statement fails as it would have: the transaction is already lost
+        # psycopg2 begins the transaction with the next statement when autocommit is off.
+        in_transaction = not raw.autocommit
+        try:
+            with self.connection.wrap_database_errors, raw.cursor() as cursor:
+                if in_transaction:
+                    cursor.execute(
+                        f"SAVEPOINT billing_prepare; {kept.prepare}; RELEASE SAVEPOINT billing_prepare"
+                    )
+                else:
+                    cursor.execute(kept.prepare)
+        except (OperationalError, InterfaceError):
+            raise  # the connection, not the statement: as the statement itself would have failed
+        except DatabaseError as exc:
+            if in_transaction:
+                with self.connection.wrap_database_errors, raw.cursor() as cursor:
+                    cursor.execute("ROLLBACK TO SAVEPOINT billing_prepare; RELEASE SAVEPOINT billing_prepare")
+            kept.preparable = False
+            logger.warning("statement not prepared, sent as it is: %s: %s", exc, kept.prepare[:200])
+            return False
+        return True
+
+
+def install_prepared(sender, connection, **kwargs) -> None:
+    """`connection_created`: on PostgreSQL with psycopg2 (whose statements Django sends with the
+    values interpolated, so each is parsed and planned anew), unless `DATABASE_PREPARED_STATEMENTS`
+    is off (a pooler in transaction mode, which moves a client between server connections), send
+    the kept statements as prepared statements (`_Prepared`)."""
+    from django.conf import settings
+
+    if not getattr(settings, "DATABASE_PREPARED_STATEMENTS", True):
+        return
+    if connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg2":
+        return
+    if not any(getattr(wrapper, "billing_prepared", False) for wrapper in connection.execute_wrappers):
+        connection.execute_wrappers.insert(0, _Prepared(connection))

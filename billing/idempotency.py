@@ -143,15 +143,8 @@ def _lock_and_read(organization_id: int, key: str) -> tuple[bool, IdempotencyKey
     that and the lock is not seen here; this one then proceeds, and its key insert is refused by
     the unique constraint, which `idempotent` answers with the stored outcome after all.
     """
-    table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
     with connection.cursor() as cursor:
-        # The table is the model's own, quoted; every value is a bound parameter.
-        sql = (
-            "SELECT lock.acquired, key.operation, key.fingerprint, key.response_status, key.response_body "  # noqa: S608
-            "FROM (SELECT pg_try_advisory_xact_lock(%s) AS acquired) AS lock "
-            f"LEFT JOIN {table} AS key ON key.organization_id = %s AND key.key = %s"
-        )
-        cursor.execute(sql, [_advisory_lock_id(organization_id, key), organization_id, key])
+        cursor.execute(_lock_and_read_sql(), [_advisory_lock_id(organization_id, key), organization_id, key])
         acquired, stored_operation, fingerprint, response_status, body = cursor.fetchone()
     if stored_operation is None:
         return acquired, None
@@ -164,6 +157,18 @@ def _lock_and_read(organization_id: int, key: str) -> tuple[bool, IdempotencyKey
         response_body=body,
     )
     return acquired, stored
+
+
+@functools.cache
+def _lock_and_read_sql() -> str:
+    # The table is the model's own, quoted; every value is a bound parameter. Kept (billing.db.keep):
+    # prepared once per connection on PostgreSQL.
+    table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
+    return db.keep(
+        "SELECT lock.acquired, key.operation, key.fingerprint, key.response_status, key.response_body "  # noqa: S608
+        "FROM (SELECT pg_try_advisory_xact_lock(%s) AS acquired) AS lock "
+        f"LEFT JOIN {table} AS key ON key.organization_id = %s AND key.key = %s"
+    )
 
 
 def _store(organization, key: str, operation: str, fingerprint: str, response: Response) -> None:

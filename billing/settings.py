@@ -142,6 +142,11 @@ DATABASES = {
         conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False),
     )
 }
+# PostgreSQL: the statements the hot paths keep compiled (billing.db) are prepared once per
+# connection and then executed with their values, so the server does not parse and plan them on
+# every request. Off behind a pooler in transaction mode (PgBouncer's default), which hands a
+# client a different server connection from one transaction to the next.
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock when a
     # transaction starts, so two writers queue instead of failing with "database is locked"

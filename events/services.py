@@ -142,13 +142,20 @@ def _insert_queueing_deliveries(
     round trip. The rows are those `deliveries_queue` and `enqueue` write (tests/test_events_sql.py
     pins them equal)."""
     insert_sql, columnar = statement
+    _queued, queue_params = _queue_ctes(backend, now)
+    db.hold(_queueing_sql(insert_sql), [*_insert_events.params(rows, columnar=columnar), *queue_params])
+
+
+@functools.cache
+def _queueing_sql(insert_sql: str) -> str:
+    """The statement of `_insert_queueing_deliveries` for the events' INSERT `insert_sql`: kept
+    (`billing.db.keep`), so that the server parses and plans its four kilobytes once per connection."""
     event = _event_columns()
-    queued, queue_params = _queue_ctes(backend, now)
-    sql = (
+    queued, _ = _queue_sql()
+    return db.keep(
         f"WITH inserted AS ({insert_sql} RETURNING {event['id']}, {event['organization']}, {event['type']}), "
         f"{queued} SELECT 1"
     )
-    db.hold(sql, [*_insert_events.params(rows, columnar=columnar), *queue_params])
 
 
 def events_insert_ctes(

@@ -16,6 +16,14 @@ from billing.models import CompiledInsertModel
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def as_they_are(monkeypatch):
+    """The kept statements as they are, not as the EXECUTE of their prepared statement (that they
+    are prepared, and run the same so, is tests/test_prepared.py's)."""
+    monkeypatch.setattr(db, "PREPARED", False)
+
+
 FROZEN = datetime.datetime(2026, 12, 3, 9, 30, 0, 123456, tzinfo=datetime.UTC)
 
 

@@ -17,6 +17,14 @@ from customers.models import Customer
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def as_they_are(monkeypatch):
+    """The kept statements as they are, not as the EXECUTE of their prepared statement (that they
+    are prepared, and run the same so, is tests/test_prepared.py's)."""
+    monkeypatch.setattr(db, "PREPARED", False)
+
+
 HOLDS = connection.vendor == "postgresql"
 # A name that the driver's interpolation would trip over if the carried text were not escaped, and
 # that a quoting slip would break.

@@ -1,0 +1,244 @@
+"""billing.db's prepared statements: on PostgreSQL (psycopg2) each statement kept compiled is
+prepared once per connection and then sent as `EXECUTE name(values)`; the server runs the same
+statement, the query log shows it as it is, a statement the server refuses to prepare is sent as it
+is, and a transaction is never left worse for trying. Elsewhere nothing changes.
+"""
+
+import contextlib
+import logging
+from decimal import Decimal
+
+import pytest
+from django.db import DataError, InternalError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from billing import db
+from customers.models import Customer
+from invoices.locks import lock_invoice
+
+pytestmark = pytest.mark.django_db
+
+PREPARES = connection.vendor == "postgresql"
+ODD = "100% 'sure' %s %(x)s \"q\" ; -- ünïcødé \\ \u2028 end"
+
+
+class Sent:
+    """What reaches the driver (a wrapper inside the prepared statements' one)."""
+
+    def __init__(self):
+        self.sql: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.sql.append(sql)
+        return execute(sql, params, many, context)
+
+
+def prepared_here() -> dict[str, str]:
+    """This connection's prepared statements: name → statement text."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+        return dict(cursor.fetchall())
+
+
+def wrapper():
+    return next((w for w in connection.execute_wrappers if getattr(w, "billing_prepared", False)), None)
+
+
+def new_customer(org, name) -> Customer:
+    customer = Customer(organization=org, name=name)
+    customer.save()  # an owned model's insert: kept (billing.db.insert_compiled)
+    return customer
+
+
+def test_a_kept_statement_is_prepared_once_and_executed_with_its_values(alice_org):
+    connection.ensure_connection()
+    if not PREPARES:
+        assert wrapper() is None  # SQLite: statements go as they are
+        new_customer(alice_org, ODD)
+        assert Customer.objects.get(organization=alice_org).name == ODD
+        return
+    sent = Sent()
+    with connection.execute_wrapper(sent):
+        first = new_customer(alice_org, ODD)
+        second = new_customer(alice_org, "Second")
+    insert = next(sql for sql, kept in db._KEPT.items() if sql.startswith('INSERT INTO "customers_customer"'))
+    kept = db._KEPT[insert]
+    assert sent.sql == [
+        kept.execute,
+        kept.execute,
+    ]  # the EXECUTE, twice; the PREPARE is not a statement of the log
+    assert kept.name in prepared_here()
+    assert kept.prepare in prepared_here()[kept.name]  # the server's text: the query that prepared it
+    assert "$1" in kept.prepare
+    assert "%s" not in kept.prepare
+    assert list(Customer.objects.filter(organization=alice_org).order_by("pk").values_list("pk", "name")) == [
+        (first.pk, ODD),
+        (second.pk, "Second"),
+    ]
+
+
+def test_the_query_log_shows_the_statement_with_its_values_not_its_execute(alice_org):
+    new_customer(alice_org, "Warm")  # prepared by now
+    with CaptureQueriesContext(connection) as ctx:
+        customer = new_customer(alice_org, ODD)
+    (logged,) = [q["sql"] for q in ctx.captured_queries]
+    assert logged.startswith('INSERT INTO "customers_customer"')
+    assert "EXECUTE" not in logged
+    if PREPARES:
+        insert = next(sql for sql in db._KEPT if sql.startswith('INSERT INTO "customers_customer"'))
+        assert "'100% ''sure'' %s %(x)s \"q\" ; -- ünïcødé \\ \u2028 end'" in logged
+        assert db._KEPT[insert].execute not in logged
+    assert customer.pk is not None
+
+
+def test_a_locking_read_runs_prepared_and_still_locks(alice, alice_customer, make_invoice):
+    invoice = make_invoice(alice, alice_customer)
+    with transaction.atomic():
+        locked = lock_invoice(organization_id=invoice.organization_id, invoice_id=invoice.pk)
+        assert (locked.pk, locked.total) == (invoice.pk, Decimal("100.00"))
+        if PREPARES:
+            with connection.cursor() as cursor:  # the row lock is held by this transaction
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'transactionid'"
+                )
+                assert cursor.fetchone()[0] == 1
+            assert any("FOR UPDATE" in text and "$1" in text for text in prepared_here().values())
+
+
+def test_prepared_statements_outlive_a_rollback(alice_org):
+    if not PREPARES:
+        return
+    new_customer(alice_org, "Warm")
+    insert = next(sql for sql in db._KEPT if sql.startswith('INSERT INTO "customers_customer"'))
+    name = db._KEPT[insert].name
+    with contextlib.suppress(RuntimeError), transaction.atomic():
+        new_customer(alice_org, "Rolled back")
+        raise RuntimeError
+    assert name in prepared_here()  # PREPARE is not transactional: it outlives the rollback
+    sent = Sent()
+    with connection.execute_wrapper(sent):
+        new_customer(alice_org, "After")
+    assert sent.sql == [db._KEPT[insert].execute]
+    names = Customer.objects.filter(organization=alice_org).order_by("pk").values_list("name", flat=True)
+    assert list(names) == ["Warm", "After"]
+
+
+def test_a_new_database_connection_prepares_them_again(alice_org):
+    if not PREPARES:
+        return
+    sql = db.keep("SELECT count(*) FROM customers_customer WHERE organization_id = %s AND name <> %s")
+    # A connection of its own (autocommit), so that closing it leaves the test's transaction alone.
+    other = connections.create_connection("default")
+    try:
+        for _ in range(3):
+            with other.cursor() as cursor:
+                cursor.execute(sql, [alice_org.pk, ODD])
+                assert cursor.fetchone() == (0,)
+                cursor.execute(sql, [alice_org.pk, "x"])  # the second time: EXECUTE, no PREPARE
+                assert cursor.fetchone() == (0,)
+                cursor.execute("SELECT name FROM pg_prepared_statements")
+                assert [name for (name,) in cursor.fetchall()] == [db._KEPT[sql].name]
+                assert (
+                    other.connection.info.transaction_status
+                    == other.Database.extensions.TRANSACTION_STATUS_IDLE
+                )
+            other.close()  # the next turn opens a new database connection, with nothing prepared
+        wrappers = [w for w in other.execute_wrappers if getattr(w, "billing_prepared", False)]
+        assert len(wrappers) == 1  # installed once, whatever the reconnects
+    finally:
+        other.close()
+        db._KEPT.pop(sql, None)
+
+
+def test_a_statement_the_server_will_not_prepare_is_sent_as_it_is_and_the_transaction_lives_on(
+    alice_org, caplog
+):
+    sql = db.keep("SELECT %s + %s")  # the server cannot tell which + this is: PREPARE refuses it
+    try:
+        with transaction.atomic():
+            customer = new_customer(alice_org, "In the transaction")
+            with caplog.at_level(logging.WARNING, logger="billing.db"), connection.cursor() as cursor:
+                cursor.execute(sql, [2, 3])
+                assert cursor.fetchone() == (5,)
+                cursor.execute(sql, [4, 5])  # not tried again
+                assert cursor.fetchone() == (9,)
+            # The transaction is as it was: what it wrote is there, and it goes on.
+            assert Customer.objects.filter(pk=customer.pk).exists()
+            new_customer(alice_org, "After")
+        assert Customer.objects.filter(organization=alice_org).count() == 2
+        if PREPARES:
+            assert db._KEPT[sql].preparable is False
+            assert [r.getMessage() for r in caplog.records].count(
+                next(r.getMessage() for r in caplog.records if "not prepared" in r.getMessage())
+            ) == 1
+            assert db._KEPT[sql].name not in prepared_here()
+    finally:
+        db._KEPT.pop(sql, None)
+
+
+def test_in_a_failed_transaction_the_statement_fails_as_it_would_have(alice_org):
+    if not PREPARES:
+        return
+    sql = db.keep("SELECT count(*) FROM customers_customer WHERE name = %s")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            with contextlib.suppress(DataError):
+                cursor.execute("SELECT 1 / 0")  # the transaction is lost on the server
+            with pytest.raises(InternalError, match="current transaction is aborted"):
+                cursor.execute(sql, ["x"])
+            transaction.set_rollback(True)
+        assert db._KEPT[sql].preparable  # not the statement's fault
+    finally:
+        db._KEPT.pop(sql, None)
+
+
+def test_a_held_kept_insert_rides_as_its_execute_with_the_next_statement(alice_org):
+    sent = Sent()
+    with db.held_writes(), connection.execute_wrapper(sent):
+        customer = Customer(organization=alice_org, name=ODD)
+        with db.holding():
+            customer.save()
+        before = list(sent.sql)
+        seen = list(Customer.objects.filter(organization=alice_org).values_list("name", flat=True))
+    assert seen == [ODD]
+    if PREPARES:
+        assert before == []
+        (carrier,) = sent.sql
+        held, read = carrier.split(";\n")
+        (insert,) = [sql for sql, kept in db._KEPT.items() if held.startswith(f"EXECUTE {kept.name}(")]
+        assert insert.startswith('INSERT INTO "customers_customer"')
+        assert "RETURNING" not in insert
+        assert "'100%% ''sure''" in held  # as the driver interpolates it: % doubled in a carried text
+        assert read.startswith("SELECT")
+
+
+def test_off_by_setting_no_statement_is_prepared(settings, alice_org):
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    other = connections.create_connection("default")
+    try:
+        other.ensure_connection()
+        assert not [w for w in other.execute_wrappers if getattr(w, "billing_prepared", False)]
+    finally:
+        other.close()
+
+
+def test_a_request_sends_its_kept_statements_prepared_and_answers_the_same(alice_api, alice_customer):
+    body = {
+        "customer": alice_customer.pk,
+        "due_date": "2030-01-31",
+        "lines": [{"description": "Design", "quantity": "2", "unit_price": "150.00", "tax_rate": "20"}],
+    }
+    sent = Sent()
+    with connection.execute_wrapper(sent):
+        first = alice_api.post("/api/invoices/", body, format="json", HTTP_IDEMPOTENCY_KEY="p-1")
+        second = alice_api.post("/api/invoices/", body, format="json", HTTP_IDEMPOTENCY_KEY="p-2")
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["total"] == second.json()["total"] == "360.00"
+    if PREPARES:
+        executed = [sql for sql in sent.sql if sql.startswith("EXECUTE billing_")]
+        assert executed, sent.sql
+        # Every prepared statement sent is a kept one, prepared on this connection from its text.
+        here = prepared_here()
+        for sql in executed:
+            name = sql.split()[1].split("(")[0]
+            assert name in here
