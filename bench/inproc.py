@@ -17,6 +17,7 @@ from django.db import close_old_connections, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from billing import db
 from invoices.services import invoice_mark_overdue
 
 HOST = "127.0.0.1"
@@ -109,9 +110,12 @@ def trace_sql() -> Iterator[list[tuple[str, str]]]:
     """Record what one request sends to PostgreSQL, in order: ("sql", text) with the parameters
     interpolated as psycopg2 sent them, ("begin", "") and ("commit"/"rollback", "") where Django
     opens and ends a transaction, and ("health", "SELECT 1"), the check of CONN_HEALTH_CHECKS
-    (it bypasses Django's cursor wrappers, so CaptureQueriesContext does not count it)."""
+    (it bypasses Django's cursor wrappers, so CaptureQueriesContext does not count it). The kept
+    statements as their text, not as the EXECUTE of a statement prepared on this connection (billing.db;
+    a pgbench client has not prepared it): pgbench replays the SQL as psycopg2 sends it unprepared."""
     events: list[tuple[str, str]] = []
     conn = connection
+    prepared, db.PREPARED = db.PREPARED, False
     originals = {
         name: getattr(conn, name) for name in ("_set_autocommit", "_commit", "_rollback", "is_usable")
     }
@@ -150,6 +154,7 @@ def trace_sql() -> Iterator[list[tuple[str, str]]]:
         with conn.execute_wrapper(wrapper):
             yield events
     finally:
+        db.PREPARED = prepared
         for name in originals:
             delattr(conn, name)  # back to the class's methods
 

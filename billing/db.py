@@ -474,9 +474,18 @@ def keep(sql: str) -> str:
         body = _PLACEHOLDER.sub(number, sql)
         name = "billing_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:24]
         values = f"({', '.join(['%s'] * count)})" if count else ""
-        _KEPT[sql] = _Kept(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}{values}", count)
-        _EXECUTED[_KEPT[sql].execute] = sql
+        kept = _Kept(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}{values}", count)
+        _EXECUTED[kept.execute] = sql  # first: a thread that finds it kept finds its EXECUTE too
+        _KEPT[sql] = kept
     return sql
+
+
+def _pgcode(exc: BaseException) -> str | None:
+    return getattr(exc.__cause__, "pgcode", None) or getattr(exc, "pgcode", None)
+
+
+# The server cannot prepare the statement itself (its text, its values' types): never tried again.
+_UNPREPARABLE = {"42601", "42P08", "42P18", "42725", "42804", "42883"}
 
 
 class _Prepared:
@@ -492,7 +501,15 @@ class _Prepared:
     (a `held_writes` block's) see the statement as its caller made it, or its EXECUTE. A
     statement the server refuses to prepare (it cannot infer a value's type, say) is logged once
     and sent as it is from then on; inside a transaction the PREPARE runs in a savepoint, so a
-    refusal leaves the transaction as it was."""
+    refusal leaves the transaction as it was.
+
+    A connection whose prepared statements the server no longer has (`DEALLOCATE`/`DISCARD ALL`
+    from elsewhere, a pooler that moved it) or can no longer run as prepared (a migration changed
+    the type of a column one returns: "cached plan must not change result type") is retired: from
+    then on it sends every statement as it is, and Django replaces it at the end of the request
+    (`close_at`). The statement that found out is sent again as it is when nothing was lost (no
+    transaction); in a transaction, the transaction is lost on the server and its error goes up, as
+    any statement's would (the request fails and is rolled back; a retry runs on a new connection)."""
 
     billing_prepared = True
 
@@ -500,6 +517,7 @@ class _Prepared:
         self.connection = connection
         self.raw = None  # the database connection the names below were prepared on
         self.names: set[str] = set()
+        self.retired = False
         # With the query log on (DEBUG, CaptureQueriesContext): each EXECUTE sent, as the driver
         # wrote it, and the statement it stands for, so that the log shows the statement.
         self.shown: dict[str, str] = {}
@@ -507,16 +525,30 @@ class _Prepared:
         connection.ops.last_executed_query = self.logged_query
 
     def __call__(self, execute, sql, params, many, context):
-        kept = _KEPT.get(sql) if not many and ENABLED and PREPARED else None
-        if kept is None or not kept.preparable or len(params or ()) != kept.params:
+        raw = self.connection.connection
+        if self.raw is not raw:
+            self.raw, self.names, self.retired = raw, set(), False
+        try:
+            return self._execute(execute, sql, params, many, context)
+        except DatabaseError as exc:
+            if self.retired or not self.names or not _gone(exc):
+                raise
+            # The statement that failed, or one a held_writes block carried before it, was an EXECUTE.
+            self.retired = True
+            self.connection.close_at = 0  # replaced at the end of the request (close_old_connections)
+            logger.warning("prepared statements lost on this connection, sent as they are: %s", exc)
+            if not raw.autocommit:
+                raise
+            return execute(sql, params, many, context)
+
+    def _execute(self, execute, sql, params, many, context):
+        kept = _KEPT.get(sql) if not many and ENABLED and PREPARED and not self.retired else None
+        if kept is None or not kept.preparable or params is None or len(params) != kept.params:
             return execute(sql, params, many, context)
         if context["cursor"].cursor.name is not None:
             return execute(
                 sql, params, many, context
             )  # a server-side cursor declares a query, not an EXECUTE
-        raw = self.connection.connection
-        if self.raw is not raw:
-            self.raw, self.names = raw, set()
         if kept.name not in self.names:
             if not self._prepare(kept):
                 return execute(sql, params, many, context)
@@ -559,10 +591,20 @@ class _Prepared:
             if in_transaction:
                 with self.connection.wrap_database_errors, raw.cursor() as cursor:
                     cursor.execute("ROLLBACK TO SAVEPOINT billing_prepare; RELEASE SAVEPOINT billing_prepare")
-            kept.preparable = False
-            logger.warning("statement not prepared, sent as it is: %s: %s", exc, kept.prepare[:200])
-            return False
+            code = _pgcode(exc)
+            if code == "42P05":  # already prepared on this connection (by this process: the same text)
+                return True
+            if code in _UNPREPARABLE:
+                kept.preparable = False
+                logger.warning("statement not prepared, sent as it is: %s: %s", exc, kept.prepare[:200])
+            return False  # anything else (a table not there yet, say): sent as it is, this time
         return True
+
+
+def _gone(exc: DatabaseError) -> bool:
+    """The server no longer has a prepared statement, or can no longer run it as prepared."""
+    code = _pgcode(exc)
+    return code == "26000" or (code == "0A000" and "cached plan must not change result type" in str(exc))
 
 
 def install_prepared(sender, connection, **kwargs) -> None:

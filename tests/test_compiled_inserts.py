@@ -17,11 +17,12 @@ from billing.models import CompiledInsertModel
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def as_they_are(monkeypatch):
-    """The kept statements as they are, not as the EXECUTE of their prepared statement (that they
-    are prepared, and run the same so, is tests/test_prepared.py's)."""
-    monkeypatch.setattr(db, "PREPARED", False)
+@pytest.fixture(autouse=True, params=[False, True], ids=["as-they-are", "prepared"])
+def prepared(request, monkeypatch):
+    """Each test twice: the kept statements sent as they are, and (on PostgreSQL) as the EXECUTE of
+    their prepared statement (billing.db), which the capture below reads back as the statement."""
+    monkeypatch.setattr(db, "PREPARED", request.param)
+    return request.param and connection.vendor == "postgresql"
 
 
 FROZEN = datetime.datetime(2026, 12, 3, 9, 30, 0, 123456, tzinfo=datetime.UTC)
@@ -59,7 +60,7 @@ def _sending(call, *args):
     sent: list[tuple[str, list]] = []
 
     def capture(execute, sql, params, many, context):
-        sent.append((sql, _values(params)))
+        sent.append((db._EXECUTED.get(sql, sql), _values(params)))  # an EXECUTE: the statement it runs
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(capture):
@@ -67,7 +68,7 @@ def _sending(call, *args):
 
 
 @pytest.fixture
-def checked(monkeypatch):
+def checked(monkeypatch, prepared):
     """Every compiled insert and update, checked against the ORM's statement for the same object;
     returns what was seen ("Model", "update Model")."""
     seen: list[str] = []
@@ -84,6 +85,8 @@ def checked(monkeypatch):
                 assert (sent, returned, returning_fields) == ([], [], []), type(obj).__name__
                 with connections[using].cursor() as cursor:
                     sql, params = _orm_statement(obj, using, fields, returning_fields, adapted=False)
+                    if prepared:  # held as its EXECUTE (the statement, prepared: tests/test_prepared.py)
+                        sql = db._KEPT[sql].execute
                     literal = cursor.cursor.mogrify(sql, params).decode()
                 assert held.statements[before:] == [literal], type(obj).__name__
                 seen.append(f"held {type(obj).__name__}")

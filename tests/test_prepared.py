@@ -9,7 +9,15 @@ import logging
 from decimal import Decimal
 
 import pytest
-from django.db import DataError, InternalError, connection, connections, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    InternalError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.test.utils import CaptureQueriesContext
 
 from billing import db
@@ -57,16 +65,24 @@ def test_a_kept_statement_is_prepared_once_and_executed_with_its_values(alice_or
         new_customer(alice_org, ODD)
         assert Customer.objects.get(organization=alice_org).name == ODD
         return
-    sent = Sent()
-    with connection.execute_wrapper(sent):
+    sent, prepares = Sent(), []
+    real = db._Prepared._prepare
+
+    def spy(self, kept):
+        prepares.append(kept.name)
+        return real(self, kept)
+
+    wrapper().names.clear()  # as on a new connection (DEALLOCATE keeps the server in step)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    with pytest.MonkeyPatch.context() as patch, connection.execute_wrapper(sent):
+        patch.setattr(db._Prepared, "_prepare", spy)
         first = new_customer(alice_org, ODD)
         second = new_customer(alice_org, "Second")
     insert = next(sql for sql, kept in db._KEPT.items() if sql.startswith('INSERT INTO "customers_customer"'))
     kept = db._KEPT[insert]
-    assert sent.sql == [
-        kept.execute,
-        kept.execute,
-    ]  # the EXECUTE, twice; the PREPARE is not a statement of the log
+    assert prepares == [kept.name]  # prepared once, for both
+    assert sent.sql == [kept.execute, kept.execute]  # the PREPARE is not a statement of the log
     assert kept.name in prepared_here()
     assert kept.prepare in prepared_here()[kept.name]  # the server's text: the query that prepared it
     assert "$1" in kept.prepare
@@ -91,18 +107,26 @@ def test_the_query_log_shows_the_statement_with_its_values_not_its_execute(alice
     assert customer.pk is not None
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_locking_read_runs_prepared_and_still_locks(alice, alice_customer, make_invoice):
-    invoice = make_invoice(alice, alice_customer)
-    with transaction.atomic():
-        locked = lock_invoice(organization_id=invoice.organization_id, invoice_id=invoice.pk)
-        assert (locked.pk, locked.total) == (invoice.pk, Decimal("100.00"))
+    invoice = make_invoice(alice, alice_customer)  # committed: another connection sees it
+    other = connections.create_connection("default")
+    try:
+        for _ in range(7):  # past the five runs after which the server may keep a generic plan
+            with transaction.atomic():
+                locked = lock_invoice(organization_id=invoice.organization_id, invoice_id=invoice.pk)
+                assert (locked.pk, locked.total) == (invoice.pk, Decimal("100.00"))
+                if PREPARES:  # SQLite has no row locks (its IMMEDIATE transactions lock the file)
+                    sql = "SELECT id FROM invoices_invoice WHERE id = %s FOR UPDATE NOWAIT"
+                    with (
+                        other.cursor() as cursor,
+                        pytest.raises(OperationalError, match="could not obtain lock"),
+                    ):
+                        cursor.execute(sql, [invoice.pk])
         if PREPARES:
-            with connection.cursor() as cursor:  # the row lock is held by this transaction
-                cursor.execute(
-                    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'transactionid'"
-                )
-                assert cursor.fetchone()[0] == 1
             assert any("FOR UPDATE" in text and "$1" in text for text in prepared_here().values())
+    finally:
+        other.close()
 
 
 def test_prepared_statements_outlive_a_rollback(alice_org):
@@ -242,3 +266,77 @@ def test_a_request_sends_its_kept_statements_prepared_and_answers_the_same(alice
         for sql in executed:
             name = sql.split()[1].split("(")[0]
             assert name in here
+
+
+def _probe(other, sql, key):
+    with other.cursor() as cursor:
+        cursor.execute(sql, [key])
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db(transaction=True)  # the probe table is dropped by another connection
+def test_a_connection_whose_statements_the_server_lost_or_cannot_run_is_retired_not_broken():
+    if not PREPARES:
+        return
+    other = connections.create_connection("default")
+    sql = db.keep("SELECT name FROM billing_prepared_probe WHERE id = %s")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS billing_prepared_probe")
+            cursor.execute("CREATE TABLE billing_prepared_probe (id int PRIMARY KEY, name varchar(10))")
+            cursor.execute("INSERT INTO billing_prepared_probe VALUES (1, 'one'), (2, 'two')")
+        (prepared,) = [w for w in other.execute_wrappers if getattr(w, "billing_prepared", False)]
+        assert _probe(other, sql, 1) == [("one",)]
+        assert db._KEPT[sql].name in prepared.names
+        # A migration changes the type of a column the statement returns: the prepared one cannot run.
+        with other.cursor() as cursor:
+            cursor.execute("ALTER TABLE billing_prepared_probe ALTER COLUMN name TYPE text")
+        assert _probe(other, sql, 2) == [("two",)]  # no transaction: sent again, as it is
+        assert prepared.retired
+        assert other.close_at == 0  # replaced at the end of the request
+        assert _probe(other, sql, 1) == [("one",)]  # as it is, until then
+        other.close_if_unusable_or_obsolete()
+        assert other.connection is None
+        # A new connection prepares again.
+        assert _probe(other, sql, 1) == [("one",)]
+        assert not prepared.retired
+        assert db._KEPT[sql].name in prepared.names
+        # A pooler (or DISCARD ALL) drops what a connection prepared, and it is found out in a
+        # transaction: that statement fails as any would (the transaction is lost on the server), the
+        # connection is retired and the next transaction sends the statement as it is.
+        main, close_at = wrapper(), connection.close_at
+        try:
+            assert _probe(connection, sql, 1) == [("one",)]
+            assert db._KEPT[sql].name in main.names
+            with connection.cursor() as cursor:
+                cursor.execute("DEALLOCATE ALL")
+            with pytest.raises(DatabaseError, match="does not exist"), transaction.atomic():
+                _probe(connection, sql, 1)
+            assert main.retired
+            assert connection.close_at == 0
+            with transaction.atomic():
+                assert _probe(connection, sql, 2) == [("two",)]
+        finally:  # the test's connection goes on as a new one would
+            main.retired, main.names, connection.close_at = False, set(), close_at
+        assert db._KEPT[sql].preparable  # not the statement's fault
+    finally:
+        with other.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS billing_prepared_probe")
+        other.close()
+        db._KEPT.pop(sql, None)
+
+
+def test_a_statement_refused_in_autocommit_is_sent_as_it_is():
+    if not PREPARES:
+        return
+    other = connections.create_connection("default")
+    sql = db.keep("SELECT %s + %s AS refused_in_autocommit")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(sql, [2, 3])
+            assert cursor.fetchone() == (5,)
+        assert db._KEPT[sql].preparable is False
+        assert other.connection.info.transaction_status == other.Database.extensions.TRANSACTION_STATUS_IDLE
+    finally:
+        other.close()
+        db._KEPT.pop(sql, None)
