@@ -32,9 +32,10 @@ import functools
 import hashlib
 import logging
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, models, transaction
 from django.db.models.sql import InsertQuery, UpdateQuery
@@ -254,6 +255,7 @@ class CompiledQuery:
         self.kinds = kinds
         self.model: type[models.Model] | None = None
         self._templates: dict[tuple[str, str], tuple | None] = {}
+        self._converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def fetch(self, using: str = "default", **values) -> list[models.Model]:
         values = {name: self.kinds[name](value) for name, value in values.items()}
@@ -278,6 +280,7 @@ class CompiledQuery:
         run = copy.copy(compiler)
         run.connection = connection
         run.as_sql = lambda *args, **kwargs: (sql, tuple(bound))
+        run.get_converters = partial(self._converters, compiler, connection)
         clone = queryset._chain()
         clone.query.get_compiler = lambda *args, **kwargs: run
         return list(clone)
@@ -292,6 +295,16 @@ class CompiledQuery:
         if len(rows) > 1:
             raise model.MultipleObjectsReturned(f"get() returned more than one {model._meta.object_name}.")
         return rows[0]
+
+    def _converters(self, compiler, connection, expressions):
+        # The columns' converters, found once per database connection (its backend's converters are
+        # its own methods): the selected columns are the shape's, whatever the values.
+        cached = self._converted.get(connection)
+        if cached is None:
+            template = copy.copy(compiler)
+            template.connection = connection
+            cached = self._converted[connection] = template.get_converters(expressions)
+        return cached
 
     def _sentinel(self, name: str):
         k = list(self.kinds).index(name)

@@ -1,8 +1,8 @@
-from billing.serializers import CachedFieldsMixin, StrictModelSerializer
+from billing.serializers import CachedFieldsMixin, PlainRepresentationMixin, StrictModelSerializer
 from customers.models import Customer
 
 
-class CustomerSerializer(CachedFieldsMixin, StrictModelSerializer):
+class CustomerSerializer(PlainRepresentationMixin, CachedFieldsMixin, StrictModelSerializer):
     class Meta:
         model = Customer
         fields = ["id", "name", "email", "phone", "address", "tax_id", "created_at", "updated_at"]

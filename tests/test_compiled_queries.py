@@ -123,3 +123,27 @@ def test_the_credential_reads_are_the_orms_own(alice_org):
     with CaptureQueriesContext(connection) as ctx:
         assert client.get("/api/me/").status_code == 200
     assert 'FROM "users_membertoken"' in ctx.captured_queries[0]["sql"]
+
+
+def test_the_memberships_read_of_me_is_the_orms_own(alice_org, bob_org):
+    from tests.conftest import client_for
+    from users import views
+    from users.models import Membership
+
+    owner = Membership.objects.filter(organization=alice_org).first().user
+    Membership.objects.create(organization=bob_org, user=owner, role="viewer")
+    ours, our_sql = _sent(lambda: views._MEMBERSHIPS.fetch(user_id=owner.pk))
+    theirs, their_sql = _sent(
+        lambda: list(
+            Membership.objects.filter(user=owner).values_list("organization_id", "organization__name", "role")
+        )
+    )
+    assert our_sql == their_sql
+    assert ours == theirs == [(alice_org.pk, alice_org.name, "owner"), (bob_org.pk, bob_org.name, "viewer")]
+    assert views._MEMBERSHIPS.fetch(user_id=owner.pk + 10_000) == []
+    # And through a request: the credential, then the memberships, two statements.
+    client = client_for(owner)
+    with CaptureQueriesContext(connection) as ctx:
+        body = client.get("/api/me/").json()
+    assert len(ctx.captured_queries) == 2
+    assert [(o["id"], o["name"], o["role"]) for o in body["organizations"]] == ours

@@ -245,3 +245,55 @@ def test_customer_ordering_is_checked_as_documented(alice_api, ordering, valid):
     assert (parameter_["style"], parameter_["explode"]) == ("form", False)
     assert schema.is_valid(ordering.split(",")) is valid
     assert response.status_code == (200 if valid else 400)
+
+
+def test_the_lists_count_is_the_organizations_whatever_is_named(alice_api, alice, bob, make_customer):
+    """An unfiltered list counts with one fixed statement (customers.selectors), the same figure as the
+    ORM's count; a filtered one counts what matches."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from customers.selectors import organization_customer_count
+
+    for i in range(7):
+        make_customer(alice, name=f"Customer {i}", email=f"c{i}@a.example")
+    make_customer(alice, name="Other", email="o@a.example")
+    make_customer(bob, name="Customer of Bob")
+    for who in (alice, bob):
+        assert (
+            organization_customer_count(organization_id=org(who).pk)
+            == Customer.objects.filter(organization=org(who)).count()
+        )
+    assert organization_customer_count(organization_id=org(bob).pk + 1000) == 0
+    with CaptureQueriesContext(connection) as ctx:
+        body = alice_api.get("/api/customers/?page_size=3&page=2").json()
+    assert (body["count"], len(body["results"])) == (8, 3)
+    assert len(ctx.captured_queries) == 3  # the credential, the count, the page
+    assert alice_api.get("/api/customers/?search=Customer&page_size=3").json()["count"] == 7
+    assert alice_api.get("/api/customers/?ordering=-name").json()["count"] == 8
+
+
+def test_a_customer_renders_as_drf_renders_it(alice, make_customer):
+    import zoneinfo
+    from unittest import mock
+
+    from django.utils import timezone
+    from rest_framework import serializers
+
+    from billing.serializers import PlainRepresentationMixin
+    from customers.serializers import CustomerSerializer
+
+    rows = [
+        make_customer(alice, name='<script>"Ç"</script>', email="", phone="", address="1\n2", tax_id=""),
+        make_customer(alice, name="Zoë", email="z@x.example"),
+    ]
+    for zone in ("UTC", "Asia/Kathmandu"):
+        with timezone.override(zoneinfo.ZoneInfo(zone)):
+            ours = CustomerSerializer(rows, many=True).data
+            with mock.patch.object(
+                PlainRepresentationMixin, "to_representation", serializers.Serializer.to_representation
+            ):
+                assert ours == CustomerSerializer(rows, many=True).data
+    plain = CustomerSerializer(rows, many=True)
+    assert len(plain.data) == 2
+    assert "fields" not in plain.child.__dict__  # the plain path is the one taken

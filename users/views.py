@@ -12,6 +12,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.db import CompiledQuery
 from billing.schema import ErrorSerializer
 from billing.tenancy import OrganizationScopedViewSetMixin, actor_of, organization_of
 from users import services
@@ -99,6 +100,17 @@ class LogoutView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _memberships_of(user_id: int):
+    """The user's organizations, as `/api/me/` lists them: in the order joined, with their names."""
+    return Membership.objects.filter(user_id=user_id).values_list(
+        "organization_id", "organization__name", "role"
+    )
+
+
+# Read on every `/api/me/`: compiled once (billing.db.CompiledQuery).
+_MEMBERSHIPS = CompiledQuery(_memberships_of, user_id=int)
+
+
 class MeView(APIView):
     @extend_schema(responses=MeSerializer, summary="The caller, the organization it acts for and its role")
     def get(self, request):
@@ -116,14 +128,13 @@ class MeView(APIView):
             }
         else:
             user = request.user
-            memberships = Membership.objects.filter(user=user).select_related("organization")
             data = {
                 "id": user.pk,
                 "username": user.username,
                 "email": user.email,
                 "organizations": [
-                    {"id": m.organization_id, "name": m.organization.name, "role": m.role}
-                    for m in memberships
+                    {"id": id, "name": name, "role": role}
+                    for id, name, role in _MEMBERSHIPS.fetch(user_id=user.pk)
                 ],
                 "api_key": None,
             }
