@@ -6,13 +6,14 @@ from rest_framework.response import Response
 
 from billing.filters import filters_nothing
 from billing.idempotency import idempotent
-from billing.tenancy import OrganizationScopedViewSetMixin
+from billing.tenancy import OrganizationScopedViewSetMixin, organization_id_of
 from invoices import services
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice
 from invoices.selectors import (
     CREATOR,
     detail_prefetch,
+    invoice_detail,
     invoice_summary,
     organization_invoice_count,
     organization_summary,
@@ -57,6 +58,16 @@ class InvoiceViewSet(
         )
         page = self.paginator.paginate_queryset(queryset, request, view=self, count=count)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        # No filter named (the usual detail): the compiled reads of `invoice_detail`; otherwise the
+        # filtered queryset, as DRF reads it.
+        organization_id = organization_id_of(request)
+        if organization_id is None or not self._unfiltered():
+            return super().retrieve(request, pk)
+        invoice = invoice_detail(organization_id=organization_id, invoice_id=self.object_id())
+        self.check_object_permissions(request, invoice)
+        return Response(self.get_serializer(invoice).data)
 
     def get_serializer_class(self):
         return InvoiceSerializer if self.action == "list" else InvoiceDetailSerializer

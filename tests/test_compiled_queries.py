@@ -147,3 +147,50 @@ def test_the_memberships_read_of_me_is_the_orms_own(alice_org, bob_org):
         body = client.get("/api/me/").json()
     assert len(ctx.captured_queries) == 2
     assert [(o["id"], o["name"], o["role"]) for o in body["organizations"]] == ours
+
+
+def test_the_detail_reads_are_the_prefetchs_rows(alice, bob, alice_api, make_invoice):
+    """An invoice's detail and the response of every write read its lines and payments with one
+    compiled statement each: the rows `detail_prefetch` reads (the same order, the creator joined),
+    each row's invoice the one read, no statement of its own; the detail's JSON is the one DRF's
+    filtered read renders; another organization's invoice is not found."""
+    import datetime
+    from decimal import Decimal
+
+    from django.db.models import prefetch_related_objects
+
+    from invoices.selectors import detail_prefetch, invoice_detail
+    from payments.services import payment_record
+    from tests.factories import org
+
+    invoice = make_invoice(alice, amount="90.00")
+    for amount, day in (("10.00", 3), ("20.00", 1), ("5.00", 1)):
+        payment_record(
+            organization=org(alice),
+            invoice_id=invoice.pk,
+            amount=Decimal(amount),
+            method="bank_transfer",
+            paid_at=datetime.date(2026, 1, day),
+            actor=alice,
+        )
+    theirs = Invoice.objects.get(pk=invoice.pk)
+    prefetch_related_objects([theirs], detail_prefetch("lines"), detail_prefetch("payments"))
+    with CaptureQueriesContext(connection) as ctx:
+        ours = invoice_detail(organization_id=invoice.organization_id, invoice_id=invoice.pk)
+        lines, payments = list(ours.lines.all()), list(ours.payments.all())
+        assert {line.invoice for line in lines} | {p.invoice for p in payments} == {ours}
+        assert {p.created_by_user.username for p in payments} == {"alice"}
+    assert len(ctx.captured_queries) == 3
+    assert [line.pk for line in lines] == [line.pk for line in theirs.lines.all()]
+    assert [p.pk for p in payments] == [p.pk for p in theirs.payments.all()]
+    assert [p.amount for p in payments] == [Decimal("20.00"), Decimal("5.00"), Decimal("10.00")]
+    with pytest.raises(Invoice.DoesNotExist):
+        invoice_detail(organization_id=org(bob).pk, invoice_id=invoice.pk)
+
+    compiled = alice_api.get(f"/api/invoices/{invoice.pk}/")
+    filtered = alice_api.get(f"/api/invoices/{invoice.pk}/?status=sent")  # a filter: DRF's read
+    assert compiled.status_code == filtered.status_code == 200
+    assert compiled.json() == filtered.json()
+    assert alice_api.get(f"/api/invoices/{invoice.pk}/?status=paid").status_code == 404
+    other = make_invoice(bob)
+    assert alice_api.get(f"/api/invoices/{other.pk}/").status_code == 404
