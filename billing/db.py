@@ -258,14 +258,30 @@ class CompiledQuery:
         self._converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def fetch(self, using: str = "default", **values) -> list[models.Model]:
+        return self._fetch(using, values, None)
+
+    def page(self, using: str = "default", *, offset: int, limit: int, **values) -> list[models.Model]:
+        """The rows of `build(**values)[offset:offset + limit]`: the shape's SQL with the clause the
+        ORM itself writes for that slice (`limit_offset_sql`, a text of its own per page, so not
+        prepared). For a shape that is neither sliced nor locked (refused otherwise)."""
+        offset, limit = int(offset), int(limit)
+        if offset < 0 or limit < 1:
+            raise ValueError(f"a page is offset >= 0 and limit >= 1, not {offset}, {limit}")
+        return self._fetch(using, values, (offset, offset + limit))
+
+    def _fetch(self, using: str, values: dict, window: tuple[int, int] | None) -> list[models.Model]:
         values = {name: self.kinds[name](value) for name, value in values.items()}
         connection = connections[using]
         template = self._template(using, connection.vendor) if ENABLED else None
         if template is None:
             queryset = self.build(**values).using(using)
             self.model = queryset.model
-            return list(queryset)
+            return list(queryset if window is None else queryset[window[0] : window[1]])
         queryset, compiler, places, sql, params = template
+        if window is not None:
+            if queryset.query.is_sliced or queryset.query.select_for_update:
+                raise TypeError("a page of a shape that is sliced or locked already")
+            sql = f"{sql} {connection.ops.limit_offset_sql(*window)}"
         self.model = queryset.model
         if (
             queryset.query.select_for_update

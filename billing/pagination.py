@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from functools import cached_property, partial
 
 from django.core.paginator import Paginator
@@ -26,6 +27,20 @@ class CountedPaginator(Paginator):
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
+
+
+class PagedRead:
+    """What a paginator slices when a list's rows come from a read of their own rather than a
+    queryset: `read(offset=, limit=)` returns that page's rows, in the list's order (a compiled
+    read, say: `billing.db.CompiledQuery.page`). Given with its `count` (CountedPaginator)."""
+
+    ordered = True
+
+    def __init__(self, read: Callable[..., list]):
+        self.read = read
+
+    def __getitem__(self, window: slice) -> list:
+        return self.read(offset=window.start, limit=window.stop - window.start)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

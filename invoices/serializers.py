@@ -206,9 +206,14 @@ class InvoiceSerializer(PlainRepresentationMixin, serializers.ModelSerializer):
         """On the scheme and host of the request being answered (API.md); outside a request, on
         the context's `base_url` (an event's: PUBLIC_URL), else a path."""
         request = self.context.get("request")
-        if request is not None:
-            return request.build_absolute_uri(path)
-        return self.context.get("base_url", "") + path
+        if request is None:
+            return self.context.get("base_url", "") + path
+        # What `request.build_absolute_uri(path)` writes for a path of plain characters (an id, a
+        # token), with the request's scheme and host found once per serializer, not per link.
+        base = self.__dict__.get("_request_base")
+        if base is None:
+            base = self._request_base = request.build_absolute_uri("/")[:-1]
+        return base + path
 
 
 def event_context() -> dict:

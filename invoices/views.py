@@ -1,3 +1,5 @@
+from functools import partial
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -6,6 +8,7 @@ from rest_framework.response import Response
 
 from billing.filters import filters_nothing
 from billing.idempotency import idempotent
+from billing.pagination import PagedRead
 from billing.tenancy import OrganizationScopedViewSetMixin, organization_id_of
 from invoices import services
 from invoices.filters import InvoiceFilterSet
@@ -16,6 +19,7 @@ from invoices.selectors import (
     invoice_detail,
     invoice_summary,
     organization_invoice_count,
+    organization_invoices_page,
     organization_summary,
     with_lines_and_payments,
 )
@@ -53,10 +57,13 @@ class InvoiceViewSet(
 
     def list(self, request):
         queryset = self.filter_queryset(self.get_queryset())
-        count = (
-            organization_invoice_count(organization_id=self.organization.pk) if self._unfiltered() else None
-        )
-        page = self.paginator.paginate_queryset(queryset, request, view=self, count=count)
+        count, rows = None, queryset
+        organization_id = organization_id_of(request)
+        if organization_id is not None and self._unfiltered():
+            # All of the caller's invoices: counted from InvoiceTotals, each page one compiled read.
+            count = organization_invoice_count(organization_id=organization_id)
+            rows = PagedRead(partial(organization_invoices_page, organization_id=organization_id))
+        page = self.paginator.paginate_queryset(rows, request, view=self, count=count)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, pk=None):

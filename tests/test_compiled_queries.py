@@ -194,3 +194,40 @@ def test_the_detail_reads_are_the_prefetchs_rows(alice, bob, alice_api, make_inv
     assert alice_api.get(f"/api/invoices/{invoice.pk}/?status=paid").status_code == 404
     other = make_invoice(bob)
     assert alice_api.get(f"/api/invoices/{other.pk}/").status_code == 404
+
+
+def test_a_page_of_the_list_is_the_orms_slice(alice, bob, alice_api, make_invoice):
+    """An unfiltered list's page is one compiled read whose SQL is the ORM's own for the view's
+    queryset and that slice, text and values; the rows and the JSON those of DRF's filtered read."""
+    from invoices.selectors import organization_invoices_page
+    from invoices.views import InvoiceViewSet
+    from tests.factories import org
+
+    for i in range(7):
+        make_invoice(alice, amount=f"{10 + i}.00", send=i % 2 == 0)
+    make_invoice(bob)
+    organization_id = org(alice).pk
+    view_queryset = InvoiceViewSet.queryset.filter(organization_id=organization_id)
+    for offset, limit in ((0, 3), (3, 3), (6, 3), (0, 100), (9, 20)):
+        ours, our_sql = _sent(
+            lambda offset=offset, limit=limit: organization_invoices_page(
+                organization_id=organization_id, offset=offset, limit=limit
+            )
+        )
+        theirs, their_sql = _sent(
+            lambda offset=offset, limit=limit: list(view_queryset[offset : offset + limit])
+        )
+        assert our_sql == their_sql
+        assert [i.pk for i in ours] == [i.pk for i in theirs]
+        assert [i.customer.name for i in ours] == [i.customer.name for i in theirs]
+    with pytest.raises(ValueError, match="offset >= 0"):
+        organization_invoices_page(organization_id=organization_id, offset=0, limit=0)
+
+    for query in ("page_size=3", "page_size=3&page=3", "page_size=100"):
+        compiled = alice_api.get(f"/api/invoices/?{query}").json()
+        # A filter that keeps every one of alice's invoices: DRF's filtered queryset and its count.
+        filtered = alice_api.get(f"/api/invoices/?{query}&total_min=0").json()
+        assert compiled["results"] == filtered["results"]
+        assert compiled["count"] == filtered["count"] == 7
+        assert (compiled["next"] is None) == (filtered["next"] is None)
+    assert alice_api.get("/api/invoices/?page_size=3&page=4").status_code == 404

@@ -297,3 +297,31 @@ def test_a_customer_renders_as_drf_renders_it(alice, make_customer):
     plain = CustomerSerializer(rows, many=True)
     assert len(plain.data) == 2
     assert "fields" not in plain.child.__dict__  # the plain path is the one taken
+
+
+def test_a_page_of_the_list_is_the_orms_slice(alice, bob, alice_api, make_customer):
+    """An unfiltered list's page is one compiled read whose SQL is the ORM's own for the view's
+    queryset and that slice; the JSON that of DRF's filtered read."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from customers.selectors import organization_customers_page
+    from customers.views import CustomerViewSet
+
+    for name in ("b", "A", "c", "B", "a"):
+        make_customer(alice, name=name, email=f"{name}@x.example")
+    make_customer(bob, name="a")
+    organization_id = org(alice).pk
+    view_queryset = CustomerViewSet.queryset.filter(organization_id=organization_id)
+    for offset, limit in ((0, 2), (2, 2), (4, 2), (0, 100)):
+        with CaptureQueriesContext(connection) as ours:
+            rows = organization_customers_page(organization_id=organization_id, offset=offset, limit=limit)
+        with CaptureQueriesContext(connection) as theirs:
+            expected = list(view_queryset[offset : offset + limit])
+        assert [q["sql"] for q in ours] == [q["sql"] for q in theirs]
+        assert rows == expected
+    for query in ("page_size=2", "page_size=2&page=3"):
+        compiled = alice_api.get(f"/api/customers/?{query}").json()
+        filtered = alice_api.get(f"/api/customers/?{query}&search=.example").json()  # every one, filtered
+        assert compiled["results"] == filtered["results"]
+        assert compiled["count"] == filtered["count"] == 5

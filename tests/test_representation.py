@@ -425,3 +425,27 @@ def test_each_currency_renders_with_its_places_on_both_paths(
             expected[4],
             expected[5],
         )
+
+
+@pytest.mark.parametrize(
+    ("host", "secure"), [("testserver", False), ("billing.example.com:8443", True), ("[::1]:8000", False)]
+)
+def test_the_links_are_the_requests_absolute_uris(invoices, settings, host, secure):
+    """`pdf_url` and `hosted_url` on the scheme and host of the request, as `build_absolute_uri`
+    writes them (the serializer finds the base once per request)."""
+    from django.urls import reverse
+
+    settings.ALLOWED_HOSTS = ["*"]
+    request = Request(APIRequestFactory().get("/api/invoices/", HTTP_HOST=host, secure=secure))
+    rows = list(invoices)
+    for data, invoice in zip(
+        InvoiceSerializer(rows, many=True, context={"request": request}).data, rows, strict=True
+    ):
+        assert data["pdf_url"] == request.build_absolute_uri(reverse("invoice-pdf", args=[invoice.pk]))
+        if invoice.public_token is None:
+            assert data["hosted_url"] is None
+        else:
+            assert data["hosted_url"] == request.build_absolute_uri(
+                reverse("hosted-invoice", args=[invoice.public_token])
+            )
+    assert any(invoice.public_token for invoice in rows)
