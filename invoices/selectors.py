@@ -6,7 +6,7 @@ from django.db import connections, router
 from django.db.models import BigIntegerField, Count, F, Prefetch, QuerySet, Sum
 from django.db.models.functions import Cast, Round
 
-from billing import money
+from billing import db, money
 from billing.db import CompiledQuery
 from invoices.models import Invoice, InvoiceTotals
 
@@ -59,11 +59,13 @@ def _from_thousandths(value, currency: str) -> int:
 # building and compiling them costs more than PostgreSQL takes to run them). Plain SQL that
 # PostgreSQL and SQLite both run;
 # tests/test_invoice_totals.py compares their results with the aggregate over the invoices.
-_SUMMARY_SQL = (
+# Kept (billing.db.keep): prepared once per connection on PostgreSQL (the summary's parse and plan
+# were a fifth of its time there: pgbench 0.237 ms a run as text, 0.186 ms prepared).
+_SUMMARY_SQL = db.keep(
     "SELECT currency, status, SUM(count), SUM(total_minor), SUM(paid_minor) FROM invoices_invoicetotals "
     "WHERE organization_id = %s GROUP BY currency, status HAVING SUM(count) > 0 ORDER BY currency, status"
 )
-_COUNT_SQL = "SELECT COALESCE(SUM(count), 0) FROM invoices_invoicetotals WHERE organization_id = %s"
+_COUNT_SQL = db.keep("SELECT COALESCE(SUM(count), 0) FROM invoices_invoicetotals WHERE organization_id = %s")
 
 
 def organization_summary(*, organization_id: int) -> dict:
