@@ -128,7 +128,11 @@ def with_lines_and_payments(invoice: Invoice) -> Invoice:
             field = Invoice._meta.get_field(name).field  # the row's reference to its invoice
             for row in rows:
                 field.set_cached_value(row, invoice)
-            cache[name] = rows
+            # As prefetch_related leaves it: the relation's queryset with these rows as its result,
+            # so that `invoice.lines.all()` is them and `invoice.lines.filter(...)` still a query.
+            related = getattr(invoice, name).get_queryset()
+            related._result_cache, related._prefetch_done = rows, True
+            cache[name] = related
     return invoice
 
 

@@ -184,6 +184,9 @@ def test_the_detail_reads_are_the_prefetchs_rows(alice, bob, alice_api, make_inv
     assert [line.pk for line in lines] == [line.pk for line in theirs.lines.all()]
     assert [p.pk for p in payments] == [p.pk for p in theirs.payments.all()]
     assert [p.amount for p in payments] == [Decimal("20.00"), Decimal("5.00"), Decimal("10.00")]
+    # The relations are querysets as a prefetch leaves them: a further filter is a query of its own.
+    assert list(ours.payments.filter(amount=Decimal("5.00"))) == [payments[1]]
+    assert ours.lines.count() == len(lines) == 1
     with pytest.raises(Invoice.DoesNotExist):
         invoice_detail(organization_id=org(bob).pk, invoice_id=invoice.pk)
 
