@@ -32,7 +32,6 @@ import functools
 import hashlib
 import logging
 import re
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -255,7 +254,6 @@ class CompiledQuery:
         self.kinds = kinds
         self.model: type[models.Model] | None = None
         self._templates: dict[tuple[str, str], tuple | None] = {}
-        self._converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def fetch(self, using: str = "default", **values) -> list[models.Model]:
         return self._fetch(using, values, None)
@@ -313,13 +311,15 @@ class CompiledQuery:
         return rows[0]
 
     def _converters(self, compiler, connection, expressions):
-        # The columns' converters, found once per database connection (its backend's converters are
-        # its own methods): the selected columns are the shape's, whatever the values.
-        cached = self._converted.get(connection)
+        # The columns' converters, found once per database connection and kept on it (its backend's
+        # converters are methods of its own `ops`, which refer to it: a cache outside it would keep
+        # every connection alive); the selected columns are the shape's, whatever the values.
+        cache = connection.__dict__.setdefault("_billing_converters", {})
+        cached = cache.get(self)
         if cached is None:
             template = copy.copy(compiler)
             template.connection = connection
-            cached = self._converted[connection] = template.get_converters(expressions)
+            cached = cache[self] = template.get_converters(expressions)
         return cached
 
     def _sentinel(self, name: str):

@@ -3,7 +3,7 @@ from functools import partial
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from billing.filters import filters_nothing
@@ -72,7 +72,11 @@ class InvoiceViewSet(
         organization_id = organization_id_of(request)
         if organization_id is None or not self._unfiltered():
             return super().retrieve(request, pk)
-        invoice = invoice_detail(organization_id=organization_id, invoice_id=self.object_id())
+        try:
+            invoice_id = self.object_id()
+        except NotFound:  # not plain digits ("+7", " 7"): DRF's lookup, whose answer it was before
+            return super().retrieve(request, pk)
+        invoice = invoice_detail(organization_id=organization_id, invoice_id=invoice_id)
         self.check_object_permissions(request, invoice)
         return Response(self.get_serializer(invoice).data)
 

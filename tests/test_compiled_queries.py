@@ -195,6 +195,10 @@ def test_the_detail_reads_are_the_prefetchs_rows(alice, bob, alice_api, make_inv
     assert compiled.status_code == filtered.status_code == 200
     assert compiled.json() == filtered.json()
     assert alice_api.get(f"/api/invoices/{invoice.pk}/?status=paid").status_code == 404
+    # An id DRF's lookup reads though it is not plain digits is still DRF's to answer.
+    for odd in (f"+{invoice.pk}", f"{invoice.pk}%20"):
+        assert alice_api.get(f"/api/invoices/{odd}/").json() == compiled.json()
+    assert alice_api.get("/api/invoices/abc/").status_code == 404
     other = make_invoice(bob)
     assert alice_api.get(f"/api/invoices/{other.pk}/").status_code == 404
 
@@ -234,3 +238,31 @@ def test_a_page_of_the_list_is_the_orms_slice(alice, bob, alice_api, make_invoic
         assert compiled["count"] == filtered["count"] == 7
         assert (compiled["next"] is None) == (filtered["next"] is None)
     assert alice_api.get("/api/invoices/?page_size=3&page=4").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_closed_connection_is_not_kept_alive_by_the_compiled_reads():
+    """The converters a compiled read finds for a connection live on that connection: a thread's
+    (a greenlet's) connection goes when it is closed, whatever it read."""
+    import gc
+    import threading
+    import weakref
+
+    from django.db import connections
+
+    from invoices.selectors import organization_invoices_page
+
+    kept = []
+
+    def read():
+        assert organization_invoices_page(organization_id=10**9, offset=0, limit=1) == []
+        kept.append(weakref.ref(connections["default"]))
+        connections.close_all()
+
+    for _ in range(3):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(kept) == 3
+    assert [ref() for ref in kept] == [None, None, None]
