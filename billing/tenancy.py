@@ -8,11 +8,18 @@ bound to.
   them, so no view reaches into the credential itself.
 - `OrganizationScopedViewSetMixin` filters a view's queryset by that organization, so another
   organization's object is a 404 without any view having to remember it.
+- `OrganizationListMixin` lists all of an organization's objects, when a request names no filter,
+  by the app's own count and page reads instead of the queryset's.
 - `owned_by_caller` does the same for django-filter's model filters.
 """
 
+from collections.abc import Callable
+from functools import partial
+
 from rest_framework.exceptions import NotFound
 
+from billing.filters import filters_nothing
+from billing.pagination import PagedRead
 from billing.serializers import MAX_ID
 
 
@@ -62,6 +69,26 @@ class OrganizationScopedViewSetMixin:
         if getattr(self, "swagger_fake_view", False) or organization_id is None:
             return queryset.none()
         return queryset.filter(organization_id=organization_id)
+
+
+class OrganizationListMixin:
+    """A list that, when the request names no filter of `filterset_class`, is all of the caller's
+    organization's objects: counted by `unfiltered_count(organization_id=)` and each page read by
+    `unfiltered_page(organization_id=, offset=, limit=)` (compiled reads of the same rows, in the
+    queryset's order). A request that names a filter lists the filtered queryset, counted by it."""
+
+    unfiltered_count: Callable[..., int]
+    unfiltered_page: Callable[..., list]
+
+    def list(self, request):
+        queryset = self.filter_queryset(self.get_queryset())
+        count, rows = None, queryset
+        organization_id = organization_id_of(request)
+        if organization_id is not None and filters_nothing(request, self.filterset_class):
+            count = self.unfiltered_count(organization_id=organization_id)
+            rows = PagedRead(partial(self.unfiltered_page, organization_id=organization_id))
+        page = self.paginator.paginate_queryset(rows, request, view=self, count=count)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
 def owned_by_caller(model):

@@ -148,9 +148,15 @@ def _related_of(name: str):
 _RELATED = {name: CompiledQuery(_related_of(name), invoice_id=int) for name in ("lines", "payments")}
 
 
+def invoices_shown() -> QuerySet[Invoice]:
+    """Invoices as the API shows them: the customer's name and the creator joined, never read per
+    row (the view's queryset, and the compiled list and detail reads)."""
+    return Invoice.objects.select_related("customer", *CREATOR)
+
+
 def _list_of(organization_id: int):
     """The list's rows, as the view's queryset reads them when no filter is named (its order)."""
-    return Invoice.objects.select_related("customer", *CREATOR).filter(organization_id=organization_id)
+    return invoices_shown().filter(organization_id=organization_id)
 
 
 _LIST = CompiledQuery(_list_of, organization_id=int)
@@ -163,9 +169,7 @@ def organization_invoices_page(*, organization_id: int, offset: int, limit: int)
 
 
 def _detail_of(organization_id: int, invoice_id: int):
-    return Invoice.objects.select_related("customer", *CREATOR).filter(
-        organization_id=organization_id, pk=invoice_id
-    )
+    return invoices_shown().filter(organization_id=organization_id, pk=invoice_id)
 
 
 _DETAIL = CompiledQuery(_detail_of, organization_id=int, invoice_id=int)

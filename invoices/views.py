@@ -1,5 +1,3 @@
-from functools import partial
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -8,16 +6,15 @@ from rest_framework.response import Response
 
 from billing.filters import filters_nothing
 from billing.idempotency import idempotent
-from billing.pagination import PagedRead
-from billing.tenancy import OrganizationScopedViewSetMixin, organization_id_of
+from billing.tenancy import OrganizationListMixin, OrganizationScopedViewSetMixin, organization_id_of
 from invoices import services
 from invoices.filters import InvoiceFilterSet
 from invoices.models import Invoice
 from invoices.selectors import (
-    CREATOR,
     detail_prefetch,
     invoice_detail,
     invoice_summary,
+    invoices_shown,
     organization_invoice_count,
     organization_invoices_page,
     organization_summary,
@@ -32,6 +29,7 @@ from invoices.serializers import (
 
 
 class InvoiceViewSet(
+    OrganizationListMixin,
     OrganizationScopedViewSetMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -39,10 +37,12 @@ class InvoiceViewSet(
 ):
     """The caller's invoices: create with lines, edit as the lifecycle allows, send, void."""
 
-    # The customer's name and the creator are shown with every invoice: joined, never read per row.
-    queryset = Invoice.objects.select_related("customer", *CREATOR)
+    queryset = invoices_shown()
     serializer_class = InvoiceDetailSerializer
     filterset_class = InvoiceFilterSet
+    # All of the caller's invoices: counted from InvoiceTotals, each page one compiled read.
+    unfiltered_count = staticmethod(organization_invoice_count)
+    unfiltered_page = staticmethod(organization_invoices_page)
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -54,17 +54,6 @@ class InvoiceViewSet(
         """No filter applies: the caller's invoices are all of them, whose count and summary the
         database keeps in InvoiceTotals (ordering and paging do not change either)."""
         return filters_nothing(self.request, self.filterset_class)
-
-    def list(self, request):
-        queryset = self.filter_queryset(self.get_queryset())
-        count, rows = None, queryset
-        organization_id = organization_id_of(request)
-        if organization_id is not None and self._unfiltered():
-            # All of the caller's invoices: counted from InvoiceTotals, each page one compiled read.
-            count = organization_invoice_count(organization_id=organization_id)
-            rows = PagedRead(partial(organization_invoices_page, organization_id=organization_id))
-        page = self.paginator.paginate_queryset(rows, request, view=self, count=count)
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, pk=None):
         # No filter named (the usual detail): the compiled reads of `invoice_detail`; otherwise the

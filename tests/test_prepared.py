@@ -147,13 +147,24 @@ def test_prepared_statements_outlive_a_rollback(alice_org):
     assert list(names) == ["Warm", "After"]
 
 
+@contextlib.contextmanager
+def kept_on_another_connection(sql: str):
+    """`sql` kept for the test, and a connection of its own (autocommit) to send it on, so that
+    closing it leaves the test's transaction alone; both forgotten at the end."""
+    other = connections.create_connection("default")
+    try:
+        yield other, db.keep(sql)
+    finally:
+        other.close()
+        db._KEPT.pop(sql, None)
+
+
 def test_a_new_database_connection_prepares_them_again(alice_org):
     if not PREPARES:
         return
-    sql = db.keep("SELECT count(*) FROM customers_customer WHERE organization_id = %s AND name <> %s")
-    # A connection of its own (autocommit), so that closing it leaves the test's transaction alone.
-    other = connections.create_connection("default")
-    try:
+    with kept_on_another_connection(
+        "SELECT count(*) FROM customers_customer WHERE organization_id = %s AND name <> %s"
+    ) as (other, sql):
         for _ in range(3):
             with other.cursor() as cursor:
                 cursor.execute(sql, [alice_org.pk, ODD])
@@ -169,9 +180,6 @@ def test_a_new_database_connection_prepares_them_again(alice_org):
             other.close()  # the next turn opens a new database connection, with nothing prepared
         wrappers = [w for w in other.execute_wrappers if getattr(w, "billing_prepared", False)]
         assert len(wrappers) == 1  # installed once, whatever the reconnects
-    finally:
-        other.close()
-        db._KEPT.pop(sql, None)
 
 
 def test_a_statement_the_server_will_not_prepare_is_sent_as_it_is_and_the_transaction_lives_on(
@@ -278,65 +286,61 @@ def _probe(other, sql, key):
 def test_a_connection_whose_statements_the_server_lost_or_cannot_run_is_retired_not_broken():
     if not PREPARES:
         return
-    other = connections.create_connection("default")
-    sql = db.keep("SELECT name FROM billing_prepared_probe WHERE id = %s")
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("DROP TABLE IF EXISTS billing_prepared_probe")
-            cursor.execute("CREATE TABLE billing_prepared_probe (id int PRIMARY KEY, name varchar(10))")
-            cursor.execute("INSERT INTO billing_prepared_probe VALUES (1, 'one'), (2, 'two')")
-        (prepared,) = [w for w in other.execute_wrappers if getattr(w, "billing_prepared", False)]
-        assert _probe(other, sql, 1) == [("one",)]
-        assert db._KEPT[sql].name in prepared.names
-        # A migration changes the type of a column the statement returns: the prepared one cannot run.
-        with other.cursor() as cursor:
-            cursor.execute("ALTER TABLE billing_prepared_probe ALTER COLUMN name TYPE text")
-        assert _probe(other, sql, 2) == [("two",)]  # no transaction: sent again, as it is
-        assert prepared.retired
-        assert other.close_at == 0  # replaced at the end of the request
-        assert _probe(other, sql, 1) == [("one",)]  # as it is, until then
-        other.close_if_unusable_or_obsolete()
-        assert other.connection is None
-        # A new connection prepares again.
-        assert _probe(other, sql, 1) == [("one",)]
-        assert not prepared.retired
-        assert db._KEPT[sql].name in prepared.names
-        # A pooler (or DISCARD ALL) drops what a connection prepared, and it is found out in a
-        # transaction: that statement fails as any would (the transaction is lost on the server), the
-        # connection is retired and the next transaction sends the statement as it is.
-        main, close_at = wrapper(), connection.close_at
+    with kept_on_another_connection("SELECT name FROM billing_prepared_probe WHERE id = %s") as (
+        other,
+        sql,
+    ):
         try:
-            assert _probe(connection, sql, 1) == [("one",)]
-            assert db._KEPT[sql].name in main.names
-            with connection.cursor() as cursor:
-                cursor.execute("DEALLOCATE ALL")
-            with pytest.raises(DatabaseError, match="does not exist"), transaction.atomic():
-                _probe(connection, sql, 1)
-            assert main.retired
-            assert connection.close_at == 0
-            with transaction.atomic():
-                assert _probe(connection, sql, 2) == [("two",)]
-        finally:  # the test's connection goes on as a new one would
-            main.retired, main.names, connection.close_at = False, set(), close_at
-        assert db._KEPT[sql].preparable  # not the statement's fault
-    finally:
-        with other.cursor() as cursor:
-            cursor.execute("DROP TABLE IF EXISTS billing_prepared_probe")
-        other.close()
-        db._KEPT.pop(sql, None)
+            with other.cursor() as cursor:
+                cursor.execute("DROP TABLE IF EXISTS billing_prepared_probe")
+                cursor.execute("CREATE TABLE billing_prepared_probe (id int PRIMARY KEY, name varchar(10))")
+                cursor.execute("INSERT INTO billing_prepared_probe VALUES (1, 'one'), (2, 'two')")
+            (prepared,) = [w for w in other.execute_wrappers if getattr(w, "billing_prepared", False)]
+            assert _probe(other, sql, 1) == [("one",)]
+            assert db._KEPT[sql].name in prepared.names
+            # A migration changes the type of a column the statement returns: the prepared one cannot run.
+            with other.cursor() as cursor:
+                cursor.execute("ALTER TABLE billing_prepared_probe ALTER COLUMN name TYPE text")
+            assert _probe(other, sql, 2) == [("two",)]  # no transaction: sent again, as it is
+            assert prepared.retired
+            assert other.close_at == 0  # replaced at the end of the request
+            assert _probe(other, sql, 1) == [("one",)]  # as it is, until then
+            other.close_if_unusable_or_obsolete()
+            assert other.connection is None
+            # A new connection prepares again.
+            assert _probe(other, sql, 1) == [("one",)]
+            assert not prepared.retired
+            assert db._KEPT[sql].name in prepared.names
+            # A pooler (or DISCARD ALL) drops what a connection prepared, and it is found out in a
+            # transaction: that statement fails as any would (the transaction is lost on the server), the
+            # connection is retired and the next transaction sends the statement as it is.
+            main, close_at = wrapper(), connection.close_at
+            try:
+                assert _probe(connection, sql, 1) == [("one",)]
+                assert db._KEPT[sql].name in main.names
+                with connection.cursor() as cursor:
+                    cursor.execute("DEALLOCATE ALL")
+                with pytest.raises(DatabaseError, match="does not exist"), transaction.atomic():
+                    _probe(connection, sql, 1)
+                assert main.retired
+                assert connection.close_at == 0
+                with transaction.atomic():
+                    assert _probe(connection, sql, 2) == [("two",)]
+            finally:  # the test's connection goes on as a new one would
+                main.retired, main.names, connection.close_at = False, set(), close_at
+            assert db._KEPT[sql].preparable  # not the statement's fault
+
+        finally:
+            with other.cursor() as cursor:
+                cursor.execute("DROP TABLE IF EXISTS billing_prepared_probe")
 
 
 def test_a_statement_refused_in_autocommit_is_sent_as_it_is():
     if not PREPARES:
         return
-    other = connections.create_connection("default")
-    sql = db.keep("SELECT %s + %s AS refused_in_autocommit")
-    try:
+    with kept_on_another_connection("SELECT %s + %s AS refused_in_autocommit") as (other, sql):
         with other.cursor() as cursor:
             cursor.execute(sql, [2, 3])
             assert cursor.fetchone() == (5,)
         assert db._KEPT[sql].preparable is False
         assert other.connection.info.transaction_status == other.Database.extensions.TRANSACTION_STATUS_IDLE
-    finally:
-        other.close()
-        db._KEPT.pop(sql, None)
