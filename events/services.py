@@ -14,9 +14,10 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from billing import context, db
@@ -235,16 +236,53 @@ def _queue_ctes(backend, now: datetime.datetime) -> tuple[str, list]:
     """`queued`: a delivery of each event of the CTE `inserted` (its id, organization and type) to
     each enabled endpoint of its organization that subscribes to its type; `queued_job`: if there is
     one, the job that sends them. With their parameters: the deliveries' columns that are not joined
-    from a template delivery (its defaults), the job's from the job the backend builds."""
+    from a template delivery (its defaults), the job's from the job the backend builds; the values
+    that are the time of the write (created, updated, due, enqueued) are `now`, the job's id a new one
+    (`_queue_params`)."""
+    sql, _ = _queue_sql()
+    template = _queue_params(backend, connection.vendor)
+    params = list(template.values)
+    if template.now_at:
+        now_value = template.now_field.get_db_prep_save(now, connection)
+        for at in template.now_at:
+            params[at] = now_value
+    params[template.id_at] = Job._meta.pk.get_db_prep_save(backend._get_id(), connection)
+    return sql, params
+
+
+class _QueueParams(NamedTuple):
+    values: tuple  # every parameter, prepared, as the template delivery and job give them
+    now_at: tuple[int, ...]  # the places of the write's time (created, updated, due, enqueued)
+    now_field: models.Field | None  # one of those columns: it prepares the time
+    id_at: int  # the place of the job's id (a new one a write)
+
+
+def _is_write_time(field: models.Field) -> bool:
+    """A column whose value, for a new row, is the time it is written: auto_now(_add), or a default
+    that is a function (here always `timezone.now`: a delivery is due when written)."""
+    return isinstance(field, models.DateTimeField) and (
+        field.auto_now or field.auto_now_add or (field.has_default() and callable(field.default))
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _queue_params(backend, vendor: str) -> _QueueParams:
+    """The parameters of `_queue_sql`'s columns as a template delivery and the backend's job for
+    `send_webhooks` give them, prepared once per backend and database (every write that records
+    events sends them). The rest of them is the same for every write (statuses, counts, the task's
+    path, queue, priority and backend; tests/test_events_sql.py pins them to the rows the ORM path
+    writes)."""
+    _, (delivery_fields, job_fields) = _queue_sql()
     template = WebhookDelivery(organization_id=0, event_id="", endpoint_id=0)
-    template.created_at = template.updated_at = now
-    job = backend.job(tasks.send_webhooks, ([],), {})  # its argument: the deliveries' ids, in SQL
-    sql, (delivery_fields, job_fields) = _queue_sql()
-    params = [
+    job = backend.job(tasks.send_webhooks, ([],), {})
+    fields = (*delivery_fields, *job_fields)
+    values = (
         *(field.get_db_prep_save(getattr(template, field.attname), connection) for field in delivery_fields),
         *(field.get_db_prep_save(field.pre_save(job, True), connection) for field in job_fields),
-    ]
-    return sql, params
+    )
+    now_at = tuple(at for at, field in enumerate(fields) if _is_write_time(field))
+    (id_at,) = (at for at, field in enumerate(fields) if field is Job._meta.pk)
+    return _QueueParams(values, now_at, fields[now_at[0]] if now_at else None, id_at)
 
 
 @functools.cache

@@ -102,8 +102,16 @@ def test_the_events_statement_queues_the_rows_the_orm_path_queues(alice_org, end
     )
     assert [(t, e) for t, e, _, _ in sql_deliveries] == expected
     assert [d[:3] for d in sql_deliveries] == [d[:3] for d in orm_deliveries]
-    for *_, next_attempt_at in sql_deliveries + orm_deliveries:  # the default, now (not frozen)
-        assert abs(next_attempt_at - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(minutes=1)
+
+    # Due at once: in the events' statement at the write's time (frozen here), on the ORM path at
+    # the field's default (timezone.now as the model bound it, which the freeze does not reach).
+    def just_now(moment):
+        return abs(moment - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(minutes=1)
+
+    for *_, next_attempt_at in sql_deliveries:
+        assert (next_attempt_at == FROZEN) if IN_SQL else just_now(next_attempt_at)
+    for *_, next_attempt_at in orm_deliveries:
+        assert just_now(next_attempt_at)
     (sql_job,) = sql_jobs
     (orm_job,) = orm_jobs
     assert {c: sql_job[c] for c in JOB_COLUMNS} == {c: orm_job[c] for c in JOB_COLUMNS}
@@ -160,3 +168,23 @@ def test_a_rolled_back_write_leaves_no_event_delivery_or_job(alice_org, endpoint
     assert not Event.objects.exists()
     assert not WebhookDelivery.objects.exists()
     assert not DBTaskResult.objects.exists()
+
+
+def test_each_write_queues_its_own_job_at_its_own_time(alice_org, endpoints, monkeypatch):
+    # The job's columns that do not change from write to write are prepared once; its id and the
+    # times (created, updated, due, enqueued) are each write's own.
+    DBTaskResult.objects.all().delete()
+    moments = [FROZEN, FROZEN + datetime.timedelta(seconds=5)]
+    batches = []
+    for moment in moments:
+        monkeypatch.setattr(timezone, "now", lambda moment=moment: moment)
+        batches.append(record(alice_org))
+    jobs = list(DBTaskResult.objects.order_by("enqueued_at").values("id", "enqueued_at", "status"))
+    assert len({job["id"] for job in jobs}) == 2
+    assert [job["enqueued_at"] for job in jobs] == moments
+    assert {job["status"] for job in jobs} == {"READY"}
+    for events, moment in zip(batches, moments, strict=True):
+        deliveries = WebhookDelivery.objects.filter(event__in=events)
+        assert {(d.created_at, d.updated_at) for d in deliveries} == {(moment, moment)}
+        if IN_SQL:
+            assert {d.next_attempt_at for d in deliveries} == {moment}

@@ -7,6 +7,7 @@ import datetime
 import pytest
 from django.utils import timezone
 from django_tasks import task_backends
+from django_tasks.signals import task_enqueued
 from django_tasks_db.backend import DatabaseBackend as LibraryBackend
 from django_tasks_db.models import DBTaskResult
 
@@ -60,3 +61,30 @@ def test_the_default_backend_is_ours_and_its_rows_are_the_librarys():
     )
     assert Job.objects.get(pk=result.id).pk == stored.pk  # the same row, seen through the proxy
     assert task_backends["default"].get_result(result.id).id == result.id
+
+
+def test_enqueue_sends_the_librarys_signal_once_with_the_result_it_returns(settings):
+    settings.TASKS = {
+        "default": {"BACKEND": "billing.tasks.DatabaseBackend"},
+        "library": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    }
+    heard = []
+
+    def receiver(sender, task_result, **kwargs):
+        heard.append((sender, task_result))
+
+    task_enqueued.connect(receiver)
+    try:
+        ours = tasks.send_email.enqueue(42)
+        theirs = tasks.send_email.using(backend="library").enqueue(42)
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert [sender for sender, _ in heard] == [DatabaseBackend, LibraryBackend]
+    assert heard[0][1] is ours
+    for (_, result), returned in zip(heard, (ours, theirs), strict=True):
+        assert (result.id, result.args, result.status, result.task.name) == (
+            returned.id,
+            [42],
+            returned.status,
+            "send_email",
+        )
