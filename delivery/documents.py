@@ -17,13 +17,14 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
+import re
 import threading
 import unicodedata
 from decimal import Decimal
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_decimal, get_currency_symbol
+from babel.numbers import get_currency_symbol, get_decimal_symbol, get_group_symbol, parse_pattern
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -154,12 +155,99 @@ def _money_pattern(currency: str, locale: Locale, places: int):
     return pattern
 
 
+class _Format:
+    """A babel number pattern laid out once for one locale (and currency): what
+    `NumberPattern.apply` does for a plain pattern (no exponent, significant digits or scale) with
+    its prefixes and suffixes, symbols and separators looked up once instead of on every amount. A
+    100-line invoice writes some 500 numbers; tests/test_delivery_documents.py pins the output to
+    babel's own across locales, currencies and values."""
+
+    __slots__ = ("decimal", "fraction", "group", "grouping", "integer", "prefix", "quantum", "suffix")
+
+    def __init__(self, pattern, locale: Locale, currency: str | None) -> None:
+        self.integer = pattern.int_prec[0]
+        self.fraction = pattern.frac_prec
+        self.quantum = Decimal(1).scaleb(-self.fraction[1])
+        self.grouping = pattern.grouping
+        self.group = get_group_symbol(locale)
+        self.decimal = get_decimal_symbol(locale)
+        symbol = get_currency_symbol(currency, locale) if currency else None
+        self.prefix = tuple(_affix(text, currency, symbol) for text in pattern.prefix)
+        self.suffix = tuple(_affix(text, currency, symbol) for text in pattern.suffix)
+
+    def apply(self, value: Decimal) -> str:
+        negative = int(value.is_signed())
+        whole, _, fraction = f"{abs(value).normalize().quantize(self.quantum):f}".partition(".")
+        if len(whole) < self.integer:
+            whole = "0" * (self.integer - len(whole)) + whole
+        size, grouped = self.grouping[0], ""
+        while len(whole) > size:
+            grouped = self.group + whole[-size:] + grouped
+            whole = whole[:-size]
+            size = self.grouping[1]
+        least, most = self.fraction
+        fraction = fraction or "0"
+        if len(fraction) < least:
+            fraction += "0" * (least - len(fraction))
+        if most == 0 or (least == 0 and int(fraction) == 0):
+            fraction = ""
+        else:
+            while len(fraction) > least and fraction[-1] == "0":
+                fraction = fraction[:-1]
+            fraction = self.decimal + fraction
+        return self.prefix[negative] + whole + grouped + fraction + self.suffix[negative]
+
+
+def _affix(text: str, currency: str | None, symbol: str | None) -> str:
+    if currency is not None:
+        text = text.replace("¤¤", currency.upper()).replace("¤", symbol)
+    return re.sub(r"'([^']*)'", lambda m: m.group(1) or "'", text)
+
+
+def _layable(pattern, locale: Locale) -> bool:
+    """Whether `_Format` writes what babel writes for this pattern: a plain one, whose prefixes and
+    suffixes do not depend on the amount (no currency name, "¤¤¤") nor carry a quote the
+    separators could pair with (babel unquotes the whole string)."""
+    affixes = (*pattern.prefix, *pattern.suffix)
+    return (
+        not pattern.exp_prec
+        and "@" not in pattern.pattern
+        and pattern.scale == 0
+        and not any("¤¤¤" in text or text.count("'") % 2 for text in affixes)
+        and "'" not in get_group_symbol(locale) + get_decimal_symbol(locale)
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _money_format(currency: str, locale: Locale, places: int):
+    """The money pattern of `_money_pattern` as a `_Format`, or the pattern itself where babel must
+    apply it."""
+    pattern = _money_pattern(currency, locale, places)
+    return _Format(pattern, locale, currency) if _layable(pattern, locale) else pattern
+
+
+@functools.lru_cache(maxsize=64)
+def _decimal_format(format: str, locale: Locale):
+    pattern = parse_pattern(format)
+    return _Format(pattern, locale, None) if _layable(pattern, locale) else pattern
+
+
 def _format_exact(text: str, currency: str, locale: str | None) -> str:
     """`text` (a decimal written with the places to show) in the locale's currency format."""
     value = Decimal(text)
     loc = _locale(locale)
-    pattern = _money_pattern(currency, loc, money.places_written(value))
-    return pattern.apply(value, loc, currency=currency, currency_digits=False)
+    layout = _money_format(currency, loc, money.places_written(value))
+    if isinstance(layout, _Format):
+        return layout.apply(value)
+    return layout.apply(value, loc, currency=currency, currency_digits=False)
+
+
+def _format_decimal(value: Decimal, format: str, locale: str | None) -> str:
+    loc = _locale(locale)
+    layout = _decimal_format(format, loc)
+    if isinstance(layout, _Format):
+        return layout.apply(value)
+    return layout.apply(value, loc)
 
 
 def format_money(amount, currency: str, locale: str | None = None) -> str:
@@ -180,12 +268,12 @@ def _plain(value: Decimal) -> Decimal:
 
 
 def format_quantity(quantity, locale: str | None = None) -> str:
-    return format_decimal(_plain(Decimal(quantity)), format="#,##0.###", locale=_locale(locale))
+    return _format_decimal(_plain(Decimal(quantity)), "#,##0.###", locale)
 
 
 def format_percent(rate, locale: str | None = None) -> str:
     """A tax rate in percent as written: "8.25%", "19%", "0%"."""
-    return f"{format_decimal(_plain(Decimal(rate)), format='#,##0.##', locale=_locale(locale))}%"
+    return f"{_format_decimal(_plain(Decimal(rate)), '#,##0.##', locale)}%"
 
 
 def format_day(day: datetime.date | None, locale: str | None = None) -> str:

@@ -206,6 +206,57 @@ def test_unit_prices_keep_their_finer_places():
     assert documents.format_percent(Decimal("10.00")) == "10%"
 
 
+AMOUNTS = ["0", "-0.00", "0.5", "12.34", "-12.34", "999.99", "1000", "1234567.891", "-9876543210.12", "0.001"]
+
+
+def test_numbers_are_written_as_babel_writes_them_in_every_locale():
+    # The formats laid out once (documents._Format) against babel's own NumberPattern.apply, for
+    # every locale babel knows: money in currencies of 0, 2 and 3 places and with their symbols
+    # before and after, quantities and rates. Where the layout cannot be babel's it is not used.
+    from babel import Locale, localedata
+    from babel.numbers import format_decimal
+
+    from billing import money
+
+    laid_out = 0
+    for name in localedata.locale_identifiers():
+        locale = Locale.parse(name)
+        for currency in ("USD", "EUR", "JPY", "KWD", "INR"):
+            for text in AMOUNTS:
+                value = Decimal(money.format_amount(Decimal(text), currency))
+                places = money.places_written(value)
+                layout = documents._money_format(currency, locale, places)
+                if isinstance(layout, documents._Format):
+                    laid_out += 1
+                    babel = documents._money_pattern(currency, locale, places)
+                    expected = babel.apply(value, locale, currency=currency, currency_digits=False)
+                    assert layout.apply(value) == expected, (name, currency, text)
+        for pattern in ("#,##0.###", "#,##0.##"):
+            layout = documents._decimal_format(pattern, locale)
+            if isinstance(layout, documents._Format):
+                for text in AMOUNTS:
+                    value = documents._plain(Decimal(text))
+                    assert layout.apply(value) == format_decimal(value, format=pattern, locale=locale)
+    assert laid_out > 0.9 * len(localedata.locale_identifiers()) * 5 * len(AMOUNTS)
+
+
+def test_a_pattern_babel_must_apply_is_left_to_babel():
+    from babel import Locale
+    from babel.numbers import parse_pattern
+
+    locale = Locale.parse("en_US")
+    for pattern in ("#,##0.00 ¤¤¤", "0.###E0", "@@@", "#,##0%"):  # a name, exponent, digits, scale
+        assert not documents._layable(parse_pattern(pattern), locale), pattern
+    for pattern in ("¤#,##0.00", "'#'#,##0.00"):  # babel unquotes '#': so does the layout
+        assert documents._layable(parse_pattern(pattern), locale), pattern
+    quoted = documents._Format(parse_pattern("'#'#,##0.00"), locale, None)
+    assert (
+        quoted.apply(Decimal("1234.5"))
+        == "#1,234.50"
+        == parse_pattern("'#'#,##0.00").apply(Decimal("1234.5"), locale)
+    )
+
+
 # --- the PDF ------------------------------------------------------------------------------------
 
 
