@@ -87,15 +87,19 @@ class InvoiceDeliveryViewSet(InvoiceViewSet):
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         invoice_id = self.object_id()
-        # No body is all defaults ({}); a JSON null or any other non-object is 400.
-        body = SendInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        # No body (or {}) is all defaults, without building the serializer (most sends carry none);
+        # a JSON null or any other non-object is 400.
+        options = {}
+        if not (isinstance(request.data, dict) and not request.data):
+            body = SendInputSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            options = body.validated_data
         invoice = services.invoice_send_and_deliver(
             organization=self.organization,
             invoice_id=invoice_id,
             actor=self.actor,
-            email=body.validated_data.get("email"),
-            to=body.validated_data.get("to"),
+            email=options.get("email"),
+            to=options.get("to"),
         )
         return self._detail(invoice)
 

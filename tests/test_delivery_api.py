@@ -119,6 +119,27 @@ def test_send_body(alice_api, draft, body, status, recipients):
     assert emails == ([recipients] if recipients else [])
 
 
+@pytest.mark.parametrize(
+    ("raw", "content_type", "status"),
+    [
+        (None, None, 200),  # no body: every default (the customer's address)
+        ("{}", "application/json", 200),
+        ("", "application/x-www-form-urlencoded", 200),
+        ("null", "application/json", 400),
+        ("[]", "application/json", 400),  # empty, but not an object
+        ('""', "application/json", 400),
+        ("0", "application/json", 400),
+    ],
+)
+def test_send_without_options_and_bodies_that_are_not_an_object(alice_api, draft, raw, content_type, status):
+    url = invoice_url(draft["id"], "send")
+    response = alice_api.post(url) if raw is None else alice_api.generic("POST", url, raw, content_type)
+    assert response.status_code == status, response.content
+    assert (Invoice.objects.get(pk=draft["id"]).status == "sent") == (status == 200)
+    emails = list(OutboundEmail.objects.values_list("to", flat=True))
+    assert emails == ([["ap@acme.example"]] if status == 200 else [])
+
+
 def test_send_asking_for_email_without_an_address_is_409_and_issues_nothing(alice, alice_api, make_customer):
     invoice = create_invoice(alice_api, make_customer(alice, name="No Address", email=""))
     response = alice_api.post(invoice_url(invoice["id"], "send"), {"email": True}, format="json")
