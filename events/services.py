@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -282,6 +283,19 @@ def _queue_params(backend, vendor: str) -> _QueueParams:
     )
     now_at = tuple(at for at, field in enumerate(fields) if _is_write_time(field))
     (id_at,) = (at for at, field in enumerate(fields) if field is Job._meta.pk)
+    # A default made anew for each row (a token, a random value) would be frozen by preparing it
+    # once: only the write's time, the job's id and empty containers may come from a function.
+    made = [
+        f"{field.model.__name__}.{field.name}"
+        for at, field in enumerate(fields)
+        if field.has_default()
+        and callable(field.default)
+        and at not in now_at
+        and at != id_at
+        and field.default not in (list, dict)
+    ]
+    if made:
+        raise ImproperlyConfigured(f"The events' statement cannot prepare once the defaults of {made}.")
     return _QueueParams(values, now_at, fields[now_at[0]] if now_at else None, id_at)
 
 

@@ -188,3 +188,19 @@ def test_each_write_queues_its_own_job_at_its_own_time(alice_org, endpoints, mon
         assert {(d.created_at, d.updated_at) for d in deliveries} == {(moment, moment)}
         if IN_SQL:
             assert {d.next_attempt_at for d in deliveries} == {moment}
+
+
+def test_a_default_made_anew_for_each_row_is_not_frozen_into_the_prepared_parameters(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from events import services, tasks
+
+    field = WebhookDelivery._meta.get_field("last_error")
+    backend = tasks.send_webhooks.get_backend()
+    services._queue_params.cache_clear()
+    monkeypatch.setattr(field, "default", lambda: "a token of its own")
+    try:
+        with pytest.raises(ImproperlyConfigured, match=r"WebhookDelivery\.last_error"):
+            services._queue_params(backend, connection.vendor)
+    finally:
+        services._queue_params.cache_clear()
