@@ -12,8 +12,10 @@ import functools
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import NamedTuple
 
 from django.conf import settings
@@ -248,14 +250,23 @@ def _queue_ctes(backend, now: datetime.datetime) -> tuple[str, list]:
         for at in template.now_at:
             params[at] = now_value
     params[template.id_at] = Job._meta.pk.get_db_prep_save(backend._get_id(), connection)
+    for at, field, value in template.adapted:
+        params[at] = field.get_db_prep_save(value, connection)
     return sql, params
 
 
 class _QueueParams(NamedTuple):
-    values: tuple  # every parameter, prepared, as the template delivery and job give them
+    values: tuple  # every parameter as the template delivery and job give it, prepared if plain
     now_at: tuple[int, ...]  # the places of the write's time (created, updated, due, enqueued)
     now_field: models.Field | None  # one of those columns: it prepares the time
     id_at: int  # the place of the job's id (a new one a write)
+    # (place, field, value) of the values the driver adapts with an object of its own (JSON): an
+    # adapter keeps the connection that last quoted it, so each write prepares its own.
+    adapted: tuple[tuple[int, models.Field, object], ...]
+
+
+# Prepared values that are the same in every write and on every connection.
+_PLAIN = (str, int, float, bool, type(None), datetime.datetime, datetime.date, Decimal, uuid.UUID)
 
 
 def _is_write_time(field: models.Field) -> bool:
@@ -276,27 +287,28 @@ def _queue_params(backend, vendor: str) -> _QueueParams:
     _, (delivery_fields, job_fields) = _queue_sql()
     template = WebhookDelivery(organization_id=0, event_id="", endpoint_id=0)
     job = backend.job(tasks.send_webhooks, ([],), {})
-    fields = (*delivery_fields, *job_fields)
-    values = (
-        *(field.get_db_prep_save(getattr(template, field.attname), connection) for field in delivery_fields),
-        *(field.get_db_prep_save(field.pre_save(job, True), connection) for field in job_fields),
+    raw = (
+        *((field, getattr(template, field.attname)) for field in delivery_fields),
+        *((field, field.pre_save(job, True)) for field in job_fields),
     )
-    now_at = tuple(at for at, field in enumerate(fields) if _is_write_time(field))
-    (id_at,) = (at for at, field in enumerate(fields) if field is Job._meta.pk)
-    # A default made anew for each row (a token, a random value) would be frozen by preparing it
-    # once: only the write's time, the job's id and empty containers may come from a function.
-    made = [
-        f"{field.model.__name__}.{field.name}"
-        for at, field in enumerate(fields)
-        if field.has_default()
-        and callable(field.default)
-        and at not in now_at
-        and at != id_at
-        and field.default not in (list, dict)
-    ]
+    values, now_at, adapted, made = [], [], [], []
+    id_at = None
+    for at, (field, value) in enumerate(raw):
+        prepared = field.get_db_prep_save(value, connection)
+        values.append(prepared)
+        if field is Job._meta.pk:
+            id_at = at
+        elif _is_write_time(field):
+            now_at.append(at)
+        elif field.has_default() and callable(field.default) and field.default not in (list, dict):
+            # Made anew for each row (a token, a random value): preparing it once would freeze it.
+            made.append(f"{field.model.__name__}.{field.name}")
+        elif not isinstance(prepared, _PLAIN):
+            adapted.append((at, field, value))
     if made:
         raise ImproperlyConfigured(f"The events' statement cannot prepare once the defaults of {made}.")
-    return _QueueParams(values, now_at, fields[now_at[0]] if now_at else None, id_at)
+    now_field = raw[now_at[0]][0] if now_at else None
+    return _QueueParams(tuple(values), tuple(now_at), now_field, id_at, tuple(adapted))
 
 
 @functools.cache

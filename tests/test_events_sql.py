@@ -204,3 +204,25 @@ def test_a_default_made_anew_for_each_row_is_not_frozen_into_the_prepared_parame
             services._queue_params(backend, connection.vendor)
     finally:
         services._queue_params.cache_clear()
+
+
+def test_what_the_driver_adapts_with_an_object_of_its_own_is_prepared_for_each_write():
+    # A JSON value is adapted by an object that keeps the connection that last quoted it: shared
+    # between writes (threads, connections) it would carry one connection into another's statement.
+    from events import services, tasks
+
+    backend = tasks.send_webhooks.get_backend()
+    template = services._queue_params(backend, connection.vendor)
+    shared = (
+        {at for at in range(len(template.values)) if at not in {a for a, _, _ in template.adapted}}
+        - set(template.now_at)
+        - {template.id_at}
+    )
+    assert all(isinstance(template.values[at], services._PLAIN) for at in shared)
+    # PostgreSQL's JSON values are adapter objects; SQLite's are their text, the same every write.
+    assert [field.name for _, field, _ in template.adapted] == (["worker_ids"] if IN_SQL else [])
+    now = timezone.now()
+    (_, first), (_, second) = services._queue_ctes(backend, now), services._queue_ctes(backend, now)
+    for at, _, _ in template.adapted:
+        assert first[at] is not second[at]
+    assert first[template.id_at] != second[template.id_at]
