@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
+import decimal
 import functools
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -77,9 +80,21 @@ def _one_row(
     return _OneRow(keep(statements[0][0]), tuple(getattr(compiler, "returning_params", ())))
 
 
-def insert_compiled(obj: models.Model, using: str, fields, returning_fields, raw: bool) -> list | None:
+# Values prepared for the database that may be kept and sent again, on any connection: not one of
+# the driver's adapters (a JSON value's keeps the connection that last quoted it).
+PLAIN = (str, int, float, bool, type(None), datetime.datetime, datetime.date, decimal.Decimal, uuid.UUID)
+
+
+PER_ROW = object()  # in `insert_compiled`'s `prepared`: a value the row prepares itself
+
+
+def insert_compiled(
+    obj: models.Model, using: str, fields, returning_fields, raw: bool, prepared: Sequence | None = None
+) -> list | None:
     """`Model._do_insert` for one row with the kept statement: the returned values as the ORM
-    returns them, or None for "use the ORM" (nothing was sent)."""
+    returns them, or None for "use the ORM" (nothing was sent). `prepared`: for each field, its
+    value as `get_db_prep_save` gave it for an earlier row, the same for every row of its kind (a
+    plain value, `PLAIN`), or `PER_ROW` for one the row prepares (billing.tasks)."""
     model = obj._meta.concrete_model  # a proxy's rows are its concrete model's
     if raw or not ENABLED or model._meta.parents:
         return None
@@ -88,7 +103,10 @@ def insert_compiled(obj: models.Model, using: str, fields, returning_fields, raw
     if statement is None:
         return None
     params = []
-    for field in fields:
+    for at, field in enumerate(fields):
+        if prepared is not None and prepared[at] is not PER_ROW:
+            params.append(prepared[at])
+            continue
         value = field.pre_save(obj, True)
         if hasattr(value, "resolve_expression"):
             return None

@@ -12,10 +12,8 @@ import functools
 import json
 import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import NamedTuple
 
 from django.conf import settings
@@ -265,10 +263,6 @@ class _QueueParams(NamedTuple):
     adapted: tuple[tuple[int, models.Field, object], ...]
 
 
-# Prepared values that are the same in every write and on every connection.
-_PLAIN = (str, int, float, bool, type(None), datetime.datetime, datetime.date, Decimal, uuid.UUID)
-
-
 def _is_write_time(field: models.Field) -> bool:
     """A column whose value, for a new row, is the time it is written: auto_now(_add), or a default
     that is a function (here always `timezone.now`: a delivery is due when written)."""
@@ -303,7 +297,7 @@ def _queue_params(backend, vendor: str) -> _QueueParams:
         elif field.has_default() and callable(field.default) and field.default not in (list, dict):
             # Made anew for each row (a token, a random value): preparing it once would freeze it.
             made.append(f"{field.model.__name__}.{field.name}")
-        elif not isinstance(prepared, _PLAIN):
+        elif not isinstance(prepared, db.PLAIN):
             adapted.append((at, field, value))
     if made:
         raise ImproperlyConfigured(f"The events' statement cannot prepare once the defaults of {made}.")

@@ -4,6 +4,7 @@ and update of a day's work through the API, the statement sent is the one the OR
 very object, text and values, on both databases."""
 
 import datetime
+import functools
 from decimal import Decimal
 
 import pytest
@@ -75,10 +76,12 @@ def checked(monkeypatch, prepared):
     real_insert, real_update = db.insert_compiled, db.update_compiled
     monkeypatch.setattr(timezone, "now", lambda: FROZEN)  # auto_now(_add) the same in both
 
-    def check_insert(obj, using, fields, returning_fields, raw):
+    def check_insert(obj, using, fields, returning_fields, raw, **kwargs):
         held = db._held(connections[using])
         before = len(held.statements) if held is not None else 0
-        returned, sent = _sending(real_insert, obj, using, fields, returning_fields, raw)
+        returned, sent = _sending(
+            functools.partial(real_insert, **kwargs), obj, using, fields, returning_fields, raw
+        )
         if returned is not None:
             expected = _orm_statement(obj, using, fields, returning_fields)
             if held is not None and held.holding:  # held (billing.db.held_writes): nothing sent yet

@@ -218,7 +218,7 @@ def test_what_the_driver_adapts_with_an_object_of_its_own_is_prepared_for_each_w
         - set(template.now_at)
         - {template.id_at}
     )
-    assert all(isinstance(template.values[at], services._PLAIN) for at in shared)
+    assert all(isinstance(template.values[at], db.PLAIN) for at in shared)
     # PostgreSQL's JSON values are adapter objects; SQLite's are their text, the same every write.
     assert [field.name for _, field, _ in template.adapted] == (["worker_ids"] if IN_SQL else [])
     now = timezone.now()

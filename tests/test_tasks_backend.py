@@ -88,3 +88,47 @@ def test_enqueue_sends_the_librarys_signal_once_with_the_result_it_returns(setti
             returned.status,
             "send_email",
         )
+
+
+def test_each_job_prepares_its_own_id_time_arguments_and_run_after():
+    # The values the same for every job of a task are prepared once (billing.tasks._prepared); what
+    # is a job's own is prepared for it, and a JSON value (on PostgreSQL an adapter object that
+    # keeps the connection that last quoted it) is never shared between jobs.
+    from django.db import connection
+
+    from billing import db
+    from billing.tasks import _prepared
+
+    later = datetime.datetime(2031, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    sent = []
+
+    def capture(execute, sql, params, many, context):
+        if "django_tasks_database_dbtaskresult" in db._EXECUTED.get(sql, sql):
+            sent.append(params)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        first = tasks.send_email.enqueue(1)
+        second = tasks.send_email.using(run_after=later).enqueue(2)
+        third = tasks.deliver_invoice.enqueue(3)
+    rows = {
+        r["id"]: r
+        for r in DBTaskResult.objects.filter(pk__in=[first.id, second.id, third.id]).values(
+            "id", "args_kwargs", "run_after", "task_path", "enqueued_at"
+        )
+    }
+    assert [rows[r.db_result.pk]["args_kwargs"]["args"] for r in (first, second, third)] == [[1], [2], [3]]
+    assert rows[second.db_result.pk]["run_after"] == later
+    assert rows[first.db_result.pk]["run_after"] == rows[third.db_result.pk]["run_after"] > later
+    assert rows[third.db_result.pk]["task_path"] == "delivery.tasks.deliver_invoice"
+    assert first.enqueued_at == rows[first.db_result.pk]["enqueued_at"]
+    assert len(sent) == 3
+    for at, value in enumerate(sent[0]):
+        if not isinstance(value, db.PLAIN):
+            assert value is not sent[1][at]
+    model = type(first.db_result)._meta.concrete_model
+    fields = [f.attname for f in model._meta.local_concrete_fields]
+    key = ("default", connection.vendor, first.task.module_path, first.task.priority, "default", "default")
+    per_row = [name for name, value in zip(fields, _prepared(model, key), strict=True) if value is db.PER_ROW]
+    assert set(per_row) >= {"id", "enqueued_at", "args_kwargs", "run_after", "worker_ids"}
+    assert not {"task_path", "status", "priority", "queue_name"} & set(per_row)
