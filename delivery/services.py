@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, prefetch_related_objects
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from billing import db
 from billing.exceptions import BillingError, BusinessRuleViolation, InvalidTransition
@@ -107,16 +108,16 @@ def _message_id() -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
-def _reminder_when(invoice: Invoice, today: datetime.date) -> str:
+def _reminder_when(invoice: Invoice, today: datetime.date, due: str) -> str:
     days = (invoice.due_date - today).days
     if days > 1:
-        return f"is due in {days} days, on {invoice.due_date:%d %B %Y}"
+        return f"is due in {days} days, on {due}"
     if days == 1:
-        return f"is due tomorrow, {invoice.due_date:%d %B %Y}"
+        return f"is due tomorrow, {due}"
     if days == 0:
         return "is due today"
     late = -days
-    return f"was due on {invoice.due_date:%d %B %Y}, {late} day{'s' if late != 1 else ''} ago"
+    return f"was due on {due}, {late} day{'s' if late != 1 else ''} ago"
 
 
 def email_queue(
@@ -135,7 +136,9 @@ def email_queue(
     works it (a send's `deliver_invoice`)."""
     organization = invoice.organization
     seller = organization.legal_name or organization.name
-    today = today or organization.today()
+    # The due date as the templates' `date:"j F Y"` writes it, written once (a date filter is a
+    # tenth of a message's rendering).
+    due = date_format(invoice.due_date, "j F Y")
     context = {
         "invoice": invoice,
         "seller": seller,
@@ -144,8 +147,11 @@ def email_queue(
         "total": documents.format_money(invoice.total, invoice.currency),
         "balance_due": documents.format_money(invoice.balance_due, invoice.currency),
         "hosted_url": _hosted_link(invoice),
-        "when": _reminder_when(invoice, today),
+        "due_date": due,
+        "kind": kind,
     }
+    if kind == OutboundEmail.Kind.REMINDER:
+        context["when"] = _reminder_when(invoice, today or organization.today(), due)
     subject = render_to_string(f"delivery/email/{kind}_subject.txt", context)
     # One line, however the names were written (a header never carries a line break).
     subject = " ".join(subject.split())[:300]
@@ -157,7 +163,7 @@ def email_queue(
         to=list(to),
         subject=subject,
         body=render_to_string(f"delivery/email/{kind}_body.txt", context),
-        html=render_to_string("delivery/email/message.html", {**context, "kind": kind, "subject": subject}),
+        html=render_to_string("delivery/email/message.html", {**context, "subject": subject}),
         message_id=_message_id(),
     )
     email.save()

@@ -374,3 +374,22 @@ def test_queue_documents_gives_each_issued_invoice_without_a_pdf_its_first_versi
     assert Document.objects.count() == 2
     run_jobs()
     assert set(Document.objects.values_list("status", flat=True)) == {"stored"}
+
+
+def test_the_emails_write_the_due_date_as_the_date_filter_does(alice_api, alice_org, draft):
+    # One text for the due date, written once (services.email_queue): what the templates'
+    # `date:"j F Y"` wrote, in the invoice's email, its HTML and a reminder's "when".
+    import datetime
+
+    from django.template.defaultfilters import date as date_filter
+
+    Invoice.objects.filter(pk=draft["id"]).update(due_date=datetime.date(2031, 3, 7))
+    assert alice_api.post(invoice_url(draft["id"], "send"), format="json").status_code == 200
+    (sent,) = OutboundEmail.objects.filter(invoice_id=draft["id"])
+    due = date_filter(datetime.date(2031, 3, 7), "j F Y")
+    assert due == "7 March 2031"
+    assert f"due on {due}." in sent.body
+    assert f"due on {due}.</p>" in sent.html
+    services.invoice_remind(organization=alice_org, invoice_id=draft["id"])
+    reminder = OutboundEmail.objects.get(invoice_id=draft["id"], kind="reminder")
+    assert f"on {due}. The balance due is" in reminder.body
