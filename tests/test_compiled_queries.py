@@ -126,8 +126,10 @@ def test_the_credential_reads_are_the_orms_own(alice_org):
 
 
 def test_the_memberships_read_of_me_is_the_orms_own(alice_org, bob_org):
+    from knox.models import get_token_model
+
     from tests.conftest import client_for
-    from users import views
+    from users import auth, views
     from users.models import Membership
 
     owner = Membership.objects.filter(organization=alice_org).first().user
@@ -141,12 +143,36 @@ def test_the_memberships_read_of_me_is_the_orms_own(alice_org, bob_org):
     assert our_sql == their_sql
     assert ours == theirs == [(alice_org.pk, alice_org.name, "owner"), (bob_org.pk, bob_org.name, "viewer")]
     assert views._MEMBERSHIPS.fetch(user_id=owner.pk + 10_000) == []
-    # And through a request: the credential, then the memberships, two statements.
+
+    # `/api/me/` reads them with the token: the ORM's own statement, a row per membership.
     client = client_for(owner)
+    token = get_token_model().objects.filter(user=owner).get()
+    rows, rows_sql = _sent(lambda: auth._MEMBER_TOKENS_LISTING.fetch(token_key=token.token_key))
+    orm, orm_sql = _sent(lambda: list(auth._member_tokens_listing_organizations(token.token_key)))
+    assert rows_sql == orm_sql
+    assert [(r.pk, r.listed_organization_id, r.listed_role) for r in rows] == [
+        (r.pk, r.listed_organization_id, r.listed_role) for r in orm
+    ]
+    # Through a request: the credential and the organizations, one statement.
     with CaptureQueriesContext(connection) as ctx:
         body = client.get("/api/me/").json()
-    assert len(ctx.captured_queries) == 2
+    assert len(ctx.captured_queries) == 1
     assert [(o["id"], o["name"], o["role"]) for o in body["organizations"]] == ours
+    assert (body["organization"]["id"], body["role"]) == (alice_org.pk, "owner")
+
+    # Another token whose key starts the same (knox looks tokens up by the first characters): the
+    # right one is found by its digest, and each organization is listed once.
+    other, _ = get_token_model().objects.create(
+        user=owner, membership=Membership.objects.get(user=owner, organization=bob_org)
+    )
+    get_token_model().objects.filter(pk=other.pk).update(token_key=token.token_key)
+    assert len(auth._MEMBER_TOKENS_LISTING.fetch(token_key=token.token_key)) == 4
+    body = client.get("/api/me/").json()
+    assert [(o["id"], o["role"]) for o in body["organizations"]] == [
+        (alice_org.pk, "owner"),
+        (bob_org.pk, "viewer"),
+    ]
+    assert (body["organization"]["id"], body["role"]) == (alice_org.pk, "owner")
 
 
 def test_the_detail_reads_are_the_prefetchs_rows(alice, bob, alice_api, make_invoice):

@@ -1,7 +1,7 @@
 import re
 from hmac import compare_digest
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from knox.auth import TokenAuthentication
 from knox.crypto import hash_token
@@ -28,9 +28,25 @@ def _member_tokens(token_key: str):
     )
 
 
+def _member_tokens_listing_organizations(token_key: str):
+    """`_member_tokens`, each token's row once for every membership of its user, with that
+    membership's organization id and name and its role, in the order joined (`Membership.Meta`):
+    `/api/me/` authenticates and lists the caller's organizations in one query."""
+    return (
+        _member_tokens(token_key)
+        .annotate(
+            listed_organization_id=F("user__memberships__organization_id"),
+            listed_organization_name=F("user__memberships__organization__name"),
+            listed_role=F("user__memberships__role"),
+        )
+        .order_by("pk", "user__memberships__created_at", "user__memberships__id")
+    )
+
+
 # Every request reads its credential: the read is compiled once (billing.db.CompiledQuery).
 _API_KEY = CompiledQuery(_api_key_by_prefix, prefix=str)
 _MEMBER_TOKENS = CompiledQuery(_member_tokens, token_key=str)
+_MEMBER_TOKENS_LISTING = CompiledQuery(_member_tokens_listing_organizations, token_key=str)
 
 # The schemes a key may be sent with, lower-cased (a scheme is case-insensitive, RFC 9110).
 SCHEMES = (b"token", b"bearer")
@@ -126,7 +142,7 @@ class ExpiringTokenAuthentication(TokenAuthentication):
         return self.authenticate_credentials(key)
 
     def authenticate_credentials(self, token: str):
-        candidates = _MEMBER_TOKENS.fetch(token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
+        candidates = self.candidates(token[: CONSTANTS.TOKEN_KEY_LENGTH])
         now = timezone.now()
         for auth_token in candidates:
             if auth_token.expiry is not None and auth_token.expiry < now:
@@ -135,6 +151,25 @@ class ExpiringTokenAuthentication(TokenAuthentication):
             if self._digest_matches(token, auth_token.digest):
                 return self.validate_user(auth_token)
         raise exceptions.AuthenticationFailed(INVALID)
+
+    def __init__(self, *, listing_organizations: bool = False):
+        # For the view that lists the organizations the token's user is a member of (`/api/me/`):
+        # they are read with the token, in its query (`listed_organizations` on the token).
+        self.listing_organizations = listing_organizations
+
+    def candidates(self, token_key: str) -> list:
+        """The tokens whose key starts as this one's (knox's lookup), with what they authenticate;
+        `listing_organizations`: each with `listed_organizations`, (id, name, role) of every
+        membership of its user, in the order joined."""
+        if not self.listing_organizations:
+            return _MEMBER_TOKENS.fetch(token_key=token_key)
+        tokens: dict = {}
+        for row in _MEMBER_TOKENS_LISTING.fetch(token_key=token_key):
+            token = tokens.setdefault(row.pk, row)
+            listed = token.__dict__.setdefault("listed_organizations", [])
+            if row.listed_organization_id is not None:  # a user with no membership: none joined
+                listed.append((row.listed_organization_id, row.listed_organization_name, row.listed_role))
+        return list(tokens.values())
 
     @staticmethod
     def _digest_matches(token: str, digest: str) -> bool:
