@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
+from billing.db import CompiledQuery
 from delivery.models import Document
 from invoices.models import Invoice
 
@@ -50,17 +51,34 @@ _FIELDS = (
 )
 
 
-def _latest_version(invoices: QuerySet[Invoice]) -> PdfDownload | None:
-    row = invoices.order_by("-documents__version").values_list(*_FIELDS).first()
-    return None if row is None else PdfDownload(*row)
+def _latest_version(invoices: QuerySet[Invoice]) -> QuerySet:
+    """The one row `.first()` reads: `invoices`' invoice and its latest version."""
+    return invoices.order_by("-documents__version").values_list(*_FIELDS)[:1]
+
+
+def _owned_latest_version(organization_id: int, invoice_id: int) -> QuerySet:
+    return _latest_version(Invoice.objects.filter(organization_id=organization_id, pk=invoice_id))
+
+
+def _hosted_latest_version(token: str) -> QuerySet:
+    return _latest_version(Invoice.objects.filter(public_token=token).exclude(status=Invoice.Status.DRAFT))
+
+
+# Every download reads one of these: compiled once (billing.db.CompiledQuery).
+_OWNED_DOWNLOAD = CompiledQuery(_owned_latest_version, organization_id=int, invoice_id=int)
+_HOSTED_DOWNLOAD = CompiledQuery(_hosted_latest_version, token=str)
+
+
+def _download(rows: list) -> PdfDownload | None:
+    return PdfDownload(*rows[0]) if rows else None
 
 
 def invoice_pdf_download(*, organization_id: int, invoice_id: int) -> PdfDownload | None:
     """Invoice `invoice_id` of the organization with its latest PDF version, or None (no such
     invoice, or another organization's)."""
-    return _latest_version(Invoice.objects.filter(organization_id=organization_id, pk=invoice_id))
+    return _download(_OWNED_DOWNLOAD.fetch(organization_id=organization_id, invoice_id=invoice_id))
 
 
 def hosted_pdf_download(*, token: str) -> PdfDownload | None:
     """The issued invoice whose hosted-page token is `token`, with its latest PDF version, or None."""
-    return _latest_version(Invoice.objects.filter(public_token=token).exclude(status=Invoice.Status.DRAFT))
+    return _download(_HOSTED_DOWNLOAD.fetch(token=token))

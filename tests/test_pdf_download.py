@@ -178,6 +178,49 @@ def test_the_latest_version_decides(alice_api, issued, stored):
     assert body(again) == response.content
 
 
+def test_the_download_reads_are_the_orms_own_statements_and_rows(alice_api, bob_org, issued, stored):
+    """Both reads are compiled once (billing.db.CompiledQuery): the SQL sent, text and values, is
+    the ORM's own `.first()` of the same queryset, and so are the rows; another organization's
+    invoice, an unknown token and a draft's token find nothing."""
+    from delivery import selectors
+
+    invoice = Invoice.objects.get(pk=issued["id"])
+
+    def sent(read):
+        with CaptureQueriesContext(connection) as ctx:
+            result = read()
+        return result, [q["sql"] for q in ctx.captured_queries]
+
+    for ours, theirs in [
+        (
+            lambda: selectors.invoice_pdf_download(
+                organization_id=invoice.organization_id, invoice_id=invoice.pk
+            ),
+            lambda: Invoice.objects.filter(organization_id=invoice.organization_id, pk=invoice.pk)
+            .order_by("-documents__version")
+            .values_list(*selectors._FIELDS)
+            .first(),
+        ),
+        (
+            lambda: selectors.hosted_pdf_download(token=invoice.public_token),
+            lambda: Invoice.objects.filter(public_token=invoice.public_token)
+            .exclude(status=Invoice.Status.DRAFT)
+            .order_by("-documents__version")
+            .values_list(*selectors._FIELDS)
+            .first(),
+        ),
+    ]:
+        download, our_sql = sent(ours)
+        row, their_sql = sent(theirs)
+        assert our_sql == their_sql
+        assert download == selectors.PdfDownload(*row)
+        assert (download.invoice_id, download.sha256, download.stored) == (invoice.pk, stored.sha256, True)
+    assert selectors.invoice_pdf_download(organization_id=bob_org.pk, invoice_id=invoice.pk) is None
+    assert selectors.hosted_pdf_download(token="no-such-token") is None
+    Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.DRAFT)
+    assert selectors.hosted_pdf_download(token=invoice.public_token) is None
+
+
 # --- the hosted page --------------------------------------------------------------------------------
 
 
