@@ -230,6 +230,20 @@ def test_the_hosted_page_needs_no_login_and_tells_nobody_else(alice_api, draft):
     assert anonymous.post(path).status_code == 405
 
 
+@pytest.mark.parametrize(
+    "token", ["a%00b", "%C3%A9t%C3%A9", "x" * 44, "a.b", "a%20b", "%F0%9F%92%B8"], ids=lambda t: t[:12]
+)
+def test_a_hosted_token_no_invoice_could_have_is_404_before_any_query(token, django_assert_num_queries):
+    # A token is URL-safe base64 of at most 43 characters; any other text (a NUL, which PostgreSQL
+    # cannot take in a string, other characters, a longer one) is not looked up at all.
+    from rest_framework.test import APIClient
+
+    anonymous = APIClient()
+    for path in (f"/i/{token}/", f"/i/{token}/pdf/"):
+        with django_assert_num_queries(0):
+            assert anonymous.get(path).status_code == 404
+
+
 def test_a_void_invoice_page_says_void(alice_api, draft):
     sent = alice_api.post(invoice_url(draft["id"], "send")).data
     alice_api.post(invoice_url(draft["id"], "void"))
