@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from billing.db import CompiledQuery
 from delivery.models import Document
+from invoices import selectors as invoice_selectors
 from invoices.models import Invoice
 
 
@@ -82,3 +83,21 @@ def invoice_pdf_download(*, organization_id: int, invoice_id: int) -> PdfDownloa
 def hosted_pdf_download(*, token: str) -> PdfDownload | None:
     """The issued invoice whose hosted-page token is `token`, with its latest PDF version, or None."""
     return _download(_HOSTED_DOWNLOAD.fetch(token=token))
+
+
+def _hosted_invoice(token: str) -> QuerySet:
+    return (
+        Invoice.objects.filter(public_token=token)
+        .exclude(status=Invoice.Status.DRAFT)
+        .select_related("organization", "customer")[:1]
+    )
+
+
+_HOSTED_INVOICE = CompiledQuery(_hosted_invoice, token=str)
+
+
+def hosted_invoice(*, token: str) -> Invoice | None:
+    """The issued invoice whose hosted-page token is `token`, with its organization and customer
+    joined and its lines loaded (as the detail reads them), or None: two compiled statements."""
+    found = _HOSTED_INVOICE.fetch(token=token)
+    return invoice_selectors.with_lines_and_payments(found[0], ("lines",)) if found else None

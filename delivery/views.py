@@ -217,13 +217,7 @@ def _check_throttle(request) -> None:
 
 
 def _hosted_invoice(token: str) -> Invoice:
-    invoice = (
-        Invoice.objects.filter(public_token=token)
-        .exclude(status=Invoice.Status.DRAFT)
-        .select_related("organization", "customer")
-        .prefetch_related("lines")
-        .first()
-    )
+    invoice = selectors.hosted_invoice(token=token)
     if invoice is None:
         raise Http404("No such invoice.")
     return invoice

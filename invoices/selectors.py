@@ -1,6 +1,6 @@
 """Reads over invoices that are more than a queryset."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.db import connections, router
 from django.db.models import BigIntegerField, Count, F, Prefetch, QuerySet, Sum
@@ -116,13 +116,14 @@ def _summary(groups: Iterable[tuple[str, str, int, int, int]]) -> dict:
     }
 
 
-def with_lines_and_payments(invoice: Invoice) -> Invoice:
-    """`invoice` with its lines and payments loaded, reading only those a write did not already
-    fill in (`invoices.services`): the one read that follows a write, for its response, and the
-    detail's. Each is read as `detail_prefetch` reads it, with one compiled statement (the rows the
-    same, tests/test_compiled_queries.py), each row's invoice set to this one as a prefetch sets it."""
+def with_lines_and_payments(invoice: Invoice, names: Sequence[str] = ("lines", "payments")) -> Invoice:
+    """`invoice` with its lines and payments (or only those of `names`) loaded, reading only those a
+    write did not already fill in (`invoices.services`): the one read that follows a write, for its
+    response, the detail's and the hosted page's. Each is read as `detail_prefetch` reads it, with one
+    compiled statement (the rows the same, tests/test_compiled_queries.py), each row's invoice set to
+    this one as a prefetch sets it."""
     cache = invoice.__dict__.setdefault("_prefetched_objects_cache", {})
-    for name in ("lines", "payments"):
+    for name in names:
         if name not in cache:
             rows = _RELATED[name].fetch(invoice_id=invoice.pk)
             field = Invoice._meta.get_field(name).field  # the row's reference to its invoice

@@ -407,3 +407,42 @@ def test_the_emails_write_the_due_date_as_the_date_filter_does(alice_api, alice_
     services.invoice_remind(organization=alice_org, invoice_id=draft["id"])
     reminder = OutboundEmail.objects.get(invoice_id=draft["id"], kind="reminder")
     assert f"on {due}. The balance due is" in reminder.body
+
+
+def test_the_hosted_pages_read_is_the_orms_own_statement_and_rows(alice_api, draft, bob_org):
+    # Compiled once (delivery.selectors.hosted_invoice): the SQL, text and values, is the ORM's own
+    # `.first()` of the page's queryset, its lines the rows `prefetch_related("lines")` reads.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from delivery import selectors
+
+    alice_api.post(invoice_url(draft["id"], "send"))
+    invoice = Invoice.objects.get(pk=draft["id"])
+
+    def orm():
+        return (
+            Invoice.objects.filter(public_token=invoice.public_token)
+            .exclude(status=Invoice.Status.DRAFT)
+            .select_related("organization", "customer")
+            .first()
+        )
+
+    with CaptureQueriesContext(connection) as ours:
+        found = selectors.hosted_invoice(token=invoice.public_token)
+    with CaptureQueriesContext(connection) as theirs:
+        expected = orm()
+    assert ours.captured_queries[0]["sql"] == theirs.captured_queries[0]["sql"]
+    assert len(ours.captured_queries) == 2  # the invoice, then its lines
+    assert (found.pk, found.organization.name, found.customer.name) == (
+        expected.pk,
+        expected.organization.name,
+        expected.customer.name,
+    )
+    with CaptureQueriesContext(connection) as none:
+        lines = [(line.pk, line.description, line.invoice is found) for line in found.lines.all()]
+    assert none.captured_queries == []
+    assert lines == [(line.pk, line.description, True) for line in expected.lines.all()]
+    assert selectors.hosted_invoice(token="no-such-token") is None
+    Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.DRAFT)
+    assert selectors.hosted_invoice(token=invoice.public_token) is None
