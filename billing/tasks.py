@@ -79,7 +79,8 @@ def _insert(job) -> None:
     values that are the same for every job of one task, queue, priority and backend are prepared
     once (`_prepared`); a job prepares only its id, the time it is written, its arguments, its
     `run_after` and each other value that is an object the driver adapts (JSON) or is made anew
-    for it."""
+    for it. So `job` is one `job()` built: every column that it does not set is its default, and
+    the defaults are what `_prepared` keeps."""
     using = router.db_for_write(type(job), instance=job)
     connection = connections[using]
     model = job._meta.concrete_model
