@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django_tasks.signals import task_enqueued
 from django_tasks.utils import normalize_json
 from django_tasks_db.backend import DatabaseBackend as LibraryBackend
@@ -86,7 +86,9 @@ def _insert(job) -> None:
     model = job._meta.concrete_model
     fields = model._meta.local_concrete_fields
     key = (using, connection.vendor, job.task_path, job.priority, job.queue_name, job.backend_name)
-    returned = db.insert_compiled(job, using, fields, [], False, prepared=_prepared(model, key))
+    # As save_base does: a failed INSERT marks the atomic block it ran in for rollback.
+    with transaction.mark_for_rollback_on_error(using):
+        returned = db.insert_compiled(job, using, fields, [], False, prepared=_prepared(model, key))
     if returned is None:  # not kept (or tests capturing the ORM's own): the ORM's save
         job.save(force_insert=True)
         return

@@ -132,3 +132,19 @@ def test_each_job_prepares_its_own_id_time_arguments_and_run_after():
     per_row = [name for name, value in zip(fields, _prepared(model, key), strict=True) if value is db.PER_ROW]
     assert set(per_row) >= {"id", "enqueued_at", "args_kwargs", "run_after", "worker_ids"}
     assert not {"task_path", "status", "priority", "queue_name"} & set(per_row)
+
+
+def test_a_job_insert_that_fails_marks_its_atomic_block_for_rollback_as_save_does(monkeypatch):
+    from django.db import DatabaseError, connection, transaction
+
+    from billing import db
+
+    def fail(*args, **kwargs):
+        raise DatabaseError("refused")
+
+    monkeypatch.setattr(db, "insert_compiled", fail)
+    with transaction.atomic():
+        with pytest.raises(DatabaseError):
+            tasks.send_email.enqueue(1)
+        assert connection.needs_rollback
+        transaction.set_rollback(False)  # what a caller that caught it on purpose would do
