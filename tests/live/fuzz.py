@@ -183,9 +183,29 @@ def contract_refusal(operation: str, status: int, body: object) -> str | None:
     return "400 on " + ", ".join(sorted(body))
 
 
+def _parse_one_at_a_time() -> None:
+    """CPython 3.11's `ast.parse` can raise a spurious `SystemError: AST constructor recursion depth
+    mismatch` when threads parse at once (python/cpython#106905, "seen rarely in a threaded
+    application"); hypothesis parses its lambdas' sources with it in schemathesis's worker threads,
+    and one such error once failed a CI run that found nothing. In this process, parses take turns."""
+    import ast
+
+    if getattr(ast.parse, "one_at_a_time", False):
+        return
+    parse, turn = ast.parse, threading.Lock()
+
+    def parse_in_turn(*args, **kwargs):
+        with turn:
+            return parse(*args, **kwargs)
+
+    parse_in_turn.one_at_a_time = True
+    ast.parse = parse_in_turn
+
+
 def _register_hooks() -> None:
     import schemathesis
 
+    _parse_one_at_a_time()
     lock = threading.Lock()
     state: dict[str, object] = {}
 
