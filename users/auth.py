@@ -135,6 +135,11 @@ class ExpiringTokenAuthentication(TokenAuthentication):
     rest in bulk.
     """
 
+    def __init__(self, *, listing_organizations: bool = False):
+        # For the view that lists the organizations the token's user is a member of (`/api/me/`):
+        # they are read with the token, in its query (`listed_organizations` on the token).
+        self.listing_organizations = listing_organizations
+
     def authenticate(self, request):
         key = credential_from_header(request)
         if key is None:
@@ -151,11 +156,6 @@ class ExpiringTokenAuthentication(TokenAuthentication):
             if self._digest_matches(token, auth_token.digest):
                 return self.validate_user(auth_token)
         raise exceptions.AuthenticationFailed(INVALID)
-
-    def __init__(self, *, listing_organizations: bool = False):
-        # For the view that lists the organizations the token's user is a member of (`/api/me/`):
-        # they are read with the token, in its query (`listed_organizations` on the token).
-        self.listing_organizations = listing_organizations
 
     def candidates(self, token_key: str) -> list:
         """The tokens whose key starts as this one's (knox's lookup), with what they authenticate;
